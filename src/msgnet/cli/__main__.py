@@ -1,0 +1,5 @@
+import sys
+
+from msgnet.cli import main
+
+sys.exit(main())

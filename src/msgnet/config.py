@@ -1,0 +1,265 @@
+"""Frozen configuration dataclasses, YAML presets and dotted command-line overrides.
+
+A *preset* describes the whole pipeline for one dataset: the VQ-VAE, the latent
+PixelSNAIL prior, the LayoutPixelSNAIL and a training schedule for each. Every model
+is rebuilt from its own component config alone (stored beside its weights as
+``config.json``), so component configs must stay plain data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from msgnet.errors import UsageError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """Double-path VQ-VAE (paper Table 4, Fig. 21)."""
+
+    in_channels: int = 1
+    image_size: int = 64
+    hidden_dim: int = 128  # channels of the main feature maps
+    residual_dim: int = 64  # bottleneck width inside residual blocks
+    num_residual_blocks: int = 2
+    embedding_dim: int = 64  # Table 4 "Codebook size": length of a code vector
+    num_embeddings: int = 256  # Table 4 "Codebook num": number of codes per codebook
+    latent_size: int = 16
+    commitment: float = 0.25
+    # Self-attention only on feature maps smaller than this per side (paper App. B).
+    attention_below: int = 64
+    # Restart codes unused over an epoch from random encoder outputs (off in paper presets).
+    restart_dead_codes: bool = False
+
+    @property
+    def num_downsamples(self) -> int:
+        ratio = self.image_size // self.latent_size
+        return max(ratio.bit_length() - 1, 0)
+
+    def validate(self) -> None:
+        ratio = self.image_size / self.latent_size
+        if self.image_size % self.latent_size or ratio < 1 or int(ratio) & (int(ratio) - 1):
+            raise UsageError(
+                f"vqvae: image_size {self.image_size} / latent_size {self.latent_size} "
+                "must be a power of two (stride-2 convolutions)"
+            )
+        if self.in_channels not in (1, 2, 3):
+            raise UsageError(f"vqvae: in_channels must be 1, 2 or 3, got {self.in_channels}")
+        for name in ("hidden_dim", "residual_dim", "embedding_dim", "num_embeddings"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"vqvae: {name} must be positive")
+
+
+@dataclass(frozen=True)
+class PixelSNAILConfig:
+    """PixelSNAIL prior (paper Tables 5 and 6). Unconditional when ``num_condition_classes`` is 0."""
+
+    height: int = 32
+    width: int = 16
+    num_classes: int = 256  # vocabulary of the modelled tokens (codes or layout classes)
+    channels: int = 256  # "Hidden dim"
+    num_blocks: int = 4  # the authors' code hard-codes 4 blocks ...
+    num_res_blocks: int = 3  # ... of 3 gated residual blocks each ("Residual blocks")
+    res_channels: int = 256  # "Residual dim"
+    kernel_size: int = 5
+    attention: bool = True
+    attention_dim: int = 128  # key/query width per block ("Attention dim")
+    attention_heads: int = 8
+    dropout: float = 0.1
+    num_out_res_blocks: int = 0
+    # Condition (the layout): class embedding -> non-causal residual stack.
+    num_condition_classes: int = 0
+    condition_embedding_dim: int = 64  # "Condition Layout dim"
+    condition_res_blocks: int = 2
+    condition_res_dim: int = 64
+    # Embedding of the modelled tokens ("Layout embedding dim" for the layout prior);
+    # 0 means one-hot input as in the reference PixelSNAIL.
+    embedding_dim: int = 0
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_condition_classes > 0
+
+    def validate(self) -> None:
+        if self.kernel_size < 2:
+            raise UsageError("prior: kernel_size must be at least 2")
+        if self.attention and self.attention_dim % self.attention_heads:
+            raise UsageError("prior: attention_dim must be divisible by attention_heads")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError("prior: dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation schedule of one stage. Exactly one of ``iterations``/``epochs`` is used."""
+
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    schedule: str = "linear"  # "linear" (decay to 0), "cyclical" (triangular), "constant"
+    cycle_epochs: float = 2.0  # period of the cyclical schedule, in epochs
+    min_lr_ratio: float = 0.1  # lowest point of the cyclical schedule
+    iterations: int = 0
+    epochs: int = 0
+    max_minutes: float = 0.0  # stop early after this wall time (0: no limit); CPU presets use it
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    image_every: int = 1000
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError("train: batch_size must be positive")
+        if self.learning_rate <= 0:
+            raise UsageError("train: learning_rate must be positive")
+        if self.schedule not in ("linear", "cyclical", "constant"):
+            raise UsageError(f"train: unknown schedule {self.schedule!r} (linear, cyclical, constant)")
+        if (self.iterations > 0) == (self.epochs > 0):
+            raise UsageError("train: set exactly one of iterations and epochs")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything `msgnet train all` needs for one dataset."""
+
+    name: str = "unnamed"
+    source: str = ""  # which paper table/column, or why it differs
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    vqvae_train: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=1000))
+    prior: PixelSNAILConfig = field(default_factory=PixelSNAILConfig)
+    prior_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=1, learning_rate=3e-4, schedule="cyclical")
+    )
+    layout_prior: PixelSNAILConfig = field(default_factory=PixelSNAILConfig)
+    layout_prior_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=1, learning_rate=3e-4)
+    )
+
+    def validate(self) -> None:
+        self.vqvae.validate()
+        self.prior.validate()
+        self.layout_prior.validate()
+        for t in (self.vqvae_train, self.prior_train, self.layout_prior_train):
+            t.validate()
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys (typos must not pass)."""
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in (data or {}).items():
+        if key not in known:
+            raise UsageError(f"{where or cls.__name__}: unknown key {key!r}")
+        f = known[key]
+        sub = _dataclass_type(f.type)
+        if sub is not None and isinstance(value, Mapping):
+            kwargs[key] = from_dict(sub, value, f"{where}.{key}" if where else key)
+        else:
+            kwargs[key] = _coerce(value, f.type, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+_COMPONENTS = {
+    "VQVAEConfig": VQVAEConfig,
+    "PixelSNAILConfig": PixelSNAILConfig,
+    "TrainConfig": TrainConfig,
+}
+
+
+def _dataclass_type(type_name: Any) -> type | None:
+    name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
+    return _COMPONENTS.get(name)
+
+
+def _coerce(value: Any, type_name: Any, where: str) -> Any:
+    name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
+    try:
+        if name == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if name == "float":
+            return float(value)
+        if name == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if name == "str":
+            return str(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: expected {name}, got {value!r}") from None
+    return value
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str, overrides: list[str] | None = None) -> Preset:
+    """Load a preset by name (``multi-mnist-cpu``) or YAML path, then apply ``a.b=value`` overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise UsageError(
+            f"{name_or_path}: no such preset (known: {', '.join(list_presets())})"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a preset must be a mapping")
+    for item in overrides or []:
+        apply_override(data, item)
+    preset = from_dict(Preset, data, "")
+    preset.validate()
+    return preset
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.key=value`` override to a nested dict (value parsed as YAML)."""
+    if "=" not in item:
+        raise UsageError(f"override {item!r}: expected dotted.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UsageError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def save_json(obj: Any, path: Path) -> None:
+    from msgnet.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(to_dict(obj) if dataclasses.is_dataclass(obj) else obj, indent=2))
+
+
+def with_overrides(obj: T, **changes: Any) -> T:
+    return replace(obj, **changes)  # type: ignore[type-var]

@@ -1,0 +1,383 @@
+"""The one dataset format on disk, read and written by every msgnet command.
+
+```
+DIR/dataset.json        classes, colours, image size, channels, splits, provenance, rule
+DIR/images/NNNNNN.png   the images (L, LA or RGB; 2-channel images are stored as LA)
+DIR/layouts/NNNNNN.png  uint8 class index per pixel, 0 = background
+DIR/masks/NNNNNN.png    optional: finer per-pixel masks (e.g. digit strokes), same classes
+DIR/annotations.json    COCO-compatible: images, annotations (category_id, bbox [x, y, w, h]), categories
+```
+
+Every reader validates what it reads and raises :class:`DataError` naming the file.
+Writers build the whole set in a temporary sibling directory and rename it into place,
+so an interrupted build never leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from msgnet.errors import DataError, UsageError
+
+FORMAT_NAME = "msgnet-dataset"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    id: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass
+class DatasetInfo:
+    """The contents of ``dataset.json``."""
+
+    name: str
+    image_size: tuple[int, int]  # (height, width)
+    channels: int
+    classes: list[ClassInfo]  # class 0 is the background
+    splits: dict[str, list[int]] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)  # how the set was made
+    rule: dict[str, Any] | None = None  # see msgnet.data.rules
+
+    @property
+    def num_classes(self) -> int:
+        return max(c.id for c in self.classes) + 1
+
+    @property
+    def class_names(self) -> list[str]:
+        names = ["?"] * self.num_classes
+        for c in self.classes:
+            names[c.id] = c.name
+        return names
+
+    @property
+    def palette(self) -> np.ndarray:
+        pal = np.zeros((self.num_classes, 3), dtype=np.uint8)
+        for c in self.classes:
+            pal[c.id] = c.color
+        return pal
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "name": self.name,
+            "image_size": list(self.image_size),
+            "channels": self.channels,
+            "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in self.classes],
+            "splits": {k: list(v) for k, v in self.splits.items()},
+            "source": self.source,
+            "rule": self.rule,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "DatasetInfo":
+        def bad(msg: str) -> DataError:
+            return DataError(f"{where}: {msg}")
+
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise bad(f"not a {FORMAT_NAME} description (missing \"format\": \"{FORMAT_NAME}\")")
+        try:
+            h, w = (int(v) for v in data["image_size"])
+            channels = int(data["channels"])
+            classes = [
+                ClassInfo(int(c["id"]), str(c["name"]), tuple(int(x) for x in c["color"]))  # type: ignore[arg-type]
+                for c in data["classes"]
+            ]
+            splits = {str(k): [int(i) for i in v] for k, v in data.get("splits", {}).items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"malformed field ({type(exc).__name__}: {exc})") from None
+        if h < 1 or w < 1:
+            raise bad(f"image_size must be positive, got {h}x{w}")
+        if channels not in (1, 2, 3):
+            raise bad(f"channels must be 1, 2 or 3, got {channels}")
+        ids = [c.id for c in classes]
+        if 0 not in ids:
+            raise bad("class 0 (background) must be declared")
+        if len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) > 255:
+            raise bad("class ids must be unique and within 0..255")
+        if any(len(c.color) != 3 for c in classes):
+            raise bad("every class colour must be [r, g, b]")
+        return cls(
+            name=str(data.get("name", "")),
+            image_size=(h, w),
+            channels=channels,
+            classes=classes,
+            splits=splits,
+            source=dict(data.get("source") or {}),
+            rule=data.get("rule"),
+        )
+
+
+@dataclass(frozen=True)
+class ObjectAnnotation:
+    """One object: its class and its box ``[x, y, w, h]`` in pixels."""
+
+    category_id: int
+    bbox: tuple[int, int, int, int]
+
+
+def image_name(image_id: int) -> str:
+    return f"{image_id:06d}.png"
+
+
+def _read_png(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: missing")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im)
+    except Exception as exc:  # Pillow raises many kinds for corrupt files
+        raise DataError(f"{path}: unreadable image ({type(exc).__name__})") from None
+
+
+def image_to_array(img: np.ndarray, channels: int) -> np.ndarray:
+    """Normalise a decoded image to (H, W, C) uint8."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    return img
+
+
+class Dataset:
+    """A dataset on disk in the msgnet format. Open with :func:`open_dataset`."""
+
+    def __init__(self, root: Path, info: DatasetInfo):
+        self.root = root
+        self.info = info
+
+    # -- paths -----------------------------------------------------------------
+    def image_path(self, image_id: int) -> Path:
+        return self.root / "images" / image_name(image_id)
+
+    def layout_path(self, image_id: int) -> Path:
+        return self.root / "layouts" / image_name(image_id)
+
+    def mask_path(self, image_id: int) -> Path:
+        return self.root / "masks" / image_name(image_id)
+
+    @property
+    def has_masks(self) -> bool:
+        return (self.root / "masks").is_dir()
+
+    def ids(self, split: str) -> list[int]:
+        if split not in self.info.splits:
+            raise UsageError(f"{self.root}: no split {split!r} (has {', '.join(self.info.splits)})")
+        return self.info.splits[split]
+
+    # -- reading with validation -----------------------------------------------
+    def read_image(self, image_id: int) -> np.ndarray:
+        """(H, W, C) uint8, checked against dataset.json."""
+        path = self.image_path(image_id)
+        img = image_to_array(_read_png(path), self.info.channels)
+        h, w = self.info.image_size
+        if img.shape[:2] != (h, w):
+            raise DataError(f"{path}: size {img.shape[1]}x{img.shape[0]} differs from dataset.json ({w}x{h})")
+        if img.shape[2] != self.info.channels:
+            raise DataError(f"{path}: {img.shape[2]} channels, dataset.json says {self.info.channels}")
+        if img.dtype != np.uint8:
+            raise DataError(f"{path}: expected 8-bit pixels, got {img.dtype}")
+        return img
+
+    def _read_class_map(self, path: Path) -> np.ndarray:
+        lay = _read_png(path)
+        h, w = self.info.image_size
+        if lay.ndim != 2 or lay.dtype != np.uint8:
+            raise DataError(f"{path}: a layout must be a single-channel 8-bit class-index PNG")
+        if lay.shape != (h, w):
+            raise DataError(f"{path}: size {lay.shape[1]}x{lay.shape[0]} differs from its image ({w}x{h})")
+        known = np.zeros(256, dtype=bool)
+        known[[c.id for c in self.info.classes]] = True
+        present = np.unique(lay)
+        unknown = present[~known[present]]
+        if unknown.size:
+            raise DataError(f"{path}: class id {int(unknown[0])} is not declared in dataset.json")
+        return lay
+
+    def read_layout(self, image_id: int) -> np.ndarray:
+        """(H, W) uint8 class indices, checked against dataset.json."""
+        return self._read_class_map(self.layout_path(image_id))
+
+    def read_mask(self, image_id: int) -> np.ndarray:
+        return self._read_class_map(self.mask_path(image_id))
+
+    def load_split(self, split: str, masks: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """All images (N, H, W, C) and layouts (N, H, W) of a split, uint8, validated."""
+        ids = self.ids(split)
+        if not ids:
+            raise DataError(f"{self.root / 'dataset.json'}: split {split!r} is empty")
+        read_lay = self.read_mask if masks else self.read_layout
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            images = list(pool.map(self.read_image, ids))
+            layouts = list(pool.map(read_lay, ids))
+        return np.stack(images), np.stack(layouts)
+
+    def annotations(self) -> dict[int, list[ObjectAnnotation]]:
+        """Objects per image id from annotations.json, validated against the declared classes."""
+        path = self.root / "annotations.json"
+        if not path.is_file():
+            raise DataError(f"{path}: missing")
+        try:
+            data = json.loads(path.read_text())
+            anns = data["annotations"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(f"{path}: not a COCO-style annotation file") from None
+        known = {c.id for c in self.info.classes}
+        out: dict[int, list[ObjectAnnotation]] = {}
+        for a in anns:
+            try:
+                cid, bbox, iid = int(a["category_id"]), [int(round(v)) for v in a["bbox"]], int(a["image_id"])
+            except (KeyError, TypeError, ValueError):
+                raise DataError(f"{path}: malformed annotation {a!r:.80}") from None
+            if cid not in known or cid == 0:
+                raise DataError(f"{path}: category_id {cid} is not an object class declared in dataset.json")
+            if len(bbox) != 4:
+                raise DataError(f"{path}: bbox of annotation {a.get('id')} must be [x, y, w, h]")
+            out.setdefault(iid, []).append(ObjectAnnotation(cid, tuple(bbox)))  # type: ignore[arg-type]
+        return out
+
+
+def open_dataset(root: Path | str) -> Dataset:
+    """Open and validate ``root/dataset.json``."""
+    root = Path(root)
+    meta = root / "dataset.json"
+    if not root.exists():
+        raise DataError(f"{root}: no such directory")
+    if not meta.is_file():
+        raise DataError(f"{meta}: missing (not a msgnet dataset; see `msgnet data import`)")
+    try:
+        data = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{meta}: not valid JSON ({exc})") from None
+    info = DatasetInfo.from_json(data, str(meta))
+    if not any(info.splits.values()):
+        raise DataError(f"{meta}: the dataset is empty (no images in any split)")
+    return Dataset(root, info)
+
+
+def coco_document(info: DatasetInfo, objects: dict[int, list[ObjectAnnotation]]) -> dict[str, Any]:
+    """A COCO-compatible annotation document (background is not a category)."""
+    h, w = info.image_size
+    images, anns = [], []
+    split_of = {i: s for s, ids in info.splits.items() for i in ids}
+    for iid in sorted(split_of):
+        images.append({"id": iid, "file_name": f"images/{image_name(iid)}", "width": w, "height": h,
+                       "split": split_of[iid]})
+        for obj in objects.get(iid, []):
+            x, y, bw, bh = obj.bbox
+            anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": obj.category_id,
+                         "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+    cats = [{"id": c.id, "name": c.name} for c in info.classes if c.id != 0]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def _to_pil(img: np.ndarray) -> Image.Image:
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return Image.fromarray(img, mode="L")
+    if img.shape[2] == 2:
+        return Image.fromarray(img, mode="LA")
+    return Image.fromarray(img, mode="RGB")
+
+
+class DatasetWriter:
+    """Write a dataset atomically: everything goes to a temporary sibling directory, renamed on close.
+
+    Use as a context manager; an exception inside the block removes the partial set.
+    With ``append_to`` an existing set is extended in place (used by resumable sampling).
+    """
+
+    def __init__(self, root: Path | str, info: DatasetInfo, overwrite: bool = False):
+        self.root = Path(root)
+        if self.root.exists() and not overwrite:
+            raise UsageError(f"{self.root}: already exists (choose another --out or remove it)")
+        self.info = info
+        self.info.splits = {s: list(v) for s, v in info.splits.items()}
+        self.objects: dict[int, list[ObjectAnnotation]] = {}
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        for sub in ("images", "layouts"):
+            (self.tmp / sub).mkdir()
+        self._next_id = 0
+        self._closed = False
+
+    def add(
+        self,
+        split: str,
+        image: np.ndarray,
+        layout: np.ndarray,
+        objects: Sequence[ObjectAnnotation] | None = None,
+        mask: np.ndarray | None = None,
+    ) -> int:
+        """Add one image (H, W[, C] uint8) with its layout; objects default to the layout's components."""
+        from msgnet.layouts.boxes import layout_to_objects
+
+        h, w = self.info.image_size
+        if image.shape[:2] != (h, w) or layout.shape != (h, w):
+            raise UsageError(f"image/layout of shape {image.shape}/{layout.shape} does not match {h}x{w}")
+        image_id = self._next_id
+        self._next_id += 1
+        _to_pil(image.astype(np.uint8)).save(self.tmp / "images" / image_name(image_id), compress_level=1)
+        Image.fromarray(layout.astype(np.uint8), mode="L").save(
+            self.tmp / "layouts" / image_name(image_id), compress_level=1)
+        if mask is not None:
+            (self.tmp / "masks").mkdir(exist_ok=True)
+            Image.fromarray(mask.astype(np.uint8), mode="L").save(
+                self.tmp / "masks" / image_name(image_id), compress_level=1)
+        self.info.splits.setdefault(split, []).append(image_id)
+        self.objects[image_id] = list(objects) if objects is not None else layout_to_objects(layout)
+        return image_id
+
+    def close(self) -> Path:
+        if not any(self.info.splits.values()):
+            self.abort()
+            raise UsageError(f"{self.root}: refusing to write an empty dataset")
+        (self.tmp / "annotations.json").write_text(json.dumps(coco_document(self.info, self.objects)))
+        (self.tmp / "dataset.json").write_text(json.dumps(self.info.to_json(), indent=2))
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        os.replace(self.tmp, self.root)
+        self._closed = True
+        return self.root
+
+    def abort(self) -> None:
+        if not self._closed and self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        self._closed = True
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_dataset(
+    root: Path | str,
+    info: DatasetInfo,
+    items: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    overwrite: bool = False,
+) -> Path:
+    """Convenience: write (split, image, layout) items in one go."""
+    with DatasetWriter(root, info, overwrite=overwrite) as writer:
+        for split, image, layout in items:
+            writer.add(split, image, layout)
+    return Path(root)

@@ -1,0 +1,95 @@
+"""Atomic file writing and the on-disk form of model weights (safetensors + config.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from msgnet.errors import UsageError
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+def atomic_torch_save(obj: Any, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_training_state(path: Path | str) -> Any:
+    """Load optimiser/RNG state; never unpickles arbitrary objects."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or hostile file
+        raise UsageError(f"{path}: cannot read training state ({type(exc).__name__})") from None
+
+
+def save_model(model: torch.nn.Module, config: Any, directory: Path | str, kind: str) -> None:
+    """Write ``model.safetensors`` and ``config.json`` (with ``kind``) atomically into ``directory``."""
+    import dataclasses
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    atomic_write_json(directory / "config.json", {"kind": kind, "config": cfg})
+
+
+def read_model_config(directory: Path | str) -> tuple[str, dict[str, Any]]:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{path}: missing (not a saved msgnet model)")
+    try:
+        data = json.loads(path.read_text())
+        return data["kind"], data["config"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UsageError(f"{path}: not a msgnet model config") from None
+
+
+def load_state_dict(directory: Path | str) -> dict[str, torch.Tensor]:
+    path = Path(directory) / "model.safetensors"
+    if not path.is_file():
+        raise UsageError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise UsageError(f"{path}: unreadable weights ({exc})") from None
+
+
+def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Move a fully written temporary directory into place (replacing an older one)."""
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    os.replace(tmp_dir, final_dir)
