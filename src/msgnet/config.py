@@ -118,6 +118,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     image_every: int = 1000
     num_workers: int = 0
+    val_samples: int = 0  # validate on the first N validation items (0: all); CPU presets use it
 
     def validate(self) -> None:
         if self.batch_size < 1:

@@ -1,0 +1,173 @@
+"""Stage 1: the double-path VQ-VAE, trained with the shared loop (:mod:`msgnet.train.loop`).
+
+Logged while training: loss, image-space reconstruction MSE and the perplexity of each
+codebook (per step); validation MSE, PSNR (pixels in [0, 1]) and perplexities; per
+epoch, the dead codes of each codebook (codes not chosen once during the epoch).
+With ``VQVAEConfig.restart_dead_codes`` those codes are moved onto random encoder
+outputs of the epoch's last batch at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from msgnet.config import Preset, VQVAEConfig
+from msgnet.errors import UsageError
+from msgnet.models.vqvae import DoublePathVQVAE, load_vqvae
+from msgnet.nn.quantizer import perplexity_from_counts
+from msgnet.train import distributed as D
+from msgnet.train.grid import save_grid
+from msgnet.train.loop import BaseStage, seed_everything, train
+
+__all__ = ["VQVAEStage", "train_vqvae", "load_vqvae", "open_image_datasets"]
+
+
+def _images(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class VQVAEStage(BaseStage):
+    """Loop stage for :class:`DoublePathVQVAE` (batches: images, or (images, layouts))."""
+
+    name = "vqvae"
+    kind = "vqvae"
+
+    def __init__(self, config: VQVAEConfig, seed: int = 0) -> None:
+        self.config = config
+        self.model = DoublePathVQVAE(config)
+        self.seed = seed
+        # Code histogram of the running epoch, both codebooks (kept on the model's device).
+        self.usage = torch.zeros(2, config.num_embeddings, dtype=torch.long)
+        self._last_images: torch.Tensor | None = None
+
+    def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        images = _images(batch)
+        out = model(images)
+        if self.usage.device != images.device:
+            self.usage = self.usage.to(images.device)
+        self.usage += torch.stack(out.counts)
+        self._last_images = images.detach()
+        metrics = {
+            "loss": out.loss.detach(),
+            "mse": out.reconstruction_loss.detach() / 4.0,  # [-1,1] space -> image space
+            "ppl_attn": out.perplexities[0].detach(),
+            "ppl_conv": out.perplexities[1].detach(),
+        }
+        return out.loss, metrics
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+        return evaluate_vqvae(model, (_images(b) for b in batches))  # type: ignore[arg-type]
+
+    def write_images(self, model: nn.Module, batch: Any, path: Path) -> None:
+        images = _images(batch)
+        recon = model(images).reconstruction.clamp(0, 1)
+        save_grid([images, recon], path)
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, dist: D.DistInfo) -> dict[str, float]:
+        usage = D.all_reduce_sum(self.usage.clone(), dist)
+        dead = usage == 0
+        metrics = {
+            "dead_codes_attn": int(dead[0].sum()),
+            "dead_codes_conv": int(dead[1].sum()),
+            "epoch_ppl_attn": float(perplexity_from_counts(usage[0])),
+            "epoch_ppl_conv": float(perplexity_from_counts(usage[1])),
+        }
+        if self.config.restart_dead_codes and self._last_images is not None:
+            metrics["restarted"] = self._restart(model, dead, epoch, dist)  # type: ignore[arg-type]
+        self.usage.zero_()
+        return metrics
+
+    @torch.no_grad()
+    def _restart(self, model: DoublePathVQVAE, dead: torch.Tensor, epoch: int, dist: D.DistInfo) -> int:
+        restarted = 0
+        if dist.is_main and self._last_images is not None:
+            was_training = model.training
+            model.eval()
+            za, zc = model.encode(self._last_images)
+            model.train(was_training)
+            g = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
+            for quantizer, z, d in ((model.quantizer_attn, za, dead[0]), (model.quantizer_conv, zc, dead[1])):
+                flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+                restarted += quantizer.restart_codes(d.cpu(), flat, g)
+        # Every rank must hold the same codebooks: rank 0's go to all.
+        D.broadcast(model.quantizer_attn.codebook.weight.data, dist)
+        D.broadcast(model.quantizer_conv.codebook.weight.data, dist)
+        return restarted
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"usage": self.usage.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "usage" in state:
+            self.usage = state["usage"].clone()
+
+
+@torch.no_grad()
+def evaluate_vqvae(model: DoublePathVQVAE, batches: Iterable[torch.Tensor]) -> dict[str, float]:
+    """Image-space MSE, mean per-image PSNR (dB, peak 1), perplexity and used codes per codebook."""
+    sq_sum, psnr_sum, pixels, count = 0.0, 0.0, 0, 0
+    usage: torch.Tensor | None = None
+    for images in batches:
+        out = model(images)
+        err = (out.reconstruction.clamp(0, 1) - images).pow(2).flatten(1).mean(1)  # per image
+        sq_sum += float(err.sum()) * images[0].numel()
+        pixels += images.numel()
+        psnr_sum += float((10.0 * torch.log10(1.0 / err.clamp_min(1e-10))).sum())
+        count += images.shape[0]
+        counts = torch.stack(out.counts)
+        usage = counts if usage is None else usage + counts
+    if count == 0 or usage is None:
+        return {}
+    return {
+        "mse": sq_sum / pixels,
+        "psnr": psnr_sum / count,
+        "ppl_attn": float(perplexity_from_counts(usage[0])),
+        "ppl_conv": float(perplexity_from_counts(usage[1])),
+        "used_codes_attn": int((usage[0] > 0).sum()),
+        "used_codes_conv": int((usage[1] > 0).sum()),
+    }
+
+
+def open_image_datasets(config: VQVAEConfig, data_dir: Path):
+    """(train, val) :class:`ImageLayoutDataset` of ``data_dir``, checked against ``config``."""
+    from msgnet.data.format import open_dataset
+    from msgnet.data.torch_dataset import ImageLayoutDataset
+
+    dataset = open_dataset(data_dir)
+    info = dataset.info
+    if info.channels != config.in_channels:
+        raise UsageError(
+            f"{data_dir}: dataset {info.name!r} has {info.channels}-channel images but the preset's "
+            f"vqvae.in_channels is {config.in_channels}"
+        )
+    if tuple(info.image_size) != (config.image_size, config.image_size):
+        h, w = info.image_size
+        raise UsageError(
+            f"{data_dir}: dataset {info.name!r} has {h}x{w} images but the preset's vqvae.image_size "
+            f"is {config.image_size}"
+        )
+    if "train" not in info.splits or not info.splits["train"]:
+        raise UsageError(f"{data_dir}: dataset {info.name!r} has no 'train' split")
+    train_set = ImageLayoutDataset(dataset, "train")
+    val_set = ImageLayoutDataset(dataset, "val") if info.splits.get("val") else []
+    return train_set, val_set
+
+
+def train_vqvae(
+    preset: Preset, data_dir: Path, run_dir: Path, resume: bool = False, device: str | None = None
+) -> Path:
+    """Train the preset's VQ-VAE on ``data_dir``; returns ``run_dir/vqvae`` (weights + config)."""
+    train_set, val_set = open_image_datasets(preset.vqvae, Path(data_dir))
+    seed_everything(preset.vqvae_train.seed)
+    stage = VQVAEStage(preset.vqvae, seed=preset.vqvae_train.seed)
+    result = train(stage, train_set, val_set, preset.vqvae_train, Path(run_dir), resume=resume, device=device)
+    return result.model_dir
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
