@@ -1,0 +1,40 @@
+"""Pieces shared by several command modules."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_preset_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="PRESET",
+                   help="preset name (see `msgnet presets`) or a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a preset value, e.g. --set vqvae_train.batch_size=32 (repeatable)")
+    p.add_argument("overrides_positional", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides may also be given bare, e.g. prior.dropout=0.2")
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N [cuda if available, else cpu]")
+
+
+def load_preset_from_args(args: argparse.Namespace):
+    from msgnet.config import load_preset
+
+    return load_preset(args.config, list(args.overrides) + list(args.overrides_positional))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def save_preset(preset, run_dir: Path) -> None:
+    import yaml
+
+    from msgnet.config import to_dict
+    from msgnet.io import atomic_write_text
+
+    if is_main_process():
+        atomic_write_text(run_dir / "preset.yaml", yaml.safe_dump(to_dict(preset), sort_keys=False))

@@ -1,0 +1,334 @@
+"""What every importer shares: the geometry (resize, centre-crop, tiles), the split by source, atomic writing.
+
+An importer describes its input as :class:`Source` objects, one per source image or
+patient, each decoding lazily into :class:`Sample` s (one per image, or one per slice).
+:func:`write_import` turns them into a dataset: every sample goes through the
+:class:`Geometry`, all patches of one source land in the same split, and everything is
+written through :class:`~msgnet.data.format.DatasetWriter` (nothing half-written).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from msgnet.data.format import ClassInfo, DatasetInfo, DatasetWriter, ObjectAnnotation
+from msgnet.errors import DataError, UsageError
+from msgnet.layouts.boxes import boxes_to_layout
+from msgnet.layouts.render import default_palette
+
+MODES = ("none", "resize", "center-crop", "tile")
+Box = tuple[int, tuple[float, float, float, float]]  # (class id, [x, y, w, h]) in pixels, floats allowed
+
+
+@dataclass
+class Sample:
+    """One image of a source before geometry: (H, W, C) uint8, its (H, W) layout and optional boxes.
+
+    ``boxes`` are the objects' boxes (class ids already mapped). When ``layout_from_boxes``
+    the layout is redrawn from the transformed boxes after resizing (sharper than resizing
+    a box layout by nearest neighbour); otherwise the layout is resized by nearest neighbour.
+    """
+
+    image: np.ndarray
+    layout: np.ndarray
+    origin: str
+    boxes: list[Box] | None = None
+    layout_from_boxes: bool = False
+
+
+@dataclass
+class Source:
+    """One source image or patient: ``key`` groups its patches into one split."""
+
+    key: str
+    origin: str
+    load: Callable[[], Iterable[Sample]]
+    split: str | None = None  # a fixed split (an official train/test list), else drawn by seed
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``N`` or ``WxH`` -> (height, width)."""
+    parts = text.lower().split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"--size: expected N or WxH, got {text!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 1 or max(vals) > 8192:
+        raise UsageError(f"--size: expected N or WxH with sides 1..8192, got {text!r}")
+    return vals[1], vals[0]
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) uint8 -> (h, w, C), channel by channel (Pillow's antialiased bilinear)."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    chans = [np.asarray(Image.fromarray(image[:, :, c]).resize((w, h), Image.BILINEAR)) for c in range(image.shape[2])]
+    return np.stack(chans, axis=2)
+
+
+def resize_layout(layout: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class map -> (h, w) by nearest neighbour (class ids are never blended)."""
+    h, w = size
+    if layout.shape == (h, w):
+        return layout
+    return np.asarray(Image.fromarray(layout.astype(np.uint8)).resize((w, h), Image.NEAREST))
+
+
+def convert_channels(image: np.ndarray, channels: int, origin: str) -> np.ndarray:
+    """Grey <-> RGB on request (``--channels``); other mismatches are refused."""
+    c = image.shape[2]
+    if c == channels:
+        return image
+    if c == 1 and channels == 3:
+        return np.repeat(image, 3, axis=2)
+    if c == 3 and channels == 1:
+        lum = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return np.round(lum).clip(0, 255).astype(np.uint8)[:, :, None]
+    raise DataError(f"{origin}: has {c} channels, the dataset has {channels} (cannot convert)")
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Tile origins along one axis: stride round(tile * (1 - overlap)), the last tile flush with the edge."""
+    stride = max(1, int(round(tile * (1.0 - overlap))))
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    return starts
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a source image becomes dataset images.
+
+    ``prescale`` (h, w) first resizes the whole image (e.g. BBBC041 -> 256x256); then
+    ``mode``: ``none`` keeps the size (all images must agree), ``resize`` scales to
+    ``size`` ignoring aspect, ``center-crop`` scales the shorter side to ``size`` and
+    crops the centre, ``tile`` cuts ``size`` tiles overlapping by ``overlap``.
+    """
+
+    mode: str = "none"
+    size: tuple[int, int] | None = None  # (h, w)
+    overlap: float = 0.0
+    prescale: tuple[int, int] | None = None
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"--mode: unknown {self.mode!r} (choose from {', '.join(MODES)})")
+        if self.mode != "none" and self.size is None:
+            raise UsageError(f"--mode {self.mode}: needs --size")
+        if not 0.0 <= self.overlap < 1.0:
+            raise UsageError(f"--overlap: must be in [0, 1), got {self.overlap}")
+        if self.overlap and self.mode != "tile":
+            raise UsageError("--overlap: only meaningful with --mode tile")
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode}
+        if self.size:
+            out["size"] = f"{self.size[1]}x{self.size[0]}"
+        if self.mode == "tile":
+            out["overlap"] = self.overlap
+        if self.prescale:
+            out["prescale"] = f"{self.prescale[1]}x{self.prescale[0]}"
+        return out
+
+    def apply(self, sample: Sample) -> list[Sample]:
+        """The dataset images made from one sample (several for tiles)."""
+        image, layout, boxes = sample.image, sample.layout, sample.boxes
+        if self.prescale is not None:
+            image, layout, boxes = _scaled(sample, image, layout, boxes, self.prescale)
+        h, w = image.shape[:2]
+        if self.mode == "none":
+            return [_finish(sample, image, layout, boxes)]
+        assert self.size is not None
+        th, tw = self.size
+        if self.mode == "resize":
+            return [_finish(sample, *_scaled(sample, image, layout, boxes, (th, tw)))]
+        if self.mode == "center-crop":
+            scale = max(th / h, tw / w)
+            sh, sw = max(th, int(round(h * scale))), max(tw, int(round(w * scale)))
+            image, layout, boxes = _scaled(sample, image, layout, boxes, (sh, sw))
+            y0, x0 = (sh - th) // 2, (sw - tw) // 2
+            return [_finish(sample, *_cropped(image, layout, boxes, y0, x0, th, tw))]
+        if h < th or w < tw:
+            raise DataError(
+                f"{sample.origin}: {w}x{h} is smaller than a {tw}x{th} tile (use a smaller --size or resize first)")
+        return [
+            _finish(sample, *_cropped(image, layout, boxes, y0, x0, th, tw), suffix=f"@{x0},{y0}")
+            for y0 in tile_starts(h, th, self.overlap)
+            for x0 in tile_starts(w, tw, self.overlap)
+        ]
+
+
+def _scaled(sample: Sample, image, layout, boxes, size):
+    h, w = image.shape[:2]
+    sy, sx = size[0] / h, size[1] / w
+    if boxes is not None:
+        boxes = [(c, (x * sx, y * sy, bw * sx, bh * sy)) for c, (x, y, bw, bh) in boxes]
+    image = resize_image(image, size)
+    if sample.layout_from_boxes and boxes is not None:
+        layout = boxes_to_layout(boxes, size)
+    else:
+        layout = resize_layout(layout, size)
+    return image, layout, boxes
+
+
+def _cropped(image, layout, boxes, y0, x0, th, tw):
+    if boxes is not None:
+        boxes = [(c, (x - x0, y - y0, bw, bh)) for c, (x, y, bw, bh) in boxes]
+    return image[y0 : y0 + th, x0 : x0 + tw], layout[y0 : y0 + th, x0 : x0 + tw], boxes
+
+
+def _finish(sample: Sample, image, layout, boxes, suffix: str = "") -> Sample:
+    return Sample(np.ascontiguousarray(image), np.ascontiguousarray(layout), sample.origin + suffix, boxes,
+                  sample.layout_from_boxes)
+
+
+def clip_objects(boxes: Sequence[Box], size: tuple[int, int]) -> list[ObjectAnnotation]:
+    """Boxes clipped to the image and rounded; boxes left with no pixel inside are dropped."""
+    h, w = size
+    out = []
+    for cid, (x, y, bw, bh) in boxes:
+        x0, y0 = max(int(round(x)), 0), max(int(round(y)), 0)
+        x1, y1 = min(int(round(x + bw)), w), min(int(round(y + bh)), h)
+        if x1 > x0 and y1 > y0 and cid > 0:
+            out.append(ObjectAnnotation(int(cid), (x0, y0, x1 - x0, y1 - y0)))
+    return out
+
+
+def make_classes(names: Sequence[str], colors: Sequence[Sequence[int]] | None = None) -> list[ClassInfo]:
+    """ClassInfo for ids 0..len(names)-1 (names[0] is the background); default colours if none given."""
+    pal = default_palette(len(names))
+    return [
+        ClassInfo(i, str(n), tuple(int(v) for v in (colors[i] if colors is not None else pal[i])))  # type: ignore[misc]
+        for i, n in enumerate(names)
+    ]
+
+
+def assign_splits(sources: Sequence[Source], val_fraction: float, seed: int, where: str) -> dict[str, str]:
+    """key -> split. Fixed splits are kept; the others are drawn by seed, whole sources at a time."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise UsageError(f"--val-fraction: must be in [0, 1), got {val_fraction}")
+    fixed = {s.key: s.split for s in sources if s.split is not None}
+    free = sorted({s.key for s in sources} - set(fixed))
+    out = {k: str(v) for k, v in fixed.items()}
+    if not free:
+        return out
+    n_val = int(round(val_fraction * len(free)))
+    if val_fraction > 0:
+        if len(free) < 2:
+            raise UsageError(f"{where}: only one source ({free[0]}); a validation split needs two "
+                             "(or give --val-fraction 0)")
+        n_val = min(max(n_val, 1), len(free) - 1)
+    order = np.random.default_rng(seed).permutation(len(free))
+    val_keys = {free[i] for i in order[:n_val]}
+    out.update({k: ("val" if k in val_keys else "train") for k in free})
+    return out
+
+
+@dataclass
+class ImportOptions:
+    """Options every importer shares (the CLI's common flags)."""
+
+    out: Path
+    name: str
+    val_fraction: float = 0.1
+    seed: int = 0
+    overwrite: bool = False
+    channels: int | None = None  # convert grey <-> RGB to this; None: all images must agree
+    skip_empty: bool = False  # drop images whose layout is all background
+    max_per_source: int | None = None  # random subset of patches per source (seeded)
+    progress: bool = True
+
+
+@dataclass
+class ImportReport:
+    out: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    sources: int = 0
+    skipped_empty: int = 0
+
+    def to_text(self) -> str:
+        total = sum(self.counts.values())
+        parts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        text = f"wrote {total} images ({parts}) from {self.sources} sources to {self.out}"
+        if self.skipped_empty:
+            text += f" ({self.skipped_empty} all-background images skipped)"
+        return text + f"\ncheck it:  msgnet data info {self.out}"
+
+
+def check_classes(layout: np.ndarray, num_classes: int, origin: str) -> None:
+    top = int(layout.max()) if layout.size else 0
+    if top >= num_classes:
+        raise DataError(f"{origin}: class id {top} is outside the declared classes 0..{num_classes - 1}")
+
+
+def write_import(
+    sources: Sequence[Source],
+    geometry: Geometry,
+    classes: list[ClassInfo],
+    options: ImportOptions,
+    source_meta: dict[str, Any],
+    where: str,
+) -> ImportReport:
+    """Run every source through the geometry and write the dataset atomically; return what was written."""
+    geometry.validate()
+    if options.max_per_source is not None and options.max_per_source < 1:
+        raise UsageError("--max-per-source: must be at least 1")
+    if not sources:
+        raise UsageError(f"{where}: nothing to import")
+    if options.out.exists() and not options.overwrite:
+        raise UsageError(f"{options.out}: already exists (choose another --out, or --overwrite)")
+    splits = assign_splits(sources, options.val_fraction, options.seed, where)
+    rng = np.random.default_rng(options.seed)
+    num_classes = max(c.id for c in classes) + 1
+    report = ImportReport(out=options.out, counts={"train": 0, "val": 0}, sources=len(sources))
+    writer: DatasetWriter | None = None
+    channels = options.channels
+    try:
+        for source in tqdm(sources, desc=f"import {source_meta.get('importer', '')}", unit="src",
+                           disable=not options.progress):
+            split = splits[source.key]
+            patches = [p for sample in source.load() for p in geometry.apply(sample)]
+            if options.skip_empty:
+                kept = [p for p in patches if p.layout.any()]
+                report.skipped_empty += len(patches) - len(kept)
+                patches = kept
+            if options.max_per_source is not None and len(patches) > options.max_per_source:
+                pick = sorted(rng.choice(len(patches), options.max_per_source, replace=False))
+                patches = [patches[i] for i in pick]
+            for p in patches:
+                if channels is None:
+                    channels = p.image.shape[2]
+                image = convert_channels(p.image, channels, p.origin)
+                check_classes(p.layout, num_classes, p.origin)
+                if writer is None:
+                    info = DatasetInfo(name=options.name, image_size=tuple(p.layout.shape), channels=channels,  # type: ignore[arg-type]
+                                       classes=classes, splits={"train": [], "val": []},
+                                       source={**source_meta, "geometry": geometry.describe(),
+                                               "val_fraction": options.val_fraction, "seed": options.seed,
+                                               "split_by": "source"})
+                    writer = DatasetWriter(options.out, info, overwrite=options.overwrite)
+                if p.layout.shape != writer.info.image_size:
+                    h, w = writer.info.image_size
+                    raise DataError(f"{p.origin}: size {p.layout.shape[1]}x{p.layout.shape[0]} differs from the "
+                                    f"first image ({w}x{h}); use --mode resize|center-crop|tile with --size")
+                objects = clip_objects(p.boxes, p.layout.shape) if p.boxes is not None else None
+                writer.add(split, image, p.layout, objects=objects)
+                report.counts[split] += 1
+        if writer is None:
+            raise UsageError(f"{where}: nothing to import (no images{' with objects' if options.skip_empty else ''})")
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return report

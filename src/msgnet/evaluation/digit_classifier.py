@@ -1,0 +1,253 @@
+"""A small digit classifier trained in-project on MNIST: the judge of annotation fidelity and the
+feature network of FID/KID (Inception weights cannot be downloaded here).
+
+Crops of annotated objects are framed the way MNIST frames its digits: the box is padded
+to a square, resized so that its longer side is 20 px, and centred in a 28x28 cell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from msgnet.errors import UsageError
+
+KIND = "digit-classifier"
+CELL = 28
+DIGIT_BOX = 20  # MNIST digits fit a 20x20 box centred in the 28x28 cell
+
+
+@dataclass(frozen=True)
+class DigitClassifierConfig:
+    """Architecture of the digit classifier (a 4-conv CNN)."""
+
+    in_channels: int = 1
+    num_classes: int = 10
+    channels: tuple[int, int] = (16, 32)
+    hidden: int = 128
+    dropout: float = 0.25
+
+
+@dataclass(frozen=True)
+class ClassifierTraining:
+    epochs: int = 2
+    batch_size: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+    max_shift: int = 2  # random translation in pixels (crops are never perfectly centred)
+
+
+class DigitClassifier(nn.Module):
+    """conv-conv-pool, conv-conv-pool, fc, fc. ``embed`` gives the penultimate features (28x28 input);
+    ``pooled_features`` the conv trunk globally average-pooled (any input size)."""
+
+    def __init__(self, config: DigitClassifierConfig):
+        super().__init__()
+        self.config = config
+        c1, c2 = config.channels
+        self.trunk = nn.Sequential(
+            nn.Conv2d(config.in_channels, c1, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, c2, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.fc1 = nn.Linear(c2 * (CELL // 4) ** 2, config.hidden)
+        self.fc2 = nn.Linear(config.hidden, config.num_classes)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) in [0, 1] -> (N, hidden) penultimate features."""
+        h = F.max_pool2d(self.trunk(x), 2)
+        return F.relu(self.fc1(h.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.embed(x)))
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) in [0, 1], any size -> (N, channels[1]) globally average-pooled trunk features."""
+        return self.trunk(x).mean(dim=(2, 3))
+
+
+def default_classifier_dir() -> Path:
+    """Where commands keep the classifier they train on demand ($MSGNET_HOME or ~/.cache/msgnet)."""
+    root = os.environ.get("MSGNET_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "msgnet")
+    return Path(root) / "digit-classifier"
+
+
+def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    if max_shift <= 0:
+        return x
+    n = x.shape[0]
+    padded = F.pad(x, (max_shift,) * 4)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(CELL)[None]).clamp_max(padded.shape[2] - 1)
+    cols = (dx[:, None] + torch.arange(CELL)[None]).clamp_max(padded.shape[3] - 1)
+    idx_n = torch.arange(n)[:, None, None]
+    return padded[idx_n, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+
+
+@torch.no_grad()
+def classify(model: DigitClassifier, cells: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Predicted digits for (N, 28, 28) uint8 cells."""
+    model.eval()
+    out = []
+    for s in range(0, len(cells), batch_size):
+        x = torch.from_numpy(cells[s : s + batch_size]).float().div_(255.0).unsqueeze(1)
+        out.append(model(x).argmax(1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def train_classifier(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    config: DigitClassifierConfig = DigitClassifierConfig(),
+    training: ClassifierTraining = ClassifierTraining(),
+    progress: bool = True,
+) -> tuple[DigitClassifier, dict]:
+    """Train on (N, 28, 28) uint8 digits; returns the model and its test accuracy and timing."""
+    torch.manual_seed(training.seed)
+    gen = torch.Generator().manual_seed(training.seed)
+    model = DigitClassifier(config)
+    opt = torch.optim.Adam(model.parameters(), lr=training.lr)
+    n = len(train_images)
+    steps = training.epochs * (n // training.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=training.lr, total_steps=max(steps, 1))
+    x_all = torch.from_numpy(train_images)
+    y_all = torch.from_numpy(train_labels.astype(np.int64))
+    start = time.perf_counter()
+    bar = tqdm(total=steps, desc="digit classifier", unit="step", disable=not progress, leave=False)
+    model.train()
+    for _ in range(training.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for s in range(n // training.batch_size):
+            idx = perm[s * training.batch_size : (s + 1) * training.batch_size]
+            x = _shift(x_all[idx].float().div_(255.0).unsqueeze(1), training.max_shift, gen)
+            loss = F.cross_entropy(model(x), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    bar.close()
+    acc = float((classify(model, test_images) == test_labels).mean())
+    return model, {"test_accuracy": acc, "train_seconds": time.perf_counter() - start,
+                   "train_images": n, "test_images": len(test_images)}
+
+
+def save_classifier(model: DigitClassifier, directory: Path | str, info: dict) -> None:
+    from msgnet.io import atomic_write_json, save_model
+
+    save_model(model, model.config, directory, KIND)
+    atomic_write_json(Path(directory) / "training.json", info)
+
+
+def load_classifier(directory: Path | str) -> DigitClassifier:
+    from msgnet.io import load_state_dict, read_model_config
+
+    directory = Path(directory)
+    kind, cfg = read_model_config(directory)
+    if kind != KIND:
+        raise UsageError(f"{directory / 'config.json'}: a {kind!r} model, not a {KIND}")
+    try:
+        config = DigitClassifierConfig(**{**cfg, "channels": tuple(cfg.get("channels", (16, 32)))})
+        model = DigitClassifier(config)
+        model.load_state_dict(load_state_dict(directory))
+    except (TypeError, RuntimeError) as exc:
+        raise UsageError(f"{directory}: weights do not match config.json ({type(exc).__name__})") from None
+    model.eval()
+    return model
+
+
+def train_and_save(out: Path | str, training: ClassifierTraining = ClassifierTraining(), progress: bool = True,
+                   log: Callable[[str], None] = print) -> tuple[DigitClassifier, dict]:
+    from msgnet.data.mnist_source import load_bundled
+
+    digits = load_bundled()
+    model, info = train_classifier(digits.train_images, digits.train_labels, digits.test_images,
+                                   digits.test_labels, training=training, progress=progress)
+    info.update({"digits": digits.origin, "training": dataclasses.asdict(training)})
+    save_classifier(model, out, info)
+    log(f"digit classifier: {100 * info['test_accuracy']:.2f}% on the {info['test_images']} MNIST test digits, "
+        f"trained in {info['train_seconds']:.0f} s -> {out}")
+    return model, info
+
+
+def get_classifier(directory: Path | str | None, log: Callable[[str], None] = print,
+                   progress: bool = True) -> tuple[DigitClassifier, Path]:
+    """Load the classifier from ``directory`` (or the default place); train it there first if absent.
+
+    An explicitly given directory must exist; only the default location is filled on demand.
+    """
+    if directory is not None:
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise UsageError(f"--classifier {directory}: no trained classifier there "
+                             "(run `msgnet eval train-classifier --out DIR`)")
+        return load_classifier(directory), directory
+    directory = default_classifier_dir()
+    if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():
+        log(f"no digit classifier at {directory}: training one on MNIST (about 1-2 minutes on a CPU)")
+        train_and_save(directory, progress=progress, log=log)
+    return load_classifier(directory), directory
+
+
+def crop_to_cell(image: np.ndarray, bbox: Sequence[int]) -> np.ndarray:
+    """Crop ``[x, y, w, h]`` from an (H, W[, C]) uint8 image and frame it like an MNIST digit (28x28 uint8).
+
+    Multi-channel images are reduced to their first channel (grey for L/LA, red for RGB
+    would be wrong: RGB is converted to luminance).
+    """
+    gray = to_gray(image)
+    h, w = gray.shape
+    x, y, bw, bh = (int(v) for v in bbox)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + bw, w), min(y + bh, h)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((CELL, CELL), dtype=np.uint8)
+    crop = gray[y0:y1, x0:x1]
+    side = max(crop.shape)
+    square = np.zeros((side, side), dtype=np.uint8)
+    oy, ox = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[oy : oy + crop.shape[0], ox : ox + crop.shape[1]] = crop
+    resized = np.asarray(Image.fromarray(square).resize((DIGIT_BOX, DIGIT_BOX), Image.BILINEAR))
+    cell = np.zeros((CELL, CELL), dtype=np.uint8)
+    m = (CELL - DIGIT_BOX) // 2
+    cell[m : m + DIGIT_BOX, m : m + DIGIT_BOX] = resized
+    return cell
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """(H, W[, C]) uint8 -> (H, W) uint8: L and LA keep their grey channel, RGB becomes luminance."""
+    if image.ndim == 2:
+        return image
+    if image.shape[2] in (1, 2):
+        return image[:, :, 0]
+    rgb = image[:, :, :3].astype(np.float32)
+    return np.clip(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32), 0, 255).astype(np.uint8)
+
+
+def digit_of_class(class_names: Sequence[str]) -> dict[int, int] | None:
+    """Class id -> digit when every object class is named "0".."9", else None (not a digit set)."""
+    mapping = {}
+    for cid, name in enumerate(class_names):
+        if cid == 0:
+            continue
+        if name.strip() not in {str(d) for d in range(10)}:
+            return None
+        mapping[cid] = int(name)
+    return mapping or None

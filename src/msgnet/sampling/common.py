@@ -1,0 +1,77 @@
+"""What the reference and the cached sampler share, so that they agree token for token.
+
+Randomness is consumed in one fixed way: all uniforms u (num, H, W) are drawn from the
+generator up front (float64), and the token at p is the inverse CDF of
+softmax(logits / temperature) at u[p], computed in float64. The result is therefore
+independent of the batch size and of how the logits were computed; two samplers whose
+logits agree to ~1e-6 pick different tokens only if some u lands within ~1e-6 of a CDF
+boundary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from msgnet.errors import UsageError
+
+
+def draw_uniforms(
+    num: int, height: int, width: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """All uniforms a sampling run consumes, (num, H, W) float64 on the CPU."""
+    if num < 1:
+        raise UsageError(f"sampling: number of samples must be positive, got {num}")
+    return torch.rand((num, height, width), generator=generator, dtype=torch.float64)
+
+
+def check_temperature(temperature: float) -> float:
+    if not temperature > 0:
+        raise UsageError(f"sampling: temperature must be positive, got {temperature}")
+    return float(temperature)
+
+
+def check_batch_size(batch_size: int) -> int:
+    if batch_size < 1:
+        raise UsageError(f"sampling: batch_size must be positive, got {batch_size}")
+    return int(batch_size)
+
+
+def prepare_condition(model: torch.nn.Module, condition: torch.Tensor | None, num: int) -> torch.Tensor | None:
+    """Validate a condition for ``model`` and expand (H, W) or (1, H, W) to (num, H, W)."""
+    cfg = model.config  # type: ignore[attr-defined]
+    if not cfg.conditional:
+        if condition is not None:
+            raise UsageError("sampling: this prior is unconditional but a condition was given")
+        return None
+    if condition is None:
+        raise UsageError("sampling: this prior is conditional: a layout condition is required")
+    if condition.dim() == 2:
+        condition = condition[None]
+    if condition.dim() != 3 or tuple(condition.shape[1:]) != (cfg.height, cfg.width):
+        raise UsageError(
+            f"sampling: condition must be (N, {cfg.height}, {cfg.width}), got {tuple(condition.shape)}"
+        )
+    if condition.shape[0] == 1:
+        condition = condition.expand(num, -1, -1)
+    if condition.shape[0] != num:
+        raise UsageError(f"sampling: {condition.shape[0]} conditions for {num} samples")
+    condition = condition.long()
+    if condition.numel() and (condition.min() < 0 or condition.max() >= cfg.num_condition_classes):
+        raise UsageError(
+            f"sampling: condition classes must be in [0, {cfg.num_condition_classes}), "
+            f"got [{int(condition.min())}, {int(condition.max())}]"
+        )
+    return condition
+
+
+def pick_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Inverse-CDF choice: logits (B, V), u (B,) in [0, 1) -> tokens (B,) int64."""
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    target = (u.to(cdf.device, torch.float64) * cdf[:, -1]).unsqueeze(1)
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    return idx.clamp_(max=logits.shape[-1] - 1)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

@@ -1,0 +1,60 @@
+"""The plainly correct sampler: one full forward pass per token (as the reference code does).
+
+It exists as the yardstick of :mod:`msgnet.sampling.cached`: both consume randomness the
+same way (:mod:`msgnet.sampling.common`), so one seed gives the same tokens from both.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from msgnet.sampling.common import (
+    check_batch_size,
+    check_temperature,
+    draw_uniforms,
+    model_device,
+    pick_tokens,
+    prepare_condition,
+)
+
+
+@torch.inference_mode()
+def sample_reference(
+    model: torch.nn.Module,
+    num: int,
+    condition: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    batch_size: int = 16,
+    max_positions: int | None = None,
+) -> torch.Tensor:
+    """Sample ``num`` token maps (num, H, W) from a PixelSNAIL prior.
+
+    ``condition``: (num, H, W), (1, H, W) or (H, W) class map for a conditional prior.
+    ``max_positions`` stops after that many positions in raster order (the rest stay 0);
+    it exists to time this sampler on a prefix.
+    """
+    cfg = model.config  # type: ignore[attr-defined]
+    temperature = check_temperature(temperature)
+    batch_size = check_batch_size(batch_size)
+    h, w = cfg.height, cfg.width
+    u = draw_uniforms(num, h, w, generator)
+    condition = prepare_condition(model, condition, num)
+    device = model_device(model)
+    positions = h * w if max_positions is None else min(max_positions, h * w)
+    result = torch.zeros(num, h, w, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, num, batch_size):
+            stop = min(start + batch_size, num)
+            tokens = torch.zeros(stop - start, h, w, dtype=torch.long, device=device)
+            cond = None if condition is None else condition[start:stop].to(device)
+            for p in range(positions):
+                i, j = divmod(p, w)
+                logits = model(tokens, cond)[:, :, i, j]
+                tokens[:, i, j] = pick_tokens(logits, u[start:stop, i, j], temperature).to(device)
+            result[start:stop] = tokens.cpu()
+    finally:
+        model.train(was_training)
+    return result

@@ -1,0 +1,85 @@
+"""Code extraction: the trained VQ-VAE's 2H x W code maps plus latent-grid layouts, for the priors.
+
+``RUN_DIR/codes/{train,val}.safetensors`` each hold
+
+- ``codes``: (N, 2H, W), uint8 when ``num_embeddings <= 256`` else int16; self-attention
+  path on top (see :mod:`msgnet.models.latents`);
+- ``layouts``: (N, H, W) uint8, the image layouts downsampled to the latent grid with
+  :func:`msgnet.layouts.downsample_layout` (the project's one rule);
+
+and string metadata (``num_embeddings``, ``latent_size``, ``num_classes``, ``dataset``).
+Read them back with :func:`load_codes`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from msgnet.errors import UsageError
+from msgnet.io import atomic_path
+from msgnet.models.latents import stack_codes
+from msgnet.models.vqvae import load_vqvae
+from msgnet.train.distributed import choose_device
+
+
+def vqvae_dir(run_dir: Path | str) -> Path:
+    """``run_dir/vqvae`` (or ``run_dir`` itself if it is the saved model's directory)."""
+    run_dir = Path(run_dir)
+    return run_dir if (run_dir / "config.json").is_file() and not (run_dir / "vqvae").is_dir() else run_dir / "vqvae"
+
+
+@torch.no_grad()
+def extract_codes(
+    run_dir: Path | str, data_dir: Path | str, device: str | None = None, batch_size: int = 64
+) -> Path:
+    """Encode every image of the ``train`` and ``val`` splits; returns ``run_dir/codes``."""
+    from msgnet.layouts import downsample_layout
+    from msgnet.train.vqvae_stage import open_image_datasets
+
+    run_dir = Path(run_dir)
+    dev = choose_device(device)
+    model = load_vqvae(vqvae_dir(run_dir)).to(dev)
+    cfg = model.config
+    train_set, val_set = open_image_datasets(cfg, Path(data_dir))
+    num_classes = int(train_set.num_classes)
+    dtype = torch.uint8 if cfg.num_embeddings <= 256 else torch.int16
+    out_dir = run_dir / "codes"
+    for split, ds in (("train", train_set), ("val", val_set)):
+        if not len(ds):
+            continue
+        chunks = []
+        for start in range(0, len(ds), batch_size):
+            images = ds.images[start : start + batch_size].to(dev).float() / 255.0
+            codes_attn, codes_conv = model.encode_indices(images)
+            chunks.append(stack_codes(codes_attn, codes_conv).to(dtype).cpu())
+        codes = torch.cat(chunks)
+        layouts = downsample_layout(ds.layouts.numpy(), cfg.latent_size, num_classes=num_classes)
+        tensors = {"codes": codes.contiguous(), "layouts": torch.from_numpy(np.ascontiguousarray(layouts))}
+        metadata = {
+            "num_embeddings": str(cfg.num_embeddings),
+            "latent_size": str(cfg.latent_size),
+            "num_classes": str(num_classes),
+            "dataset": str(Path(data_dir).resolve()),
+        }
+        with atomic_path(out_dir / f"{split}.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    return out_dir
+
+
+def load_codes(run_dir: Path | str, split: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
+    """(codes int64 (N, 2H, W), layouts int64 (N, H, W), metadata) of ``run_dir/codes/<split>``."""
+    path = Path(run_dir) / "codes" / f"{split}.safetensors"
+    if not path.is_file():
+        raise UsageError(f"{path}: missing (run code extraction after training the VQ-VAE)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            codes, layouts = f.get_tensor("codes"), f.get_tensor("layouts")
+    except Exception as exc:
+        raise UsageError(f"{path}: unreadable code file ({type(exc).__name__})") from None
+    return codes.long(), layouts.long(), meta
