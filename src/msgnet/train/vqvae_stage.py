@@ -3,13 +3,16 @@
 Logged while training: loss, image-space reconstruction MSE and the perplexity of each
 codebook (per step); validation MSE, PSNR (pixels in [0, 1]) and perplexities; per
 epoch, the dead codes of each codebook (codes not chosen once during the epoch).
-With ``VQVAEConfig.restart_dead_codes`` those codes are moved onto random encoder
-outputs of the epoch's last batch at the end of the epoch.
+
+With ``VQVAEConfig.restart_dead_codes``, codes not chosen during the last
+``RESTART_WINDOW`` steps (or since the start of the epoch, if shorter) are moved onto
+random encoder outputs of the current batch before its forward pass; at step 0 every
+code counts as unused, which initialises the codebooks from the data. Restarts happen
+on rank 0 and are broadcast, so all DDP ranks keep identical codebooks.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,6 +27,7 @@ from msgnet.train import distributed as D
 from msgnet.train.grid import save_grid
 from msgnet.train.loop import BaseStage, seed_everything, train
 
+RESTART_WINDOW = 100  # steps between dead-code restarts (when enabled)
 __all__ = ["VQVAEStage", "train_vqvae", "load_vqvae", "open_image_datasets"]
 
 
@@ -41,17 +45,23 @@ class VQVAEStage(BaseStage):
         self.config = config
         self.model = DoublePathVQVAE(config)
         self.seed = seed
-        # Code histogram of the running epoch, both codebooks (kept on the model's device).
+        # Code histograms of both codebooks (kept on the model's device): over the running
+        # epoch (dead-code report) and since the last restart (restart decisions).
         self.usage = torch.zeros(2, config.num_embeddings, dtype=torch.long)
-        self._last_images: torch.Tensor | None = None
+        self.window_usage = torch.zeros(2, config.num_embeddings, dtype=torch.long)
+        self.restarted = 0  # codes restarted during the running epoch
 
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         images = _images(batch)
-        out = model(images)
         if self.usage.device != images.device:
             self.usage = self.usage.to(images.device)
-        self.usage += torch.stack(out.counts)
-        self._last_images = images.detach()
+            self.window_usage = self.window_usage.to(images.device)
+        if self.config.restart_dead_codes and step % RESTART_WINDOW == 0:
+            self._restart(images, step)
+        out = model(images)
+        counts = torch.stack(out.counts)
+        self.usage += counts
+        self.window_usage += counts
         metrics = {
             "loss": out.loss.detach(),
             "mse": out.reconstruction_loss.detach() / 4.0,  # [-1,1] space -> image space
@@ -77,34 +87,53 @@ class VQVAEStage(BaseStage):
             "epoch_ppl_attn": float(perplexity_from_counts(usage[0])),
             "epoch_ppl_conv": float(perplexity_from_counts(usage[1])),
         }
-        if self.config.restart_dead_codes and self._last_images is not None:
-            metrics["restarted"] = self._restart(model, dead, epoch, dist)  # type: ignore[arg-type]
+        if self.config.restart_dead_codes:
+            metrics["restarted_codes"] = self.restarted
+        self.restarted = 0
         self.usage.zero_()
         return metrics
 
     @torch.no_grad()
-    def _restart(self, model: DoublePathVQVAE, dead: torch.Tensor, epoch: int, dist: D.DistInfo) -> int:
+    def _restart(self, images: torch.Tensor, step: int) -> int:
+        """Move codes unused since the last restart onto this batch's encoder outputs."""
+        model: DoublePathVQVAE = self.model  # type: ignore[assignment]
+        dist = _current_dist(images.device)
+        dead = D.all_reduce_sum(self.window_usage.clone(), dist) == 0
         restarted = 0
-        if dist.is_main and self._last_images is not None:
+        if dist.is_main:
             was_training = model.training
             model.eval()
-            za, zc = model.encode(self._last_images)
+            za, zc = model.encode(images)
             model.train(was_training)
-            g = torch.Generator().manual_seed(self.seed * 7_919 + epoch)
+            g = torch.Generator().manual_seed(self.seed * 7_919 + step)
             for quantizer, z, d in ((model.quantizer_attn, za, dead[0]), (model.quantizer_conv, zc, dead[1])):
                 flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
                 restarted += quantizer.restart_codes(d.cpu(), flat, g)
         # Every rank must hold the same codebooks: rank 0's go to all.
         D.broadcast(model.quantizer_attn.codebook.weight.data, dist)
         D.broadcast(model.quantizer_conv.codebook.weight.data, dist)
+        self.window_usage.zero_()
+        self.restarted += restarted
         return restarted
 
     def state_dict(self) -> dict[str, Any]:
-        return {"usage": self.usage.cpu()}
+        return {"usage": self.usage.cpu(), "window_usage": self.window_usage.cpu(), "restarted": self.restarted}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "usage" in state:
             self.usage = state["usage"].clone()
+        if "window_usage" in state:
+            self.window_usage = state["window_usage"].clone()
+        self.restarted = int(state.get("restarted", 0))
+
+
+def _current_dist(device: torch.device) -> D.DistInfo:
+    """The process group as the loop set it up (rank/world from torch.distributed, if any)."""
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        return D.DistInfo(tdist.get_rank(), tdist.get_world_size(), 0, device, False)
+    return D.DistInfo(0, 1, 0, device, False)
 
 
 @torch.no_grad()
@@ -168,6 +197,3 @@ def train_vqvae(
     result = train(stage, train_set, val_set, preset.vqvae_train, Path(run_dir), resume=resume, device=device)
     return result.model_dir
 
-
-def psnr_from_mse(mse: float) -> float:
-    return 10.0 * math.log10(1.0 / max(mse, 1e-10))

@@ -212,11 +212,12 @@ def load_coco(path: Path) -> dict[str, Any]:
 
 
 def resolve_image(images_dir: Path, file_name: str) -> Path:
-    """The image file for a COCO file_name: as given under images_dir, else its base name there."""
-    direct = images_dir / file_name
-    if direct.is_file():
-        return direct
-    return images_dir / Path(file_name).name
+    """The image file for a COCO file_name: as given under images_dir, else its base name there or in images/."""
+    for candidate in (images_dir / file_name, images_dir / Path(file_name).name,
+                      images_dir / "images" / file_name, images_dir / "images" / Path(file_name).name):
+        if candidate.is_file():
+            return candidate
+    return images_dir / file_name
 
 
 def coco_sources(path: Path, images_dir: Path, mapping: dict[int, int], data: dict[str, Any]) -> list[Source]:

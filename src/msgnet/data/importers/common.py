@@ -5,10 +5,12 @@ patient, each decoding lazily into :class:`Sample` s (one per image, or one per 
 :func:`write_import` turns them into a dataset: every sample goes through the
 :class:`Geometry`, all patches of one source land in the same split, and everything is
 written through :class:`~msgnet.data.format.DatasetWriter` (nothing half-written).
+``DIR/provenance.json`` records the source of every image id, so the split can be audited.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -22,6 +24,7 @@ from msgnet.errors import DataError, UsageError
 from msgnet.layouts.boxes import boxes_to_layout
 from msgnet.layouts.render import default_palette
 
+PROVENANCE_FILE = "provenance.json"  # DIR/provenance.json: {"images": {id: {"source", "origin"}}}
 MODES = ("none", "resize", "center-crop", "tile")
 Box = tuple[int, tuple[float, float, float, float]]  # (class id, [x, y, w, h]) in pixels, floats allowed
 
@@ -292,10 +295,11 @@ def write_import(
     num_classes = max(c.id for c in classes) + 1
     report = ImportReport(out=options.out, counts={"train": 0, "val": 0}, sources=len(sources))
     writer: DatasetWriter | None = None
+    provenance: dict[str, dict[str, str]] = {}  # image id -> its source, so splits can be audited
     channels = options.channels
     try:
         for source in tqdm(sources, desc=f"import {source_meta.get('importer', '')}", unit="src",
-                           disable=not options.progress):
+                           disable=None if options.progress else True):  # None: off when not a terminal
             split = splits[source.key]
             patches = [p for sample in source.load() for p in geometry.apply(sample)]
             if options.skip_empty:
@@ -320,12 +324,14 @@ def write_import(
                 if p.layout.shape != writer.info.image_size:
                     h, w = writer.info.image_size
                     raise DataError(f"{p.origin}: size {p.layout.shape[1]}x{p.layout.shape[0]} differs from the "
-                                    f"first image ({w}x{h}); use --mode resize|center-crop|tile with --size")
+                                    f"first image ({w}x{h}); give --size (and --mode) to bring them to one size")
                 objects = clip_objects(p.boxes, p.layout.shape) if p.boxes is not None else None
-                writer.add(split, image, p.layout, objects=objects)
+                image_id = writer.add(split, image, p.layout, objects=objects)
+                provenance[str(image_id)] = {"source": source.key, "origin": p.origin}
                 report.counts[split] += 1
         if writer is None:
             raise UsageError(f"{where}: nothing to import (no images{' with objects' if options.skip_empty else ''})")
+        (writer.tmp / PROVENANCE_FILE).write_text(json.dumps({"images": provenance}))
         writer.close()
     except BaseException:
         if writer is not None:
