@@ -223,10 +223,15 @@ def load_prior(directory: Path | str, map_location: str | torch.device = "cpu") 
     config = from_dict(PixelSNAILConfig, data, f"{Path(directory) / 'config.json'}")
     model = kinds[kind](config)
     state = load_state_dict(directory)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    where = Path(directory) / "model.safetensors"
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise UsageError(f"{where}: weights do not match config.json ({first})") from None
     if missing or unexpected:
         raise UsageError(
-            f"{Path(directory) / 'model.safetensors'}: weights do not match config.json "
+            f"{where}: weights do not match config.json "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
     return model.to(map_location).eval()

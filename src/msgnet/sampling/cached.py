@@ -239,7 +239,17 @@ class CachedSampler:
     raster order. ``tokens`` holds the (B, H, W) map built so far.
     """
 
-    def __init__(self, model: PixelSNAIL, batch_size: int, condition: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        model: PixelSNAIL,
+        batch_size: int,
+        condition: torch.Tensor | None = None,
+        row_threads: int | None = None,
+    ) -> None:
+        # Intra-op threads for the once-per-row matmuls (None: leave the setting alone).
+        # The per-token work is too small to gain from threads, so sample_cached runs it
+        # on one thread and gives the big row matmuls all of them.
+        self.row_threads = row_threads
         with torch.inference_mode():
             self._build(model, batch_size)
             self.reset(condition)
@@ -256,9 +266,11 @@ class CachedSampler:
             table = torch.einsum("ve,oerc->vrco", model.embedding.weight.detach(), weight)
         else:
             table = weight.permute(1, 2, 3, 0)
-        # Flipped so that the token at (i, j) adds table[tok] to acc[:, i:i+kh, j:j+kw].
-        self.table = table.flip(1, 2).contiguous()  # (V, kh, kw, C)
         kh, kw = conv.kernel_size
+        # Flipped so that the token at (i, j) adds table[tok] to acc[:, i:i+kh, j:j+kw];
+        # flattened per token so that the gather is one embedding lookup.
+        self.table = table.flip(1, 2).reshape(table.shape[0], -1).contiguous()  # (V, kh*kw*C)
+        self.input_window = (batch, kh, kw, weight.shape[0])
         dev, dt = weight.device, weight.dtype
         self.device = dev
         self.input_bias = conv.bias.detach()
@@ -310,8 +322,15 @@ class CachedSampler:
 
     def _begin_row(self, i: int) -> None:
         cond_row = None if self.cond_rows is None else self.cond_rows[i]
-        for block in self.blocks:
-            block.begin_row(i, cond_row)
+        previous = torch.get_num_threads()
+        if self.row_threads is not None and self.row_threads != previous:
+            torch.set_num_threads(self.row_threads)
+        try:
+            for block in self.blocks:
+                block.begin_row(i, cond_row)
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
 
     def _run_features(self) -> torch.Tensor:
         if self._features is None:
@@ -344,7 +363,7 @@ class CachedSampler:
         self._run_features()  # the layer caches must hold position p before moving on
         tokens = tokens.to(self.device, torch.long)
         self.tokens_flat[:, p] = tokens
-        self.add_at[p].add_(self.table.index_select(0, tokens))
+        self.add_at[p].add_(F.embedding(tokens, self.table).view(self.input_window))
         self._p = p + 1
         self._features = None
         self._logits = None
@@ -363,11 +382,14 @@ def sample_cached(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     batch_size: int = 16,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """Sample ``num`` token maps (num, H, W) exactly as :func:`sample_reference` would, fast.
 
     ``condition``: (num, H, W), (1, H, W) or (H, W) class map for a conditional prior.
-    Uses the model's device and dtype; the model is not modified.
+    Uses the model's device and dtype; the model is not modified. On the CPU the
+    per-token work runs on one thread and the per-row matmuls on ``threads`` (default:
+    ``torch.get_num_threads()``); the thread setting is restored on return.
     """
     cfg = model.config
     temperature = check_temperature(temperature)
@@ -377,16 +399,24 @@ def sample_cached(
     condition = prepare_condition(model, condition, num)
     result = torch.zeros(num, h, w, dtype=torch.long)
     sampler: CachedSampler | None = None
-    with torch.inference_mode():
-        for start in range(0, num, batch_size):
-            stop = min(start + batch_size, num)
-            cond = None if condition is None else condition[start:stop]
-            if sampler is None or sampler.batch_size != stop - start:
-                sampler = CachedSampler(model, stop - start, cond)
-            else:
-                sampler.reset(cond)
-            u_batch = u[start:stop].reshape(stop - start, h * w).to(sampler.device)
-            for p in range(h * w):
-                sampler.push(pick_tokens(sampler.logits(), u_batch[:, p], temperature))
-            result[start:stop] = sampler.tokens.cpu()
+    previous = torch.get_num_threads()
+    row_threads = threads if threads is not None else previous
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    try:
+        if on_cpu:
+            torch.set_num_threads(1)
+        with torch.inference_mode():
+            for start in range(0, num, batch_size):
+                stop = min(start + batch_size, num)
+                cond = None if condition is None else condition[start:stop]
+                if sampler is None or sampler.batch_size != stop - start:
+                    sampler = CachedSampler(model, stop - start, cond, row_threads if on_cpu else None)
+                else:
+                    sampler.reset(cond)
+                u_batch = u[start:stop].reshape(stop - start, h * w).to(sampler.device)
+                for p in range(h * w):
+                    sampler.push(pick_tokens(sampler.logits(), u_batch[:, p], temperature))
+                result[start:stop] = sampler.tokens.cpu()
+    finally:
+        torch.set_num_threads(previous)
     return result
