@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from msgnet.errors import DataError, UsageError
+from msgnet.io import atomic_path
 
 FORMAT_NAME = "msgnet-dataset"
 FORMAT_VERSION = 1
@@ -215,16 +216,49 @@ class Dataset:
     def read_mask(self, image_id: int) -> np.ndarray:
         return self._read_class_map(self.mask_path(image_id))
 
-    def load_split(self, split: str, masks: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """All images (N, H, W, C) and layouts (N, H, W) of a split, uint8, validated."""
+    def load_split(self, split: str, masks: bool = False, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """All images (N, H, W, C) and layouts (N, H, W) of a split, uint8, validated.
+
+        Decoding tens of thousands of small PNGs is slow on a cold disk, so the validated
+        arrays are kept in ``DIR/.cache/`` under a key made of dataset.json and the folders'
+        modification times (adding, removing or renaming files changes it). After editing
+        images in place, delete ``DIR/.cache``; ``msgnet data info`` always reads every file.
+        """
         ids = self.ids(split)
         if not ids:
             raise DataError(f"{self.root / 'dataset.json'}: split {split!r} is empty")
+        cache_file = self._cache_file(split, masks) if cache else None
+        if cache_file is not None and cache_file.is_file():
+            try:
+                with np.load(cache_file, allow_pickle=False) as z:
+                    return z["images"], z["layouts"]
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache is rebuilt below
         read_lay = self.read_mask if masks else self.read_layout
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            images = list(pool.map(self.read_image, ids))
-            layouts = list(pool.map(read_lay, ids))
-        return np.stack(images), np.stack(layouts)
+        # Threads overlap the file reads (the decoding itself is cheap).
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            images = np.stack(list(pool.map(self.read_image, ids)))
+            layouts = np.stack(list(pool.map(read_lay, ids)))
+        if cache_file is not None:
+            try:
+                cache_file.parent.mkdir(exist_ok=True)
+                for old in cache_file.parent.glob(f"{split}{'-masks' if masks else ''}-*.npz"):
+                    old.unlink()
+                with atomic_path(cache_file) as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.savez(fh, images=images, layouts=layouts)
+            except OSError:
+                pass  # a read-only dataset simply is not cached
+        return images, layouts
+
+    def _cache_file(self, split: str, masks: bool) -> Path:
+        import hashlib
+
+        h = hashlib.sha1((self.root / "dataset.json").read_bytes())
+        for sub in ("images", "masks" if masks else "layouts"):
+            st = (self.root / sub).stat() if (self.root / sub).exists() else None
+            h.update(f"{sub}:{st.st_mtime_ns if st else 0}:{st.st_ino if st else 0}".encode())
+        return self.root / ".cache" / f"{split}{'-masks' if masks else ''}-{h.hexdigest()[:16]}.npz"
 
     def annotations(self) -> dict[int, list[ObjectAnnotation]]:
         """Objects per image id from annotations.json, validated against the declared classes."""

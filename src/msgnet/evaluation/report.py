@@ -1,0 +1,156 @@
+"""`msgnet eval report`: one Markdown + JSON report of every evaluation that applies, with preview
+grids and training-curve plots, readable without the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from msgnet.errors import UsageError
+from msgnet.evaluation.stats import fmt_mean_std, fmt_rate
+from msgnet.io import atomic_write_json, atomic_write_text
+
+
+def _preview(dataset, ids, path: Path) -> str:
+    from msgnet.layouts.render import pairs_grid, save_png
+
+    ids = list(ids)[:16]
+    images = [dataset.read_image(i) for i in ids]
+    layouts = [dataset.read_layout(i) for i in ids]
+    h, w = dataset.info.image_size
+    save_png(pairs_grid(images, layouts, dataset.info.palette, columns=8), path, scale=max(1, 128 // max(h, w)))
+    return path.name
+
+
+def _curves(run: Path | None, out: Path) -> list[dict]:
+    from msgnet.evaluation.plots import plot_metrics
+
+    if run is None:
+        return []
+    if not run.is_dir():
+        raise UsageError(f"--run {run}: no such directory")
+    found = sorted(run.glob("*/metrics.csv")) + sorted(run.glob("metrics.csv"))
+    plots = []
+    for csv_path in found:
+        stage = csv_path.parent.name
+        png = plot_metrics(csv_path, out / f"curves_{stage}.png", f"{stage}: {csv_path}")
+        if png is not None:
+            plots.append({"stage": stage, "csv": str(csv_path), "png": png.name})
+    return plots
+
+
+def build_report(args: argparse.Namespace, log=print) -> Path:
+    from msgnet.cli.eval_cmd import compute_fid, run_augment
+    from msgnet.evaluation.coherency import check_coherency
+    from msgnet.evaluation.digit_classifier import digit_of_class, get_classifier
+    from msgnet.evaluation.fidelity import annotation_fidelity
+    from msgnet.evaluation.inputs import check_compatible, open_input, synthetic_ids
+    from msgnet.evaluation.unet_benchmark import format_benchmark
+
+    real = open_input(args.real, "--real")
+    syn = open_input(args.synthetic, "--synthetic")
+    check_compatible(real, syn)
+    if args.augment is not None and not args.augment.is_file():
+        raise UsageError(f"--augment {args.augment}: no such file")
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "real": str(real.root), "synthetic": str(syn.root)}
+    md = [f"# msgnet evaluation report", "", f"- real: `{real.root}` ({', '.join(f'{k} {len(v)}' for k, v in real.info.splits.items())})",
+          f"- synthetic: `{syn.root}` ({len(synthetic_ids(syn))} images used)", f"- created {report['created']}", ""]
+
+    md += ["## Previews", "", "Each image followed by its layout overlaid.", ""]
+    report["previews"] = {"real": _preview(real, real.ids("val"), out / "preview_real.png"),
+                          "synthetic": _preview(syn, synthetic_ids(syn), out / "preview_synthetic.png")}
+    md += [f"Real (validation): ![real]({report['previews']['real']})", "",
+           f"Synthetic: ![synthetic]({report['previews']['synthetic']})", ""]
+
+    log("coherency ...")
+    coh_real = check_coherency(real, ["val"], progress=False)
+    coh_syn = check_coherency(syn, progress=False)
+    report["coherency"] = {"real_val": coh_real.to_json(), "synthetic": coh_syn.to_json()}
+    md += ["## Coherency (rule of dataset.json)", ""]
+    if not syn.info.rule:
+        md += ["The synthetic set declares no rule.", ""]
+    else:
+        md += [f"Rule: `{json.dumps(syn.info.rule)}`", "", "| set | images | violating | rate (Wilson 95%) | by rule |",
+               "|---|---|---|---|---|"]
+        for name, r in (("real (val)", coh_real), ("synthetic", coh_syn)):
+            lo, hi = r.interval
+            md.append(f"| {name} | {r.num_images} | {r.num_violating} | {fmt_rate(r.rate, lo, hi)} | "
+                      + ", ".join(f"{k}: {v}" for k, v in r.by_rule.items()) + " |")
+        md.append("")
+
+    digits = digit_of_class(real.info.class_names) is not None
+    classifier = None
+    if digits:
+        classifier, where = get_classifier(args.classifier, log=log, progress=False)
+        report["classifier"] = str(where)
+        log("annotation fidelity ...")
+        fr = annotation_fidelity(real, classifier, "val", progress=False)
+        fs = annotation_fidelity(syn, classifier, None, progress=False)
+        report["annotation_fidelity"] = {"real_val": fr, "synthetic": fs}
+        md += ["## Annotation fidelity (digit classifier reads the annotated class)", "",
+               f"Classifier: `{where}`. Crops: {fr['crop']}. On real data this is the ceiling.", "",
+               "| set | objects | agreement (Wilson 95%) |", "|---|---|---|"]
+        for name, r in (("real (val)", fr), ("synthetic", fs)):
+            md.append(f"| {name} | {r['objects']} | {fmt_rate(r['agreement'], *r['ci95'])} |")
+        md.append("")
+        log("FID/KID ...")
+        fid = compute_fid(real, syn, classifier)
+        report["fid"] = fid
+        md += ["## Sample quality (FID / KID against the real validation split)", "",
+               "| features | FID | KID | real / generated |", "|---|---|---|---|"]
+        for kind in ("images", "objects"):
+            r = fid[kind]
+            if r["fid"] is None:
+                md.append(f"| {kind} | n/a | n/a | {r['n_real']} / {r['n_fake']} |")
+            else:
+                md.append(f"| {r['features']} ({r['feature_dim']}-d) | {r['fid']:.3f} | "
+                          f"{r['kid_mean']:.4f} ± {r['kid_std']:.4f} | {r['n_real']} / {r['n_fake']} |")
+        md.append("")
+    else:
+        md += ["## Annotation fidelity and FID", "",
+               "Not computed: the classes are not the digits 0-9, and the only offline feature network is the "
+               "in-project digit classifier.", ""]
+
+    aug = None
+    if args.augment is not None:
+        try:
+            aug = json.loads(args.augment.read_text())
+            aug["settings"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UsageError(f"--augment {args.augment}: not the JSON of `msgnet eval augment --out`") from None
+    elif not args.no_augment:
+        log("U-Net benchmark ...")
+        aug, _ = run_augment(args, log=log)
+    if aug is not None:
+        report["augment"] = aug
+        md += ["## U-Net augmentation benchmark (paper Table 1)", "",
+               f"Protocol: {aug['protocol_text']}; {aug['steps_per_training']} steps per training; seeds {aug['seeds']}.",
+               f"DICE: {aug['dice_definition']}. Tested on the {aug['tested_on']}.", "",
+               "| setting | train real + synthetic | DICE | vs real only | per-image DICE | s / training |",
+               "|---|---|---|---|---|---|"]
+        for s in aug["settings"]:
+            r0 = s["runs"][0]
+            d = "baseline" if s["delta_vs_real"] is None else f"{s['delta_vs_real']:+.3f}"
+            md.append(f"| {s['label']} | {r0['train_real']} + {r0['train_synthetic']} | "
+                      f"{fmt_mean_std(s['dice_mean'], s['dice_std'])} | {d} | "
+                      f"{fmt_mean_std(s['dice_per_image_mean'], s['dice_per_image_std'])} | {s['seconds_mean']:.0f} |")
+        if "segmentation_fidelity" in aug:
+            f = aug["segmentation_fidelity"]
+            md += ["", f"Segmentation fidelity (real-only U-Net segmenting the synthetic images, DICE against their "
+                       f"layouts): {fmt_mean_std(f['dice_mean'], f['dice_std'])}"]
+        md += ["", "```", format_benchmark(aug, aug.get("class_names") or real.info.class_names), "```", ""]
+
+    plots = _curves(args.run, out)
+    report["training_curves"] = plots
+    if plots:
+        md += ["## Training curves", ""]
+        for p in plots:
+            md += [f"### {p['stage']}", "", f"![{p['stage']}]({p['png']})", ""]
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    log(f"wrote {out / 'report.md'} and {out / 'report.json'}")
+    return out / "report.md"

@@ -1,0 +1,196 @@
+"""Stages 2 and 3: the latent PixelSNAIL prior and the LayoutPixelSNAIL, on the shared loop.
+
+Data: ``RUN_DIR/codes/{train,val}.safetensors`` written by code extraction
+(:mod:`msgnet.train.codes`): ``codes`` (N, 2H, W) and ``layouts`` (N, H, W).
+
+- ``train_prior``: tokens = the stacked code map, condition = the layout stacked to
+  2H x W (:func:`msgnet.models.latents.stack_layout`); files in ``RUN_DIR/prior/``.
+- ``train_layout_prior``: tokens = the H x W layouts, no condition; files in
+  ``RUN_DIR/layout_prior/``.
+
+Logged: loss (nats per token) and bits per token on the progress bar and in
+``metrics.csv``; the validation loss at the end of every epoch (and whenever the loop
+validates).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from msgnet.config import PixelSNAILConfig, Preset
+from msgnet.errors import UsageError
+from msgnet.models.latents import stack_layout
+from msgnet.models.layout_prior import LayoutPixelSNAIL
+from msgnet.models.pixelsnail import PixelSNAIL
+from msgnet.train import distributed as D
+from msgnet.train.codes import load_codes
+from msgnet.train.loop import BaseStage, iterate_batches, seed_everything, to_device, train
+
+__all__ = ["PriorStage", "LayoutPriorStage", "train_prior", "train_layout_prior"]
+
+
+class _Tensors:
+    """Map-style dataset over equally long tensors; item i is the tuple of their rows."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return int(self.tensors[0].shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[i] for t in self.tensors)
+
+
+def _nll(model: nn.Module, tokens: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+    # Call the (possibly DDP-wrapped) module itself so gradients are synchronised.
+    return F.cross_entropy(model(tokens, condition), tokens)
+
+
+class _PriorStageBase(BaseStage):
+    """Shared by both priors: batches are (tokens,) or (tokens, condition)."""
+
+    model: PixelSNAIL
+
+    def __init__(self, config: PixelSNAILConfig, val_set: Any = (), val_samples: int = 0, batch_size: int = 32):
+        self.config = config
+        self.val_set = val_set
+        self.val_samples = val_samples
+        self.val_batch_size = batch_size
+
+    @staticmethod
+    def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens = batch[0]
+        return tokens, (batch[1] if len(batch) > 1 else None)
+
+    def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        tokens, condition = self._split(batch)
+        loss = _nll(model, tokens, condition)
+        value = loss.detach()
+        return loss, {"loss": value, "bits_per_token": value / math.log(2)}
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+        total, count = 0.0, 0
+        for batch in batches:
+            tokens, condition = self._split(batch)
+            nll = F.cross_entropy(model(tokens, condition), tokens, reduction="sum")
+            total += float(nll)
+            count += tokens.numel()
+        if not count:
+            return {}
+        loss = total / count
+        return {"loss": loss, "bits_per_token": loss / math.log(2)}
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, dist: D.DistInfo) -> dict[str, float]:
+        """Validation loss once per epoch (rank 0), as the paper's schedule is counted in epochs."""
+        if not dist.is_main or not len(self.val_set):
+            return {}
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                batches = (
+                    to_device(b, device)
+                    for b in iterate_batches(self.val_set, self.val_batch_size, self.val_samples)
+                )
+                metrics = self.evaluate(model, batches)
+        finally:
+            model.train(was_training)
+        return {f"val_{k}": v for k, v in metrics.items()}
+
+
+class PriorStage(_PriorStageBase):
+    """The latent prior: PixelSNAIL over (N, 2H, W) code maps given the stacked layout."""
+
+    name = "prior"
+    kind = PixelSNAIL.kind
+
+    def __init__(self, config: PixelSNAILConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.model = PixelSNAIL(config)
+
+
+class LayoutPriorStage(_PriorStageBase):
+    """The layout prior: unconditional LayoutPixelSNAIL over (N, H, W) layouts."""
+
+    name = "layout_prior"
+    kind = LayoutPixelSNAIL.kind
+
+    def __init__(self, config: PixelSNAILConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.model = LayoutPixelSNAIL(config)
+
+
+def _check_tokens(tokens: torch.Tensor, config: PixelSNAILConfig, what: str, where: str, num_classes: int) -> None:
+    if tuple(tokens.shape[1:]) != (config.height, config.width):
+        raise UsageError(
+            f"{where}: {what} are {tuple(tokens.shape[1:])} but the preset's prior expects "
+            f"{config.height} x {config.width}"
+        )
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= num_classes):
+        raise UsageError(
+            f"{where}: {what} values range over [{int(tokens.min())}, {int(tokens.max())}] "
+            f"but the preset allows {num_classes} classes"
+        )
+
+
+def _load_split(run_dir: Path, split: str, required: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if not required and not (run_dir / "codes" / f"{split}.safetensors").is_file():
+        return None
+    codes, layouts, _ = load_codes(run_dir, split)
+    return codes, layouts
+
+
+def _datasets(run_dir: Path, build: Any) -> tuple[_Tensors, Any]:
+    train_split = _load_split(run_dir, "train", required=True)
+    assert train_split is not None
+    val_split = _load_split(run_dir, "val", required=False)
+    where = str(run_dir / "codes")
+    train_set = build(*train_split, f"{where}/train.safetensors")
+    val_set = build(*val_split, f"{where}/val.safetensors") if val_split is not None else []
+    return train_set, val_set
+
+
+def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, device: str | None = None) -> Path:
+    """Train the preset's latent PixelSNAIL on ``run_dir/codes``; returns ``run_dir/prior``."""
+    run_dir = Path(run_dir)
+    cfg = preset.prior
+    if not cfg.conditional:
+        raise UsageError("prior.num_condition_classes: the latent prior must be conditioned on the layout (> 0)")
+
+    def build(codes: torch.Tensor, layouts: torch.Tensor, where: str) -> _Tensors:
+        _check_tokens(codes, cfg, "code maps", where, cfg.num_classes)
+        condition = stack_layout(layouts)
+        _check_tokens(condition, cfg, "stacked layouts", where, cfg.num_condition_classes)
+        return _Tensors(codes, condition)
+
+    train_set, val_set = _datasets(run_dir, build)
+    tc = preset.prior_train
+    seed_everything(tc.seed)
+    stage = PriorStage(cfg, val_set=val_set, val_samples=tc.val_samples, batch_size=tc.batch_size)
+    return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir
+
+
+def train_layout_prior(
+    preset: Preset, run_dir: Path | str, resume: bool = False, device: str | None = None
+) -> Path:
+    """Train the preset's LayoutPixelSNAIL on the layouts in ``run_dir/codes``; returns ``run_dir/layout_prior``."""
+    run_dir = Path(run_dir)
+    cfg = preset.layout_prior
+
+    def build(codes: torch.Tensor, layouts: torch.Tensor, where: str) -> _Tensors:
+        _check_tokens(layouts, cfg, "layouts", where, cfg.num_classes)
+        return _Tensors(layouts)
+
+    train_set, val_set = _datasets(run_dir, build)
+    tc = preset.layout_prior_train
+    seed_everything(tc.seed)
+    stage = LayoutPriorStage(cfg, val_set=val_set, val_samples=tc.val_samples, batch_size=tc.batch_size)
+    return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir
