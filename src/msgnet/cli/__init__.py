@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "msgnet.cli.vqvae_cmd",
     "msgnet.cli.sample_cmd",
     "msgnet.cli.eval_cmd",
+    "msgnet.cli.report_cmd",
 )
 
 

@@ -200,7 +200,7 @@ def format_fid(result: dict) -> str:
         if r["fid"] is None:
             lines.append(f"  {kind:<8} n/a ({r.get('note')})")
             continue
-        lines.append(f"  {kind:<8} FID {r['fid']:.3f}   KID {r['kid_mean']:.4f} ± {r['kid_std']:.4f}   "
+        lines.append(f"  {kind:<8} FID {r['fid']:.4g}   KID {r['kid_mean']:.4g} ± {r['kid_std']:.3g}   "
                      f"({r['n_real']} real / {r['n_fake']} generated; features: {r['features']}, "
                      f"{r['feature_dim']}-d)")
     return "\n".join(lines)

@@ -107,8 +107,8 @@ def build_report(args: argparse.Namespace, log=print) -> Path:
             if r["fid"] is None:
                 md.append(f"| {kind} | n/a | n/a | {r['n_real']} / {r['n_fake']} |")
             else:
-                md.append(f"| {r['features']} ({r['feature_dim']}-d) | {r['fid']:.3f} | "
-                          f"{r['kid_mean']:.4f} ± {r['kid_std']:.4f} | {r['n_real']} / {r['n_fake']} |")
+                md.append(f"| {r['features']} ({r['feature_dim']}-d) | {r['fid']:.4g} | "
+                          f"{r['kid_mean']:.4g} ± {r['kid_std']:.3g} | {r['n_real']} / {r['n_fake']} |")
         md.append("")
     else:
         md += ["## Annotation fidelity and FID", "",
