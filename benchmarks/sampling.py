@@ -36,7 +36,9 @@ def _models() -> list[tuple[str, PixelSNAILConfig, type[PixelSNAIL]]]:
     return out
 
 
-def _time_cached(model: PixelSNAIL, batch: int, rows: int, seed: int, threads: int) -> tuple[float, torch.Tensor]:
+def _time_cached(
+    model: PixelSNAIL, batch: int, rows: int, seed: int, threads: int, token_threads: int = 1
+) -> tuple[float, torch.Tensor]:
     """Seconds for ``rows`` rows of one batch, and the tokens (same rule as sample_cached)."""
     cfg = model.config
     h, w = cfg.height, cfg.width
@@ -47,7 +49,7 @@ def _time_cached(model: PixelSNAIL, batch: int, rows: int, seed: int, threads: i
             model, torch.randint(0, cfg.num_condition_classes, (batch, h, w),
                                  generator=torch.Generator().manual_seed(seed)), batch)
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(token_threads)  # as sample_cached does
     try:
         start = time.perf_counter()
         sampler = CachedSampler(model, batch, cond, row_threads=threads)
@@ -84,13 +86,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="positions the reference sampler runs before extrapolating (default 2, quick 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for the cached sampler's per-row matmuls (default: torch's)")
+    parser.add_argument("--token-threads", type=int, default=1,
+                        help="threads for the cached sampler's per-token work (default 1, as sample_cached)")
     parser.add_argument("--only", default=None, help="substring of the model names to run")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     threads = args.threads or torch.get_num_threads()
     ref_positions = args.reference_positions or (1 if args.quick else 2)
     print(f"torch {torch.__version__}, device {device}, intra-op threads {torch.get_num_threads()}, "
-          f"cached row threads {threads}, fp32, random weights")
+          f"cached sampler threads: {threads} per row, {args.token_threads} per token; fp32, random weights")
     header = f"{'model':34s} {'HxW':>6s} {'batch':>5s} {'cached s/batch':>14s} {'cached samples/s':>16s} " \
              f"{'reference samples/s':>19s} {'ratio':>7s}  notes"
     print(header)
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         _time_reference(model, 2, 1, seed=0)
         for batch in args.batch:
             rows = min(4, h) if args.quick else h
-            t_cached, fast = _time_cached(model, batch, rows, seed=batch, threads=threads)
+            t_cached, fast = _time_cached(model, batch, rows, seed=batch, threads=threads,
+                                          token_threads=args.token_threads)
             cached_batch_s = t_cached * h / rows
             t_ref, ref = _time_reference(model, batch, ref_positions, seed=batch)
             ref_batch_s = t_ref * (h * w) / ref_positions
