@@ -22,8 +22,8 @@ import torch
 from msgnet.config import PixelSNAILConfig, load_preset
 from msgnet.models.layout_prior import LayoutPixelSNAIL
 from msgnet.models.pixelsnail import PixelSNAIL
-from msgnet.sampling.cached import CachedSampler
-from msgnet.sampling.common import draw_uniforms, pick_tokens, prepare_condition
+from msgnet.sampling.cached import CachedSampler, sample_cached
+from msgnet.sampling.common import draw_uniforms, pick_tokens
 from msgnet.sampling.reference import sample_reference
 
 
@@ -36,27 +36,42 @@ def _models() -> list[tuple[str, PixelSNAILConfig, type[PixelSNAIL]]]:
     return out
 
 
+def _condition(model: PixelSNAIL, batch: int, seed: int) -> torch.Tensor | None:
+    cfg = model.config
+    if not cfg.conditional:
+        return None
+    return torch.randint(0, cfg.num_condition_classes, (batch, cfg.height, cfg.width),
+                         generator=torch.Generator().manual_seed(seed))
+
+
 def _time_cached(
-    model: PixelSNAIL, batch: int, rows: int, seed: int, threads: int, token_threads: int = 1
+    model: PixelSNAIL, batch: int, rows: int, seed: int, threads: int, token_threads: int | None
 ) -> tuple[float, torch.Tensor]:
-    """Seconds for ``rows`` rows of one batch, and the tokens (same rule as sample_cached)."""
+    """Seconds for ``rows`` rows of one batch, and the tokens.
+
+    The whole map goes through :func:`sample_cached` itself; a prefix of rows (--quick)
+    through the same steps by hand (one thread per token unless ``token_threads``).
+    """
     cfg = model.config
     h, w = cfg.height, cfg.width
+    cond = _condition(model, batch, seed)
+    cuda = next(model.parameters()).device.type == "cuda"
+    start = time.perf_counter()
+    if rows >= h:
+        tokens = sample_cached(model, batch, cond, generator=torch.Generator().manual_seed(seed),
+                               batch_size=batch, threads=threads, token_threads=token_threads)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, tokens
     u = draw_uniforms(batch, h, w, torch.Generator().manual_seed(seed)).view(batch, -1)
-    cond = None
-    if cfg.conditional:
-        cond = prepare_condition(
-            model, torch.randint(0, cfg.num_condition_classes, (batch, h, w),
-                                 generator=torch.Generator().manual_seed(seed)), batch)
     previous = torch.get_num_threads()
-    torch.set_num_threads(token_threads)  # as sample_cached does
+    torch.set_num_threads(token_threads or 1)
     try:
-        start = time.perf_counter()
         sampler = CachedSampler(model, batch, cond, row_threads=threads)
         with torch.inference_mode():
             for p in range(rows * w):
                 sampler.push(pick_tokens(sampler.logits(), u[:, p].to(sampler.device), 1.0))
-        if sampler.device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - start, sampler.tokens.cpu()
     finally:
@@ -64,13 +79,9 @@ def _time_cached(
 
 
 def _time_reference(model: PixelSNAIL, batch: int, positions: int, seed: int) -> tuple[float, torch.Tensor]:
-    cfg = model.config
-    cond = None
-    if cfg.conditional:
-        cond = torch.randint(0, cfg.num_condition_classes, (batch, cfg.height, cfg.width),
-                             generator=torch.Generator().manual_seed(seed))
     start = time.perf_counter()
-    tokens = sample_reference(model, batch, cond, generator=torch.Generator().manual_seed(seed),
+    tokens = sample_reference(model, batch, _condition(model, batch, seed),
+                              generator=torch.Generator().manual_seed(seed),
                               batch_size=batch, max_positions=positions)
     if next(model.parameters()).device.type == "cuda":
         torch.cuda.synchronize()
@@ -86,15 +97,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="positions the reference sampler runs before extrapolating (default 2, quick 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for the cached sampler's per-row matmuls (default: torch's)")
-    parser.add_argument("--token-threads", type=int, default=1,
-                        help="threads for the cached sampler's per-token work (default 1, as sample_cached)")
+    parser.add_argument("--token-threads", type=int, default=None,
+                        help="threads for the cached sampler's per-token work (default: sample_cached "
+                             "chooses 1 or --threads by timing; 1 with --quick)")
     parser.add_argument("--only", default=None, help="substring of the model names to run")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     threads = args.threads or torch.get_num_threads()
     ref_positions = args.reference_positions or (1 if args.quick else 2)
     print(f"torch {torch.__version__}, device {device}, intra-op threads {torch.get_num_threads()}, "
-          f"cached sampler threads: {threads} per row, {args.token_threads} per token; fp32, random weights")
+          f"cached sampler threads: {threads} per row, {args.token_threads or 'auto'} per token; "
+          "fp32, random weights")
     header = f"{'model':34s} {'HxW':>6s} {'batch':>5s} {'cached s/batch':>14s} {'cached samples/s':>16s} " \
              f"{'reference samples/s':>19s} {'ratio':>7s}  notes"
     print(header)
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         model = cls(cfg).to(device).eval()
         h, w = cfg.height, cfg.width
-        _time_cached(model, 2, 1, seed=0, threads=threads)  # warm-up: lazy initialisation of kernels
+        _time_cached(model, 2, 1, seed=0, threads=threads, token_threads=1)  # warm-up (lazy kernel set-up)
         _time_reference(model, 2, 1, seed=0)
         for batch in args.batch:
             rows = min(4, h) if args.quick else h

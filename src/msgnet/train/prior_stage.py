@@ -35,11 +35,18 @@ from msgnet.train.loop import BaseStage, iterate_batches, seed_everything, to_de
 __all__ = ["PriorStage", "LayoutPriorStage", "train_prior", "train_layout_prior"]
 
 
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """The smallest integer dtype holding ``t`` (a code file of CLEVR size is 8x smaller)."""
+    if not t.numel() or (int(t.min()) >= 0 and int(t.max()) < 256):
+        return t.to(torch.uint8)
+    return t.to(torch.int16) if int(t.max()) < 2**15 else t
+
+
 class _Tensors:
     """Map-style dataset over equally long tensors; item i is the tuple of their rows."""
 
     def __init__(self, *tensors: torch.Tensor) -> None:
-        self.tensors = tensors
+        self.tensors = tuple(_compact(t) for t in tensors)
 
     def __len__(self) -> int:
         return int(self.tensors[0].shape[0])
@@ -66,8 +73,9 @@ class _PriorStageBase(BaseStage):
 
     @staticmethod
     def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        tokens = batch[0]
-        return tokens, (batch[1] if len(batch) > 1 else None)
+        # Held compactly in memory (uint8/int16); class indices must be int64 here.
+        tokens = batch[0].long()
+        return tokens, (batch[1].long() if len(batch) > 1 else None)
 
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         tokens, condition = self._split(batch)
