@@ -100,3 +100,20 @@ def test_sample_refuses_bad_input(trained_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("msgnet: error:") for line in err)
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_layout_prior_alone_and_its_rule_coherency(tmp_path, capsys):
+    data = make_tiny_dataset(tmp_path / "data", n=16, size=16)
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["rule"] = {"object_count": {"min": 1, "max": 2}}
+    (data / "dataset.json").write_text(json.dumps(meta))
+    run = tmp_path / "run"
+    assert main(["train", "layout-prior", "--config", "tiny", "--data", str(data), "--run", str(run),
+                 "--device", "cpu"]) == 0
+    assert not (run / "vqvae").exists() and (run / "layout_prior" / "model.safetensors").is_file()
+    out = tmp_path / "coh.json"
+    assert main(["eval", "layouts", "--run", str(run), "--num", "20", "--json", str(out), "--device", "cpu"]) == 0
+    result = json.loads(out.read_text())
+    assert result["num"] == 20 and 0 <= result["obeying"] <= 20
+    lo, hi = result["obey_rate_95ci"]
+    assert lo <= result["obey_rate"] <= hi

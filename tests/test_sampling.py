@@ -16,6 +16,16 @@ from msgnet.sampling.reference import sample_reference
 
 from test_pixelsnail import tiny_config
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a CPU shared with other
+    # processes two OpenMP threads can make each small op 100x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 # (kernel, attention, conditional, embedding_dim (0: one-hot input), (H, W))
 CASES = list(itertools.product((2, 3, 5), (True, False), (True, False), (0, 5), ((5, 7), (6, 3))))
 
@@ -75,15 +85,21 @@ def test_cached_and_reference_tokens_identical(kernel, attention, conditional, e
     assert not torch.equal(other, fast)
 
 
-def test_sampling_is_deterministic_and_independent_of_batch_size():
+def test_sampling_is_deterministic_and_independent_of_batch_size_and_threads():
     model = _model(3, True, True, 0, (5, 7))
     cond = torch.randint(0, 3, (5, 7))
     runs = [
         sample_cached(model, 4, cond, temperature=0.8, generator=torch.Generator().manual_seed(3), batch_size=b)
         for b in (1, 4, 3)
     ]
-    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+    # Two threads for the rows, and the per-batch timing that picks the token threads.
+    runs.append(
+        sample_cached(model, 4, cond, temperature=0.8, generator=torch.Generator().manual_seed(3), batch_size=4,
+                      threads=2, token_threads=None)
+    )
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
     assert model.training is False
+    assert torch.get_num_threads() == 1  # restored
 
 
 def test_samplers_follow_the_distribution():

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_preset_arguments(p)
         if needs_data:
             p.add_argument("--data", type=Path, required=True, help="training dataset folder")
+        elif name == "layout-prior":
+            p.add_argument("--data", type=Path, default=None,
+                           help="train on this dataset's layouts directly (no VQ-VAE or codes needed)")
         p.add_argument("--run", type=Path, required=True, help="run directory (created)")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         add_device_argument(p)
@@ -65,13 +68,19 @@ def _train(args: argparse.Namespace) -> int:
     if stage == "all":
         run_extract(run, args.data, args.device, skip_existing=args.resume)
     if stage in ("layout-prior", "all"):
+        layout_data = getattr(args, "data", None) if stage == "layout-prior" else None
         if stage == "layout-prior":
             _check_run_dir(args, "layout_prior")
-        _need_codes(run)
+        if layout_data is None:
+            _need_codes(run)
+        elif is_main_process():
+            from msgnet.sampling.run import record_training_data
+
+            record_training_data(run, layout_data)
         from msgnet.train.prior_stage import train_layout_prior
 
         save_preset(preset, run)
-        train_layout_prior(preset, run, resume=args.resume, device=args.device)
+        train_layout_prior(preset, run, resume=args.resume, device=args.device, data_dir=layout_data)
     if stage in ("prior", "all"):
         if stage == "prior":
             _check_run_dir(args, "prior")

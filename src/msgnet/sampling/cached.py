@@ -21,7 +21,11 @@ is computed once per position, from caches of what that layer has already seen:
 Nothing is approximated: the logits equal the full forward pass's up to float rounding
 (tests check 1e-4 at every position), and with the shared inverse-CDF rule
 (:mod:`msgnet.sampling.common`) the same seed gives the same tokens as
-:func:`msgnet.sampling.reference.sample_reference`.
+:func:`msgnet.sampling.reference.sample_reference`. (On CUDA, cuDNN convolutions run in
+TF32 by default, which alone moves the *full* pass's logits by ~1e-3 on the paper-size
+prior; with ``torch.backends.cudnn.allow_tf32 = False`` both agree to ~2e-6.)
+
+The per-layer states live in :mod:`msgnet.sampling.cached_layers`.
 """
 
 from __future__ import annotations
@@ -211,7 +215,7 @@ def sample_cached(
 
     CPU threads: the per-row matmuls run on ``threads`` (default:
     ``torch.get_num_threads()``), the per-token work on ``token_threads``. Per-token
-    matmuls have only ``batch_size`` rows: on an idle CPU two threads gain 15-25%, on a
+    matmuls have only ``batch_size`` rows: on an idle CPU two threads gain 10-30%, on a
     CPU shared with other processes they can be many times slower than one. With
     ``token_threads=None`` each batch times a few tokens of its first row with one
     thread and with ``threads``, and keeps the faster. The setting is restored on return.

@@ -186,10 +186,33 @@ def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, devic
     return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir
 
 
+def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig) -> tuple[_Tensors, Any]:
+    """Layouts of a dataset brought to the layout prior's grid (no VQ-VAE needed)."""
+    from msgnet.data.format import open_dataset
+    from msgnet.layouts import downsample_layout
+
+    ds = open_dataset(data_dir)
+    sets = []
+    for split in ("train", "val"):
+        if split == "val" and not ds.info.splits.get("val"):
+            sets.append([])
+            continue
+        _, layouts = ds.load_split(split)
+        small = downsample_layout(torch.from_numpy(layouts), (cfg.height, cfg.width), ds.info.num_classes)
+        _check_tokens(small, cfg, "layouts", str(data_dir / "layouts"), cfg.num_classes)
+        sets.append(_Tensors(_compact(small)))
+    return sets[0], sets[1]
+
+
 def train_layout_prior(
-    preset: Preset, run_dir: Path | str, resume: bool = False, device: str | None = None
+    preset: Preset, run_dir: Path | str, resume: bool = False, device: str | None = None,
+    data_dir: Path | str | None = None,
 ) -> Path:
-    """Train the preset's LayoutPixelSNAIL on the layouts in ``run_dir/codes``; returns ``run_dir/layout_prior``."""
+    """Train the preset's LayoutPixelSNAIL on the layouts in ``run_dir/codes``; returns ``run_dir/layout_prior``.
+
+    With ``data_dir`` and no extracted codes, the dataset's layouts are downsampled
+    directly (the layout prior does not depend on the VQ-VAE).
+    """
     run_dir = Path(run_dir)
     cfg = preset.layout_prior
 
@@ -197,7 +220,10 @@ def train_layout_prior(
         _check_tokens(layouts, cfg, "layouts", where, cfg.num_classes)
         return _Tensors(layouts)
 
-    train_set, val_set = _datasets(run_dir, build)
+    if data_dir is not None and not (run_dir / "codes" / "train.safetensors").is_file():
+        train_set, val_set = _layouts_from_dataset(Path(data_dir), cfg)
+    else:
+        train_set, val_set = _datasets(run_dir, build)
     tc = preset.layout_prior_train
     seed_everything(tc.seed)
     stage = LayoutPriorStage(cfg, val_set=val_set, val_samples=tc.val_samples, batch_size=tc.batch_size)
