@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lay.add_argument("--temperature", type=float, default=1.0)
     lay.add_argument("--device", default=None)
     lay.add_argument("--json", type=Path, default=None)
+    lay.add_argument("--parts", default=None, metavar="PART[,PART...]",
+                     help="check only these parts of the rule (object_count, allowed_class_sets, region, "
+                     "no_overlap) [all]")
     lay.set_defaults(func=_layouts)
 
     aug = esub.add_parser("augment", help="U-Net DICE: real only vs real + synthetic vs synthetic only",
@@ -259,7 +262,8 @@ def _layouts(args: argparse.Namespace) -> int:
     from msgnet.io import atomic_write_json
 
     result = sample_layout_coherency(args.run, args.num, seed=args.seed, temperature=args.temperature,
-                                     device=args.device)
+                                     device=args.device,
+                                     parts=args.parts.split(",") if args.parts else None)
     print(result.to_text())
     if args.json:
         atomic_write_json(args.json, result.to_json())

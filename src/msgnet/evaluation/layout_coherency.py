@@ -44,7 +44,8 @@ class LayoutCoherency:
 
 def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature: float = 1.0,
                             batch_size: int = 64, device: str | None = None,
-                            progress: bool = True) -> LayoutCoherency:
+                            progress: bool = True, parts: list[str] | None = None) -> LayoutCoherency:
+    """Sample ``num`` layouts and check them against the run's rule (or only its ``parts``)."""
     import time
 
     from msgnet.models.pixelsnail import load_prior
@@ -59,9 +60,15 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
         raise UsageError(f"{run_dir / 'dataset.json'}: the training data declares no rule to check")
     if not (run_dir / "layout_prior" / "config.json").is_file():
         raise UsageError(f"{run_dir / 'layout_prior'}: no trained layout prior here")
+    rule = info.rule
+    if parts:
+        unknown = [p for p in parts if p not in rule]
+        if unknown:
+            raise UsageError(f"--parts: the rule has no part {unknown[0]!r} (it has {', '.join(rule)})")
+        rule = {k: v for k, v in rule.items() if k in parts}
     dev = choose_device(device)
     model = load_prior(run_dir / "layout_prior").to(dev).eval()
-    result = LayoutCoherency(num=num, violating=0, rule=info.rule)
+    result = LayoutCoherency(num=num, violating=0, rule=rule)
     start = time.perf_counter()
     bar = tqdm(total=num, desc="layouts", unit="layout", disable=not progress)
     for b, first in enumerate(range(0, num, batch_size)):
@@ -71,7 +78,7 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
             small = sample_cached(model, n, condition=None, temperature=temperature, generator=gen, batch_size=n)
         full = upsample_layout(small.cpu().numpy().astype(np.uint8), info.image_size)
         for lay in full:
-            broken = rule_violations(info.rule, layout_to_objects(lay), lay)
+            broken = rule_violations(rule, layout_to_objects(lay), lay)
             result.violating += bool(broken)
             for key in broken:
                 result.by_rule[key] = result.by_rule.get(key, 0) + 1

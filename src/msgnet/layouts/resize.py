@@ -9,6 +9,7 @@ import torch.nn.functional as F
 # Background loses exact ties: a latent cell half covered by an object keeps the object,
 # so that small objects survive downsampling as well as they can.
 _BACKGROUND_TIE_PENALTY = 1e-3
+_CHUNK = 512
 
 
 def downsample_layout(
@@ -31,10 +32,14 @@ def downsample_layout(
     if tuple(t.shape[-2:]) == out_hw:
         result = t
     else:
-        onehot = F.one_hot(t, n_cls).permute(0, 3, 1, 2).float()
-        frac = F.interpolate(onehot, size=out_hw, mode="area")
-        frac[:, 0] -= _BACKGROUND_TIE_PENALTY
-        result = frac.argmax(1)
+        # In chunks: the one-hot of a whole 50k-image split would take tens of GB.
+        parts = []
+        for chunk in t.split(_CHUNK):
+            onehot = F.one_hot(chunk, n_cls).permute(0, 3, 1, 2).float()
+            frac = F.interpolate(onehot, size=out_hw, mode="area")
+            frac[:, 0] -= _BACKGROUND_TIE_PENALTY
+            parts.append(frac.argmax(1))
+        result = torch.cat(parts) if parts else t.new_zeros((0, *out_hw))
     result = result.reshape(*lead, *out_hw)
     if squeeze:
         result = result[0]

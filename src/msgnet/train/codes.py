@@ -55,7 +55,8 @@ def extract_codes(
         chunks = []
         for start in range(0, len(ds), batch_size):
             images = ds.images[start : start + batch_size].to(dev).float() / 255.0
-            codes_attn, codes_conv = model.encode_indices(images)
+            with torch.inference_mode():
+                codes_attn, codes_conv = model.encode_indices(images)
             chunks.append(stack_codes(codes_attn, codes_conv).to(dtype).cpu())
         codes = torch.cat(chunks)
         layouts = downsample_layout(ds.layouts.numpy(), cfg.latent_size, num_classes=num_classes)
