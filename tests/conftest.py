@@ -1,10 +1,15 @@
-import os
-
 import pytest
 import torch
 
-# Tiny models: one intra-op thread is faster than two here (no OpenMP spin on a shared 2-core box).
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a 2-core CPU shared with
+    # other processes two OpenMP threads can make each small op 100x slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -14,16 +14,6 @@ from msgnet.models.pixelsnail import PixelSNAIL, load_prior
 from msgnet.nn.causal import CausalConv2d
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a CPU shared with other
-    # processes two OpenMP threads can make each small op 100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(**changes) -> PixelSNAILConfig:
     base = dict(
         height=5, width=7, num_classes=6, channels=8, num_blocks=2, num_res_blocks=1,

@@ -17,14 +17,6 @@ from msgnet.models.pixelsnail import PixelSNAIL, load_prior
 from msgnet.train.prior_stage import train_layout_prior, train_prior
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_codes(run_dir, n_train=12, n_val=4, h=4, w=4, num_codes=16, num_classes=3, seed=0, offset=0):
     g = torch.Generator().manual_seed(seed)
     for split, n in (("train", n_train), ("val", n_val)):

@@ -17,15 +17,6 @@ from msgnet.sampling.reference import sample_reference
 from test_pixelsnail import tiny_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a CPU shared with other
-    # processes two OpenMP threads can make each small op 100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # (kernel, attention, conditional, embedding_dim (0: one-hot input), (H, W))
 CASES = list(itertools.product((2, 3, 5), (True, False), (True, False), (0, 5), ((5, 7), (6, 3))))
 

@@ -21,14 +21,6 @@ from msgnet.train.schedules import lr_factor
 from msgnet.train.vqvae_stage import VQVAEStage, open_image_datasets, train_vqvae
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     from fixtures import make_tiny_dataset

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +16,6 @@ from msgnet.models.vqvae import DoublePathVQVAE, load_vqvae
 from msgnet.nn.quantizer import VectorQuantizer, perplexity_from_counts
 from msgnet.nn.self_attention import SelfAttention2d
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded (and do not fight other tests for the 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = VQVAEConfig(in_channels=1, image_size=16, hidden_dim=16, residual_dim=8, num_residual_blocks=1,

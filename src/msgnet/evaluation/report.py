@@ -57,7 +57,7 @@ def build_report(args: argparse.Namespace, log=print) -> Path:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "real": str(real.root), "synthetic": str(syn.root)}
-    md = [f"# msgnet evaluation report", "", f"- real: `{real.root}` ({', '.join(f'{k} {len(v)}' for k, v in real.info.splits.items())})",
+    md = ["# msgnet evaluation report", "", f"- real: `{real.root}` ({', '.join(f'{k} {len(v)}' for k, v in real.info.splits.items())})",
           f"- synthetic: `{syn.root}` ({len(synthetic_ids(syn))} images used)", f"- created {report['created']}", ""]
 
     md += ["## Previews", "", "Each image followed by its layout overlaid.", ""]

@@ -9,7 +9,6 @@ training data declares a rule.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 from typing import Any
