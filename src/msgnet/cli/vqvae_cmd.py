@@ -35,7 +35,9 @@ def _inspect(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise UsageError(f"{args.image}: no such image")
     out = args.out or args.run / "inspect"
-    written = vqvae_inspect(args.run, args.image, out, pixel=args.pixel)
+    # --pixel is X,Y (column, row) as image tools show it; the library takes (row, column).
+    pixel = (args.pixel[1], args.pixel[0]) if args.pixel else None
+    written = vqvae_inspect(args.run, args.image, out, pixel=pixel)
     for path in written or []:
         print(path)
     return 0
