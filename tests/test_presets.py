@@ -16,12 +16,15 @@ EXPECTED = {  # name: (in_channels, image_size, latent_size, layout classes)
     "brats": (2, 240, 30, 5),
     "multi-mnist": (1, 64, 16, 11),
     "multi-mnist-cpu": (1, 64, 16, 11),
+    "malaria-cpu": (3, 96, 24, 2),
+    "brats-cpu": (2, 120, 30, 5),
     "tiny": (1, 16, 4, 3),
 }
 
 
 def test_all_expected_presets_ship():
-    assert set(EXPECTED) <= set(list_presets())
+    # Every shipped preset is checked below: a new one must be added to EXPECTED.
+    assert set(EXPECTED) == set(list_presets())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
