@@ -333,7 +333,7 @@ class DatasetWriter:
     """Write a dataset atomically: everything goes to a temporary sibling directory, renamed on close.
 
     Use as a context manager; an exception inside the block removes the partial set.
-    With ``append_to`` an existing set is extended in place (used by resumable sampling).
+    (Resumable sampling streams into ``OUT.partial/`` instead: msgnet.sampling.pipeline.)
     """
 
     def __init__(self, root: Path | str, info: DatasetInfo, overwrite: bool = False):
