@@ -93,3 +93,16 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     if final_dir.exists():
         shutil.rmtree(final_dir)
     os.replace(tmp_dir, final_dir)
+
+
+def read_json(path: Path | str) -> Any:
+    """Parse a JSON file a user handed us; a missing or malformed file is a one-line DataError."""
+    from msgnet.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: missing")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({type(exc).__name__} at char {getattr(exc, 'pos', '?')})") from None

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from msgnet.errors import DataError, UsageError
-from msgnet.io import atomic_path
+from msgnet.io import atomic_path, read_json
 
 FORMAT_NAME = "msgnet-dataset"
 FORMAT_VERSION = 1
@@ -293,11 +293,7 @@ def open_dataset(root: Path | str) -> Dataset:
         raise DataError(f"{root}: no such directory")
     if not meta.is_file():
         raise DataError(f"{meta}: missing (not a msgnet dataset; see `msgnet data import`)")
-    try:
-        data = json.loads(meta.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{meta}: not valid JSON ({exc})") from None
-    info = DatasetInfo.from_json(data, str(meta))
+    info = DatasetInfo.from_json(read_json(meta), str(meta))
     if not any(info.splits.values()):
         raise DataError(f"{meta}: the dataset is empty (no images in any split)")
     return Dataset(root, info)

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from msgnet.data.importers.common import Sample, Source
 from msgnet.data.importers.imagefiles import read_image
 from msgnet.errors import DataError, UsageError
+from msgnet.io import read_json
 
 
 # -- RLE ----------------------------------------------------------------------------------
@@ -199,10 +200,7 @@ def draw_annotation(layout: np.ndarray, ann: dict[str, Any], cid: int, where: st
 def load_coco(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path}: no such COCO JSON file")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({type(exc).__name__} at char {getattr(exc, 'pos', '?')})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise DataError(f"{path}: not a COCO file (needs lists \"images\", \"annotations\", \"categories\")")
     for c in data["categories"]:
