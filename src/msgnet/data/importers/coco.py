@@ -9,7 +9,6 @@ or dropped (``--drop name``: its objects are not drawn, their pixels stay backgr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
