@@ -20,8 +20,9 @@ RESUME=""
 [ -f "$RUN/preset.yaml" ] && RESUME="--resume"
 $MSGNET train all --config "$PRESET" --data "$DATA" --run "$RUN" $RESUME
 T2=$(date +%s)
-rm -rf "$RUN/samples.partial"
-[ -d "$RUN/samples" ] || $MSGNET sample --run "$RUN" --num 64 --out "$RUN/samples" --seed 0
+SAMPLE_RESUME=""
+[ -d "$RUN/samples.partial" ] && SAMPLE_RESUME="--resume"
+[ -d "$RUN/samples" ] || $MSGNET sample --run "$RUN" --num 64 --out "$RUN/samples" --seed 0 $SAMPLE_RESUME
 T3=$(date +%s)
 $MSGNET report --run "$RUN" --samples "$RUN/samples" \
     --timing "build=$((T1 - T0))" --timing "train=$((T2 - T1))" --timing "sample=$((T3 - T2))"
