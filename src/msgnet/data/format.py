@@ -325,6 +325,17 @@ def _to_pil(img: np.ndarray) -> Image.Image:
     return Image.fromarray(img, mode="RGB")
 
 
+def write_files(root: Path, image_id: int, image: np.ndarray, layout: np.ndarray,
+                mask: np.ndarray | None = None) -> None:
+    """Write one image, its layout and optional mask as PNGs under ``root`` (the format's file layout)."""
+    name = image_name(image_id)
+    _to_pil(image.astype(np.uint8)).save(root / "images" / name, compress_level=1)
+    Image.fromarray(layout.astype(np.uint8), mode="L").save(root / "layouts" / name, compress_level=1)
+    if mask is not None:
+        (root / "masks").mkdir(exist_ok=True)
+        Image.fromarray(mask.astype(np.uint8), mode="L").save(root / "masks" / name, compress_level=1)
+
+
 class DatasetWriter:
     """Write a dataset atomically: everything goes to a temporary sibling directory, renamed on close.
 
@@ -362,13 +373,7 @@ class DatasetWriter:
             raise UsageError(f"image/layout of shape {image.shape}/{layout.shape} does not match {h}x{w}")
         image_id = self._next_id
         self._next_id += 1
-        _to_pil(image.astype(np.uint8)).save(self.tmp / "images" / image_name(image_id), compress_level=1)
-        Image.fromarray(layout.astype(np.uint8), mode="L").save(
-            self.tmp / "layouts" / image_name(image_id), compress_level=1)
-        if mask is not None:
-            (self.tmp / "masks").mkdir(exist_ok=True)
-            Image.fromarray(mask.astype(np.uint8), mode="L").save(
-                self.tmp / "masks" / image_name(image_id), compress_level=1)
+        write_files(self.tmp, image_id, image, layout, mask)
         self.info.splits.setdefault(split, []).append(image_id)
         self.objects[image_id] = list(objects) if objects is not None else layout_to_objects(layout)
         return image_id

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from msgnet.data.format import (DatasetInfo, ObjectAnnotation, coco_document, image_name, open_dataset,
-                                _to_pil)
+                                write_files)
 from msgnet.errors import UsageError
 from msgnet.layouts import boxes_to_layout, downsample_layout, layout_to_objects, pairs_grid, save_png
 from msgnet.layouts import upsample_layout
@@ -137,8 +137,7 @@ class _PartialOutput:
                     seconds: float) -> None:
         for k, (img, lay) in enumerate(zip(images, layouts)):
             iid = first_id + k
-            _to_pil(img).save(self.dir / "images" / image_name(iid))
-            Image.fromarray(lay, mode="L").save(self.dir / "layouts" / image_name(iid))
+            write_files(self.dir, iid, img, lay)
             self.state["objects"][str(iid)] = [[o.category_id, list(o.bbox)] for o in layout_to_objects(lay)]
         # The progress record is written last: a batch counts only once all its files exist.
         self.state["done_batches"].append(batch_index)
