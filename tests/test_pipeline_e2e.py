@@ -117,3 +117,7 @@ def test_layout_prior_alone_and_its_rule_coherency(tmp_path, capsys):
     assert result["num"] == 20 and 0 <= result["obeying"] <= 20
     lo, hi = result["obey_rate_95ci"]
     assert lo <= result["obey_rate"] <= hi
+    # The rule is only "1 or 2 objects", so the histogram alone decides who obeys.
+    counts = {int(k): v for k, v in result["object_counts"].items()}
+    assert sum(counts.values()) == 20
+    assert counts.get(1, 0) + counts.get(2, 0) == result["obeying"]

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lay = esub.add_parser("layouts", help="rule coherency of layouts sampled from a run's layout prior",
                           description="Sample --num layouts from RUN/layout_prior alone and check each against "
                           "the rule the training data declared (paper §4.2): the share that obeys, with a "
-                          "95%% Wilson interval, and which rule parts broke.")
+                          "95% Wilson interval, and which rule parts broke.")
     lay.add_argument("--run", type=Path, required=True)
     lay.add_argument("--num", type=int, default=500)
     lay.add_argument("--seed", type=int, default=0)

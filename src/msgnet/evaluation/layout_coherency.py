@@ -27,19 +27,24 @@ class LayoutCoherency:
     violating: int
     by_rule: dict[str, int] = field(default_factory=dict)
     rule: dict[str, Any] | None = None
+    # How many objects each sampled layout holds (count -> layouts): the first thing to read
+    # when a count rule fails, e.g. whether the prior forgets the last object or adds specks.
+    object_counts: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         lo, hi = wilson_interval(self.num - self.violating, self.num)
         return {"num": self.num, "obeying": self.num - self.violating,
                 "obey_rate": (self.num - self.violating) / self.num, "obey_rate_95ci": [lo, hi],
-                "by_rule": self.by_rule, "rule": self.rule, "seconds": self.seconds}
+                "by_rule": self.by_rule, "object_counts": {str(k): v for k, v in sorted(self.object_counts.items())},
+                "rule": self.rule, "seconds": self.seconds}
 
     def to_text(self) -> str:
         lo, hi = wilson_interval(self.num - self.violating, self.num)
         rate = (self.num - self.violating) / self.num
         return (f"sampled layouts obeying the rule: {self.num - self.violating} of {self.num}, "
-                + fmt_rate(rate, lo, hi) + f"; broken parts: {self.by_rule}")
+                + fmt_rate(rate, lo, hi) + f"; broken parts: {self.by_rule}"
+                + f"; objects per layout: {dict(sorted(self.object_counts.items()))}")
 
 
 def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature: float = 1.0,
@@ -78,7 +83,9 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
             small = sample_cached(model, n, condition=None, temperature=temperature, generator=gen, batch_size=n)
         full = upsample_layout(small.cpu().numpy().astype(np.uint8), info.image_size)
         for lay in full:
-            broken = rule_violations(rule, layout_to_objects(lay), lay)
+            objects = layout_to_objects(lay)
+            result.object_counts[len(objects)] = result.object_counts.get(len(objects), 0) + 1
+            broken = rule_violations(rule, objects, lay)
             result.violating += bool(broken)
             for key in broken:
                 result.by_rule[key] = result.by_rule.get(key, 0) + 1
