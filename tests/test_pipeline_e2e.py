@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from msgnet.cli import main
 from msgnet.data.format import open_dataset
@@ -112,7 +113,9 @@ def test_layout_prior_alone_and_its_rule_coherency(tmp_path, capsys):
                  "--device", "cpu"]) == 0
     assert not (run / "vqvae").exists() and (run / "layout_prior" / "model.safetensors").is_file()
     out = tmp_path / "coh.json"
-    assert main(["eval", "layouts", "--run", str(run), "--num", "20", "--json", str(out), "--device", "cpu"]) == 0
+    preview = tmp_path / "layouts.png"
+    assert main(["eval", "layouts", "--run", str(run), "--num", "20", "--json", str(out), "--device", "cpu",
+                 "--preview", str(preview)]) == 0
     result = json.loads(out.read_text())
     assert result["num"] == 20 and 0 <= result["obeying"] <= 20
     lo, hi = result["obey_rate_95ci"]
@@ -121,3 +124,8 @@ def test_layout_prior_alone_and_its_rule_coherency(tmp_path, capsys):
     counts = {int(k): v for k, v in result["object_counts"].items()}
     assert sum(counts.values()) == 20
     assert counts.get(1, 0) + counts.get(2, 0) == result["obeying"]
+    # 20 tiles of 16 px (x2 scale, 8 columns -> 3 rows); a red frame exactly on the rule breakers.
+    grid_img = np.asarray(Image.open(preview).convert("RGB"))
+    assert grid_img.shape == (2 * (3 * 18 + 2), 2 * (8 * 18 + 2), 3)
+    framed = sum(tuple(grid_img[2 * (2 + (k // 8) * 18), 2 * (2 + (k % 8) * 18)]) == (255, 0, 0) for k in range(20))
+    assert framed == 20 - result["obeying"]

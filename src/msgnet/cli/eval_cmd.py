@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lay.add_argument("--parts", default=None, metavar="PART[,PART...]",
                      help="check only these parts of the rule (object_count, allowed_class_sets, region, "
                      "no_overlap) [all]")
+    lay.add_argument("--preview", type=Path, default=None, metavar="PNG",
+                     help="write the first 64 sampled layouts as a colour grid (rule breakers framed red)")
     lay.set_defaults(func=_layouts)
 
     aug = esub.add_parser("augment", help="U-Net DICE: real only vs real + synthetic vs synthetic only",
@@ -266,4 +268,9 @@ def _layouts(args: argparse.Namespace) -> int:
     print(result.to_text())
     if args.json:
         atomic_write_json(args.json, result.to_json())
+    if args.preview:
+        from msgnet.layouts.render import save_png
+
+        save_png(result.preview(), args.preview, scale=2)
+        print(f"preview: {args.preview}")
     return 0

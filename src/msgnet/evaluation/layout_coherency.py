@@ -30,6 +30,24 @@ class LayoutCoherency:
     # How many objects each sampled layout holds (count -> layouts): the first thing to read
     # when a count rule fails, e.g. whether the prior forgets the last object or adds specks.
     object_counts: dict[int, int] = field(default_factory=dict)
+    # The first sampled layouts at image size, with whether each broke the rule (for a preview).
+    examples: list[tuple[np.ndarray, bool]] = field(default_factory=list, repr=False)
+    palette: np.ndarray | None = field(default=None, repr=False)
+
+    def preview(self, columns: int = 8) -> np.ndarray:
+        """RGB grid of :attr:`examples` in the dataset's colours; a rule breaker gets a red frame."""
+        from msgnet.layouts.render import colorize, grid
+
+        if not self.examples or self.palette is None:
+            raise UsageError("no sampled layouts to preview")
+        tiles = []
+        for lay, broken in self.examples:
+            tile = colorize(lay, self.palette)
+            if broken:
+                tile = tile.copy()
+                tile[:2], tile[-2:], tile[:, :2], tile[:, -2:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+            tiles.append(tile)
+        return grid(tiles, columns=min(columns, len(tiles)))
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -49,8 +67,13 @@ class LayoutCoherency:
 
 def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature: float = 1.0,
                             batch_size: int = 64, device: str | None = None,
-                            progress: bool = True, parts: list[str] | None = None) -> LayoutCoherency:
-    """Sample ``num`` layouts and check them against the run's rule (or only its ``parts``)."""
+                            progress: bool = True, parts: list[str] | None = None,
+                            keep_examples: int = 64) -> LayoutCoherency:
+    """Sample ``num`` layouts and check them against the run's rule (or only its ``parts``).
+
+    The first ``keep_examples`` layouts are kept in the result for :meth:`LayoutCoherency.preview`.
+    """
+
     import time
 
     from msgnet.models.pixelsnail import load_prior
@@ -73,7 +96,7 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
         rule = {k: v for k, v in rule.items() if k in parts}
     dev = choose_device(device)
     model = load_prior(run_dir / "layout_prior").to(dev).eval()
-    result = LayoutCoherency(num=num, violating=0, rule=rule)
+    result = LayoutCoherency(num=num, violating=0, rule=rule, palette=info.palette)
     start = time.perf_counter()
     bar = tqdm(total=num, desc="layouts", unit="layout", disable=not progress)
     for b, first in enumerate(range(0, num, batch_size)):
@@ -86,6 +109,8 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
             objects = layout_to_objects(lay)
             result.object_counts[len(objects)] = result.object_counts.get(len(objects), 0) + 1
             broken = rule_violations(rule, objects, lay)
+            if len(result.examples) < keep_examples:
+                result.examples.append((lay, bool(broken)))
             result.violating += bool(broken)
             for key in broken:
                 result.by_rule[key] = result.by_rule.get(key, 0) + 1
