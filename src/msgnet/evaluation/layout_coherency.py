@@ -33,6 +33,7 @@ class LayoutCoherency:
     # The first sampled layouts at image size, with whether each broke the rule (for a preview).
     examples: list[tuple[np.ndarray, bool]] = field(default_factory=list, repr=False)
     palette: np.ndarray | None = field(default=None, repr=False)
+    seconds: float = 0.0
 
     def preview(self, columns: int = 8) -> np.ndarray:
         """RGB grid of :attr:`examples` in the dataset's colours; a rule breaker gets a red frame."""
@@ -45,10 +46,10 @@ class LayoutCoherency:
             tile = colorize(lay, self.palette)
             if broken:
                 tile = tile.copy()
-                tile[:2], tile[-2:], tile[:, :2], tile[:, -2:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+                for edge in (np.s_[:2], np.s_[-2:], np.s_[:, :2], np.s_[:, -2:]):
+                    tile[edge] = (255, 0, 0)
             tiles.append(tile)
         return grid(tiles, columns=min(columns, len(tiles)))
-    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         lo, hi = wilson_interval(self.num - self.violating, self.num)
@@ -73,7 +74,6 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
 
     The first ``keep_examples`` layouts are kept in the result for :meth:`LayoutCoherency.preview`.
     """
-
     import time
 
     from msgnet.models.pixelsnail import load_prior
