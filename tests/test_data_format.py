@@ -100,3 +100,74 @@ def test_empty_split_is_refused(tmp_path):
     (root / "dataset.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match="empty"):
         open_dataset(root)
+
+
+# -- splits for evaluation and declared augmentations -----------------------------------------
+def _edit_meta(root, **changes):
+    meta = json.loads((root / "dataset.json").read_text())
+    meta.update(changes)
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return meta
+
+
+def test_old_dataset_without_test_or_augmentations_still_opens(tmp_path, capsys):
+    root = make_tiny_dataset(tmp_path / "old", n=8, size=8)
+    meta = json.loads((root / "dataset.json").read_text())
+    del meta["augmentations"]  # written before the field existed
+    assert set(meta["splits"]) == {"train", "val"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ds = open_dataset(root)
+    assert ds.info.augmentations is None
+    assert ds.evaluation_splits() == (None, "val")  # val serves as test, nothing selected on it
+    assert main(["data", "info", str(root), "--no-preview"]) == 0
+    out = capsys.readouterr().out
+    assert "test: 0" in out and "val serves as test" in out and "not declared" in out
+
+
+def test_evaluation_splits_follow_the_test_split(tmp_path):
+    root = make_tiny_dataset(tmp_path / "ds", n=8, size=8, n_val=2)
+    splits = open_dataset(root).info.splits
+    train, val = splits["train"], splits["val"]
+    _edit_meta(root, splits={"train": train[2:], "val": val, "test": train[:2]})
+    assert open_dataset(root).evaluation_splits() == ("val", "test")
+    _edit_meta(root, splits={"train": train, "val": val, "test": []})  # --test-fraction 0
+    assert open_dataset(root).evaluation_splits() == (None, "val")
+    _edit_meta(root, splits={"train": train, "val": [], "test": val})  # --val-fraction 0
+    assert open_dataset(root).evaluation_splits() == (None, "test")
+
+
+@pytest.mark.parametrize("augmentations", [["flip", "rotate90", "affine"], ["affine"], [], None])
+def test_augmentations_round_trip_through_dataset_json(tmp_path, augmentations):
+    from msgnet.data.format import DatasetInfo, DatasetWriter
+    from tests.fixtures import tiny_info
+
+    info = tiny_info(8, 1)
+    info.augmentations = augmentations
+    with DatasetWriter(tmp_path / "ds", info) as w:
+        w.add("train", np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["augmentations"] == augmentations
+    assert open_dataset(tmp_path / "ds").info.augmentations == augmentations
+    # a generation run keeps the training set's description this way (msgnet.sampling.run)
+    again = DatasetInfo.from_json(json.loads(json.dumps(info.to_json())), "run/dataset.json")
+    assert again.augmentations == augmentations
+
+
+@pytest.mark.parametrize("value, needle", [
+    (["flip", "shear"], "'shear'"), ("flip", "list of names"), ([1], "list of names"), (["flip", "flip"], "twice"),
+])
+def test_bad_augmentations_are_refused_naming_the_file(tiny, value, needle):
+    _edit_meta(tiny, augmentations=value)
+    with pytest.raises(DataError) as exc:
+        open_dataset(tiny)
+    assert str(tiny / "dataset.json") in str(exc.value) and needle in str(exc.value)
+
+
+def test_parse_augmentations():
+    from msgnet.data.format import GEOMETRIC_AUGMENTATIONS, parse_augmentations
+    from msgnet.errors import UsageError
+
+    assert GEOMETRIC_AUGMENTATIONS == ("flip", "rotate90", "affine")
+    assert parse_augmentations("none") == [] and parse_augmentations(" rotate90, flip ") == ["rotate90", "flip"]
+    for bad in ("mirror", "", "flip,,mirror"):
+        with pytest.raises(UsageError, match="--augmentations"):
+            parse_augmentations(bad)

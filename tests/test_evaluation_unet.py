@@ -1,120 +1,241 @@
-"""The U-Net benchmark and the report, end to end on tiny datasets."""
+"""The U-Net augmentation benchmark and the report, end to end on tiny datasets."""
 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
+import torch
 
 from msgnet.data.format import ClassInfo, DatasetInfo, DatasetWriter, ObjectAnnotation
 from msgnet.layouts.boxes import boxes_to_layout
 
+TINY = ["--seeds", "1", "--epochs", "1", "--min-steps", "6", "--batch-size", "4"]
 
-def _write_squares(path, n_train=24, n_val=8, seed=0, size=16):
+
+def _write_squares(path, n_train=24, n_val=8, n_test=0, seed=0, size=16, generator_ids=None, real_root=None):
     """Class 1 = bright square, class 2 = dim square; the image tells the class, as digits do."""
     rng = np.random.default_rng(seed)
     classes = [ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "0", (255, 0, 0)), ClassInfo(2, "1", (0, 255, 0))]
-    info = DatasetInfo(name="squares", image_size=(size, size), channels=1, classes=classes,
-                       splits={"train": [], "val": []}, rule={"object_count": {"min": 1, "max": 1}})
+    splits = {"train": [], "val": []} | ({"test": []} if n_test else {})
+    source = {}
+    if generator_ids is not None:
+        source = {"generated": True, "generator_training": {"run": "r", "dataset": str(real_root), "split": "train",
+                                                            "ids": list(generator_ids), "subset": None}}
+    info = DatasetInfo(name="squares", image_size=(size, size), channels=1, classes=classes, splits=splits,
+                       rule={"object_count": {"min": 1, "max": 1}}, source=source, augmentations=["affine"])
     with DatasetWriter(path, info) as w:
-        for i in range(n_train + n_val):
+        for i in range(n_train + n_val + n_test):
             cid = int(rng.integers(1, 3))
             x, y = (int(v) for v in rng.integers(0, size - 6, 2))
             obj = ObjectAnnotation(cid, (x, y, 6, 6))
             layout = boxes_to_layout([obj], (size, size))
             image = np.where(layout > 0, 250 if cid == 1 else 110, 0).astype(np.uint8)
-            w.add("train" if i < n_train else "val", image, layout, objects=[obj])
+            split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            w.add(split, image, layout, objects=[obj])
     return path
 
 
-def test_benchmark_runs_end_to_end_quickly():
-    from msgnet.evaluation.unet_benchmark import Arrays, UNetProtocol, format_benchmark, run_benchmark
+def _toy_arrays(n=20, seed=0):
+    from msgnet.evaluation.unet_benchmark import Arrays
 
-    rng = np.random.default_rng(0)
-    lay = np.zeros((20, 16, 16), dtype=np.uint8)
-    for i in range(20):
+    rng = np.random.default_rng(seed)
+    lay = np.zeros((n, 16, 16), dtype=np.uint8)
+    for i in range(n):
         x, y = rng.integers(0, 10, 2)
         lay[i, y : y + 6, x : x + 6] = 1 + i % 2
-    img = (lay[..., None] * 100).astype(np.uint8)
-    real = Arrays(img[:12], lay[:12])
-    val = Arrays(img[12:], lay[12:])
-    syn = Arrays(img[:8], lay[:8])
-    protocol = UNetProtocol(channels=(4, 8), strides=(2,), epochs=3, batch_size=4)
-    start = time.perf_counter()
-    res = run_benchmark(real, val, 3, protocol, seeds=[0, 1], synthetic=syn, ratios=(0.5, 1.0),
-                        progress=False, log=lambda s: None)
-    assert time.perf_counter() - start < 60
-    names = [s["name"] for s in res["settings"]]
-    assert names == ["real", "real+synthetic@0.5", "real+synthetic@1", "synthetic"]
-    by = {s["name"]: s for s in res["settings"]}
-    assert by["real+synthetic@0.5"]["runs"][0]["train_synthetic"] == 6
-    assert by["real+synthetic@1"]["runs"][0]["train_synthetic"] == 8  # capped at what exists
-    assert by["synthetic"]["runs"][0]["train_real"] == 0
-    assert all(len(s["runs"]) == 2 and s["dice_std"] is not None for s in res["settings"])
-    assert all(r["steps"] == 3 * 3 for s in res["settings"] for r in s["runs"])  # same steps everywhere
-    assert by["real"]["delta_vs_real"] is None and by["synthetic"]["delta_vs_real"] is not None
-    assert 0.0 <= by["real"]["dice_mean"] <= 1.0
-    assert "segmentation_fidelity" in res
-    text = format_benchmark(res, ["background", "a", "b"])
-    assert "channels [4, 8]" in text and "real only" in text
+    return Arrays((lay[..., None] * 100).astype(np.uint8), lay)
+
+
+def test_equal_exposure_real_batches_identical_in_every_setting():
+    from msgnet.evaluation.exposure import make_plan
+
+    real_only = make_plan(100, 0, 32, None, 50, seed=3)
+    augmented = make_plan(100, 0, 32, None, 50, seed=3)  # augmentation draws from its own generator
+    with_added = make_plan(100, 100, 32, 1.0, 50, seed=3)
+    with_half = make_plan(100, 50, 32, 0.5, 50, seed=3)
+    for plan in (augmented, with_added, with_half):
+        assert torch.equal(plan.real, real_only.real)
+    assert with_added.added.shape == (50, 32) and with_half.added.shape == (50, 16)
+    assert not torch.equal(make_plan(100, 0, 32, None, 50, seed=4).real, real_only.real)
+    # every pass is a permutation: 3 batches of 32 per pass over 100 images, no image twice in a pass
+    first_pass = real_only.real[:3].ravel()
+    assert len(set(first_pass.tolist())) == 96
+    only_added = make_plan(0, 40, 8, None, 10, seed=0)
+    assert only_added.real is None and only_added.added.shape == (10, 8)
+
+
+def test_benchmark_records_the_same_real_batches_for_every_setting():
+    from msgnet.augmentation.standard import AugmentationSettings
+    from msgnet.evaluation.unet_benchmark import BenchmarkData, make_settings, run_benchmark, summarise
+    from msgnet.evaluation.unet_protocol import UNetProtocol
+
+    toy = _toy_arrays(28)
+    data = BenchmarkData(toy.subset(range(16)), list(range(100, 116)), toy.subset(range(16, 22)),
+                         toy.subset(range(22, 28)), True, 3, synthetic=_toy_arrays(10, seed=1))
+    protocol = UNetProtocol(channels=(4, 8), strides=(2,), epochs=1, min_steps=4, batch_size=4, curve_points=2)
+    settings = make_settings(["real", "augment", "copy-paste", "synthetic", "augment+synthetic", "synthetic-only"],
+                             [0.5], with_synthetic=True)
+    runs = run_benchmark(data, protocol, [0, 1], [8], settings, AugmentationSettings(("affine",)),
+                         torch.device("cpu"), subset_ids=lambda n: list(range(100, 100 + n)),
+                         progress=False, log=lambda s: None)
+    assert len(runs) == 2 * 6
+    for seed in (0, 1):
+        digests = {r["real_batches_sha1"] for r in runs.values() if r["seed"] == seed and r["train_real"]}
+        assert len(digests) == 1  # identical real batches, whatever is added
+    by = {k.split("/", 1)[1]: r for k, r in runs.items()}
+    assert by["copy-paste@0.5/0"]["train_added"] == 4 and by["copy-paste@0.5/0"]["added_per_step"] == 2
+    assert by["synthetic-only/0"]["train_real"] == 0 and by["synthetic-only/0"]["real_per_step"] == 0
+    assert all(r["steps"] == 4 and r["selected_step"] in (2, 4) and len(r["curve"]) == 2 for r in runs.values())
+    assert "segmentation_fidelity" in by["real/0"]
+    entries = summarise(runs, settings, 3)
+    assert [e["n"] for e in entries] == [8] and len(entries[0]["settings"]) == 6
+
+
+def test_steps_have_a_floor_so_small_sets_converge():
+    from msgnet.evaluation.unet_protocol import UNetProtocol
+
+    p = UNetProtocol()
+    assert p.steps(100) == p.min_steps  # 10 epochs of 100 images would be 40 steps
+    assert p.steps(45_000) == 10 * 1407
+    assert p.steps(10) == p.min_steps
 
 
 def test_trained_unet_beats_chance_and_dice_is_its_own(tmp_path):
-    """A U-Net that learnt the easy toy task scores high; evaluate_dice agrees with dice_scores(predict)."""
-    import torch
-
-    from msgnet.evaluation.dice import dice_scores
-    from msgnet.evaluation.unet_benchmark import UNetProtocol, evaluate_dice, predict, train_unet
+    """A U-Net that learnt the easy toy task scores high on its validation split."""
     from msgnet.data.format import open_dataset
+    from msgnet.evaluation.dice import dice_scores
+    from msgnet.evaluation.exposure import make_plan
+    from msgnet.evaluation.unet_protocol import UNetProtocol
+    from msgnet.evaluation.unet_training import DeviceSet, evaluate_dice, predict, train_unet
 
     torch.set_num_threads(2)
     ds = open_dataset(_write_squares(tmp_path / "sq", n_train=64, n_val=16))
-    xi, xl = ds.load_split("train")
-    vi, vl = ds.load_split("val")
-    protocol = UNetProtocol(channels=(8, 16), strides=(2,), batch_size=16, lr=1e-2)
-    model = train_unet(xi, xl, 3, protocol, steps=80, seed=0, progress=False)
-    res = evaluate_dice(model, vi, vl, 3)
+    train = DeviceSet.from_arrays(*ds.load_split("train"), torch.device("cpu"))
+    val = DeviceSet.from_arrays(*ds.load_split("val"), torch.device("cpu"))
+    protocol = UNetProtocol(channels=(8, 16), strides=(2,), batch_size=16, lr=1e-2, curve_points=4)
+    trained = train_unet(train, None, make_plan(64, 0, 16, None, 80, 0), 3, protocol, seed=0, monitor=val,
+                         select=True, progress=False)
+    res = evaluate_dice(trained.model, val, 3)
     assert res.dice > 0.6
-    again = dice_scores(predict(model, vi), vl, 3)
+    assert res.dice == pytest.approx(max(p["monitor_dice"] for p in trained.curve))  # best checkpoint kept
+    again = dice_scores(predict(trained.model, val), val.layouts, 3)
     assert again.dice == pytest.approx(res.dice)
 
 
-def test_cli_augment_and_report(tmp_path, capsys):
-    import torch
+def test_verdict_pairs_gains_by_seed():
+    from msgnet.evaluation.benchmark_verdict import format_verdict, paired_gain, verdict_for
 
+    a = [{"seed": s, "dice": d} for s, d in enumerate([0.80, 0.70, 0.90])]
+    b = [{"seed": s, "dice": d} for s, d in enumerate([0.75, 0.66, 0.84])]
+    g = paired_gain(a, b)
+    assert g["gain"] == pytest.approx(0.05)
+    assert 0.0 < g["low"] < 0.05 < g["high"]  # paired: the seed-to-seed spread cancels
+    row = lambda name, added, runs: {"name": name, "label": name, "added": added,  # noqa: E731
+                                     "dice_mean": float(np.mean([r["dice"] for r in runs])), "runs": runs}
+    entry = {"n": 100, "settings": [row("real", None, b), row("augment", None, b), row("copy-paste@1", "copy-paste", a),
+                                    row("synthetic@1", "synthetic", b)]}
+    v = verdict_for(entry)
+    assert v["best"]["setting"] == "copy-paste@1" and v["best"]["vs_copy_paste"]["same"]
+    assert v["best"]["vs_augment"]["gain"] == pytest.approx(0.05)
+    assert v["best_with_synthetic"]["vs_copy_paste"]["gain"] == pytest.approx(-0.05)
+    text = "\n".join(format_verdict(v))
+    assert "N=100: best: copy-paste@1" in text and "95% CI" in text
+
+
+def test_cli_augment_low_data_curve_resume_and_report(tmp_path, capsys):
     from msgnet.cli import main
     from msgnet.evaluation.digit_classifier import DigitClassifier, DigitClassifierConfig, save_classifier
 
-    real = _write_squares(tmp_path / "real", seed=0)
-    syn = _write_squares(tmp_path / "syn", seed=1)
+    real = _write_squares(tmp_path / "real", n_train=24, n_val=8, n_test=8, seed=0)
+    syn = _write_squares(tmp_path / "syn", seed=1, generator_ids=range(0, 24), real_root=real)
     out = tmp_path / "aug.json"
-    assert main(["eval", "augment", "--real", str(real), "--synthetic", str(syn), "--seeds", "1",
-                 "--epochs", "1", "--batch-size", "8", "--out", str(out)]) == 0
+    args = ["eval", "augment", "--real", str(real), "--synthetic", str(syn), "--real-subset", "8,16",
+            "--settings", "real,augment,copy-paste,synthetic", "--external-generator", "--json", str(out), *TINY]
+    assert main(args) == 0
     text = capsys.readouterr().out
-    assert "protocol: MONAI UNet 2D" in text and "(c) synthetic only" in text
+    assert "protocol: MONAI UNet 2D" in text and "verdict" in text and "N=8: best" in text and "N=16: best" in text
     data = json.loads(out.read_text())
-    assert data["protocol"]["epochs"] == 1 and len(data["settings"]) == 3
+    assert data["complete"] and [e["n"] for e in data["results"]] == [8, 16]
+    assert data["tested_on"].startswith("real test split (8 images)")
+    assert "selection" in data["monitor"]
+    assert all(len(e["settings"]) == 4 for e in data["results"])
+    # resume: nothing left to do, the same figures come back
+    assert main(args[:-len(TINY)] + TINY + ["--resume"]) == 0
+    again = json.loads(out.read_text())
+    assert again["runs"] == data["runs"]
 
     torch.manual_seed(0)
     clf_dir = tmp_path / "clf"
     save_classifier(DigitClassifier(DigitClassifierConfig(channels=(4, 8), hidden=16)), clf_dir, {})
-    run = tmp_path / "run"
-    (run / "vqvae").mkdir(parents=True)
-    (run / "vqvae" / "metrics.csv").write_text(
-        "step,epoch,split,time_s,lr,loss,perplexity\n"
-        + "".join(f"{s},0,train,{s},0.001,{1 / (s + 1)},{10 + s}\n" for s in range(20))
-        + "19,0,val,20,,0.2,\n")
     rep = tmp_path / "report"
-    assert main(["eval", "report", "--run", str(run), "--real", str(real), "--synthetic", str(syn),
-                 "--out", str(rep), "--augment", str(out), "--classifier", str(clf_dir)]) == 0
+    assert main(["eval", "report", "--real", str(real), "--synthetic", str(syn), "--out", str(rep),
+                 "--augment", str(out), "--classifier", str(clf_dir)]) == 0
     md = (rep / "report.md").read_text()
-    for needle in ("Coherency", "Annotation fidelity", "FID", "U-Net augmentation benchmark", "curves_vqvae.png",
-                   "preview_real.png"):
+    for needle in ("U-Net augmentation benchmark", "augment_dice_vs_n.png", "augment_real_curves.png", "Verdict"):
         assert needle in md
-    for png in ("preview_real.png", "preview_synthetic.png", "curves_vqvae.png"):
-        assert (rep / png).stat().st_size > 100
-    js = json.loads((rep / "report.json").read_text())
-    assert js["coherency"]["synthetic"]["violating"] == 0
-    assert js["annotation_fidelity"]["real_val"]["objects"] == 8
+    for png in ("augment_dice_vs_n.png", "augment_real_curves.png"):
+        assert (rep / png).stat().st_size > 1000
+
+
+def test_generator_outside_the_subset_is_refused_unless_external(tmp_path, capsys):
+    from msgnet.cli import main
+
+    real = _write_squares(tmp_path / "real", n_train=24, n_val=8, n_test=8)
+    syn = _write_squares(tmp_path / "syn", seed=1, generator_ids=range(0, 24), real_root=real)
+    base = ["eval", "augment", "--real", str(real), "--synthetic", str(syn), "--settings", "real,synthetic", *TINY]
+    # trained on all 24 training images: fine against all 24, refused against a subset of 8
+    assert main(base + ["--json", str(tmp_path / "a.json")]) == 0
+    capsys.readouterr()
+    assert main(base + ["--real-subset", "8", "--json", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "outside the U-Net's 8" in err[0] and "--external-generator" in err[0]
+    assert not (tmp_path / "b.json").exists()
+    assert main(base + ["--real-subset", "30"]) == 2
+    assert "30 images asked" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_unwritable_output_before_training(tmp_path, capsys):
+    from msgnet.cli import main
+
+    real = _write_squares(tmp_path / "real")
+    (tmp_path / "exists.json").write_text("{}")
+    assert main(["eval", "augment", "--real", str(real), "--json", str(tmp_path / "exists.json"), *TINY]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["eval", "augment", "--real", str(real), "--json", str(tmp_path / "no" / "x.json"), *TINY]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_old_sets_without_test_split_use_val_as_test_without_selection(tmp_path):
+    from msgnet.evaluation.augment_benchmark import AugmentRequest, run_augment_benchmark
+    from msgnet.evaluation.unet_protocol import UNetProtocol
+
+    real = _write_squares(tmp_path / "real", n_train=12, n_val=6)
+    res = run_augment_benchmark(AugmentRequest(real=real, seeds=1, settings=["real"], progress=False,
+                                               protocol=UNetProtocol(channels=(4, 8), strides=(2,), min_steps=4,
+                                                                     batch_size=4)),
+                                log=lambda s: None)
+    assert res["tested_on"].startswith("real val split") and "no selection" in res["monitor"]
+    assert all(r["selected_step"] is None for r in res["runs"].values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_path_trains_on_the_device_and_agrees_with_the_plan():
+    from msgnet.augmentation.standard import AugmentationSettings
+    from msgnet.evaluation.unet_benchmark import BenchmarkData, make_settings, run_benchmark
+    from msgnet.evaluation.unet_protocol import UNetProtocol
+
+    toy = _toy_arrays(40)
+    data = BenchmarkData(toy.subset(range(24)), list(range(24)), toy.subset(range(24, 32)),
+                         toy.subset(range(32, 40)), True, 3, synthetic=_toy_arrays(12, seed=1))
+    protocol = UNetProtocol(channels=(8, 16), strides=(2,), min_steps=60, batch_size=8, lr=1e-2)
+    settings = make_settings(["real", "augment", "copy-paste", "synthetic"], [1.0], True)
+    runs = {}
+    for dev in ("cpu", "cuda"):
+        runs[dev] = run_benchmark(data, protocol, [0], [None], settings, AugmentationSettings(("flip",)),
+                                  torch.device(dev), subset_ids=lambda n: list(range(n)), progress=False,
+                                  log=lambda s: None)
+    for key, run in runs["cuda"].items():
+        assert run["real_batches_sha1"] == runs["cpu"][key]["real_batches_sha1"]
+    assert runs["cuda"]["24/real/0"]["dice"] > 0.5

@@ -34,7 +34,7 @@ def _check_split_by_source(out: Path) -> dict[str, str]:
     for split, ids in ds.info.splits.items():
         for i in ids:
             src = prov[str(i)]["source"]
-            assert side.setdefault(src, split) == split, f"{src} is in both splits"
+            assert side.setdefault(src, split) == split, f"{src} is in two splits"
     return side
 
 
@@ -85,7 +85,9 @@ def test_folder_index_masks_tiled_split_by_source(tmp_path, capsys):
     # rows 0,12,16 x cols 0,12,24 -> 9 tiles per image, 5 images
     assert sum(s.split_counts.values()) == 45
     side = _check_split_by_source(out)
-    assert sorted(side.values()).count("val") == 2
+    assert sorted(side.values()) == ["test", "train", "train", "val", "val"]
+    assert ds.evaluation_splits() == ("val", "test")
+    assert ds.info.augmentations == ["flip", "rotate90", "affine"]  # generic default
     # a tile equals the source crop
     prov = _provenance(out)
     first = ds.ids("train")[0]
@@ -116,7 +118,8 @@ def test_folder_palette_colour_masks_rgb_resize(tmp_path):
 def test_folder_16bit_tiff_and_two_channel_la(tmp_path):
     fx = make_folder_fixture(tmp_path / "tif", num=2, size=(20, 20), channels=1, image_ext=".tif", mask_ext=".tif")
     out = tmp_path / "ds_tif"
-    assert main(["data", "import", "folder", str(fx["root"]), "--out", str(out), "--classes", "x,y"]) == 0
+    assert main(["data", "import", "folder", str(fx["root"]), "--out", str(out), "--classes", "x,y",
+                 "--test-fraction", "0"]) == 0
     img = open_dataset(out).read_image(0)
     assert img.dtype == np.uint8 and img.shape == (20, 20, 1) and img.max() == 255  # stretched from 16 bits
     fx2 = make_folder_fixture(tmp_path / "la", num=3, size=(20, 20), channels=2)
@@ -155,8 +158,50 @@ def test_folder_refusals(tmp_path, capsys):
     fxc = make_folder_fixture(tmp_path / "col", num=2, size=(20, 24), palette=pal)
     (fxc["root"] / "palette.json").write_text(json.dumps({"#000000": "background", "#ff0000": "a"}))
     _refused(["data", "import", "folder", str(fxc["root"]), "--out", str(tmp_path / "o3"),
-              "--palette", str(fxc["palette"])], capsys, "not in the palette")
+              "--palette", str(fxc["palette"]), "--test-fraction", "0"], capsys, "not in the palette")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))  # nothing half-written
+
+
+def test_three_way_split_by_source(tmp_path, capsys):
+    fx = make_folder_fixture(tmp_path / "src", num=10, size=(12, 12))
+    base = ["data", "import", "folder", str(fx["root"]), "--classes", "a,b", "--val-fraction", "0.2"]
+    out = tmp_path / "ds"
+    assert main(base + ["--out", str(out), "--test-fraction", "0.2"]) == 0
+    side = _check_split_by_source(out)  # no source in two splits
+    assert sorted(side.values()) == ["test"] * 2 + ["train"] * 6 + ["val"] * 2
+    ds = open_dataset(out)
+    assert sum(len(v) for v in ds.info.splits.values()) == 10 and ds.evaluation_splits() == ("val", "test")
+    assert json.loads((out / "dataset.json").read_text())["source"]["test_fraction"] == 0.2
+    # the test sources come out of training: val is the same as an import without a test split
+    out0 = tmp_path / "ds0"
+    assert main(base + ["--out", str(out0), "--test-fraction", "0"]) == 0
+    side0 = _check_split_by_source(out0)
+    assert {k for k, v in side0.items() if v == "val"} == {k for k, v in side.items() if v == "val"}
+    assert open_dataset(out0).info.splits["test"] == [] and open_dataset(out0).evaluation_splits() == (None, "val")
+
+
+def test_too_few_sources_for_the_splits_are_refused(tmp_path, capsys):
+    fx = make_folder_fixture(tmp_path / "src", num=2, size=(12, 12))
+    base = ["data", "import", "folder", str(fx["root"]), "--classes", "a,b", "--out", str(tmp_path / "out")]
+    _refused(base, capsys, "only 2 sources", "need 3", "--test-fraction 0")
+    _refused(base + ["--val-fraction", "0.6", "--test-fraction", "0.5"], capsys, "--test-fraction", "training")
+    _refused(base + ["--test-fraction", "1"], capsys, "--test-fraction", "[0, 1)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_augmentations_option(tmp_path, capsys):
+    fx = make_folder_fixture(tmp_path / "src", num=3, size=(12, 12))
+    base = ["data", "import", "folder", str(fx["root"]), "--classes", "a,b"]
+    for arg, expected in (("none", []), ("affine,flip", ["affine", "flip"])):
+        out = tmp_path / f"ds-{arg}"
+        assert main(base + ["--out", str(out), "--augmentations", arg]) == 0
+        assert json.loads((out / "dataset.json").read_text())["augmentations"] == expected
+        assert open_dataset(out).info.augmentations == expected
+    _refused(base + ["--out", str(tmp_path / "bad"), "--augmentations", "flip,spin"], capsys,
+             "--augmentations", "'spin'")
+    _refused(base + ["--out", str(tmp_path / "bad"), "--augmentations", "flip,flip"], capsys,
+             "--augmentations", "twice")
+    assert not (tmp_path / "bad").exists()
 
 
 # -- coco ----------------------------------------------------------------------------------
@@ -171,9 +216,9 @@ def test_coco_polygons_rle_boxes_and_merge(tmp_path):
     assert s.class_names == ["background", "infected"]
     assert s.image_size == (48, 64) and s.channels == 3
     side = _check_split_by_source(out)
-    assert sorted(side.values()) == ["train", "train", "val"]
+    assert sorted(side.values()) == ["test", "train", "val"]
     prov = _provenance(out)
-    for iid in ds.info.splits["train"] + ds.info.splits["val"]:
+    for iid in ds.info.splits["train"] + ds.info.splits["val"] + ds.info.splits["test"]:
         m = fx["expected"][Path(prov[str(iid)]["origin"]).name]
         expected = (m["ring"] | m["trophozoite"] | m["schizont"]).astype(np.uint8)
         assert np.array_equal(ds.read_layout(iid), expected)
@@ -184,7 +229,8 @@ def test_coco_polygons_rle_boxes_and_merge(tmp_path):
 def test_coco_default_mapping_later_over_earlier(tmp_path):
     fx = make_coco_fixture(tmp_path / "coco", num=2)
     out = tmp_path / "ds"
-    assert main(["data", "import", "coco", str(fx["json"]), "--out", str(out), "--val-fraction", "0.5"]) == 0
+    assert main(["data", "import", "coco", str(fx["json"]), "--out", str(out), "--val-fraction", "0.5",
+                 "--test-fraction", "0"]) == 0
     ds = open_dataset(out)
     assert ds.info.class_names == ["background", "ring", "trophozoite", "red blood cell", "schizont"]
     prov = _provenance(out)
@@ -202,10 +248,12 @@ def test_coco_tiles_skip_empty_and_cap_per_source(tmp_path):
     fx = make_coco_fixture(tmp_path / "coco", num=2)
     out = tmp_path / "ds"
     assert main(["data", "import", "coco", str(fx["json"]), "--out", str(out), "--val-fraction", "0",
-                 "--mode", "tile", "--size", "16", "--skip-empty", "--max-per-source", "5"]) == 0
+                 "--test-fraction", "0", "--mode", "tile", "--size", "16", "--skip-empty",
+                 "--max-per-source", "5"]) == 0
     ds = open_dataset(out)
     ids = ds.ids("train")
-    assert len(ids) == 10 and ds.info.splits["val"] == []
+    assert len(ids) == 10 and ds.info.splits["val"] == [] and ds.info.splits["test"] == []
+    assert ds.evaluation_splits() == (None, "val")
     assert all(ds.read_layout(i).any() for i in ids)
     summarize(ds)
 
@@ -213,7 +261,7 @@ def test_coco_tiles_skip_empty_and_cap_per_source(tmp_path):
 def test_coco_refusals(tmp_path, capsys):
     fx = make_coco_fixture(tmp_path / "coco", num=2)
     path = fx["json"]
-    base = ["data", "import", "coco", str(path), "--out", str(tmp_path / "out")]
+    base = ["data", "import", "coco", str(path), "--out", str(tmp_path / "out"), "--test-fraction", "0"]
     _refused(base + ["--merge", "infected=ring,gametocyte"], capsys, "unknown category 'gametocyte'")
     _refused(base + ["--drop", "nope"], capsys, "unknown category 'nope'")
     data = json.loads(path.read_text())
@@ -242,9 +290,12 @@ def test_bbbc041_official_split_paper_patches(tmp_path):
     s = summarize(ds)
     assert s.image_size == (96, 96) and s.channels == 3
     assert s.class_names == ["background", "infected"]
-    assert s.split_counts == {"train": 3 * 36, "val": 2 * 36}  # 6x6 patches of the 256x256 image
+    # 6x6 patches of the 256x256 image; test.json is the test split, one of the 3 training images is val
+    assert s.split_counts == {"train": 2 * 36, "val": 1 * 36, "test": 2 * 36}
     side = _check_split_by_source(out)
-    assert all(v == ("train" if "training" in k else "val") for k, v in side.items())
+    assert all((v in ("train", "val")) if "training" in k else v == "test" for k, v in side.items())
+    assert ds.evaluation_splits() == ("val", "test")
+    assert ds.info.augmentations == ["flip", "rotate90", "affine"]
     # the ring (rows 10..40, cols 15..45 of 150x200) lands, scaled to 256x256, in the top-left patch
     prov = _provenance(out)
     top_left = next(int(i) for i, p in prov.items() if p["origin"].endswith("training-000.png@0,0"))
@@ -262,7 +313,7 @@ def test_bbbc041_single_json_split_by_image(tmp_path):
     assert main(["data", "import", "bbbc041", str(fx["root"] / "training.json"), "--out", str(out),
                  "--val-fraction", "0.25", "--mode", "resize", "--size", "64", "--prescale", "256"]) == 0
     side = _check_split_by_source(out)
-    assert sorted(side.values()) == ["train", "train", "train", "val"]
+    assert sorted(side.values()) == ["test", "train", "train", "val"]  # a single JSON: all three drawn
     assert open_dataset(out).info.image_size == (64, 64)
 
 
@@ -305,9 +356,10 @@ def test_brats_two_channel_slices_and_classes(tmp_path):
     even_tumour = [z for z in fx["tumour_slices"] if z % 2 == 0]
     assert sum(s.split_counts.values()) == 3 * len(even_tumour)
     side = _check_split_by_source(out)
-    assert sorted(side.values()) == ["train", "train", "val"]
+    assert sorted(side.values()) == ["test", "train", "val"]
     prov = _provenance(out)
     assert {int(p["origin"].split("z=")[1]) for p in prov.values()} == set(even_tumour)
+    assert ds.info.augmentations == ["flip", "affine"]  # no quarter turns for anatomy
     lay = ds.read_layout(0)
     assert set(np.unique(lay)) == {0, 1, 2, 3, 4}
     img = ds.read_image(0)
@@ -321,7 +373,7 @@ def test_brats_resize_and_no_brain_class(tmp_path):
     fx = make_brats_fixture(tmp_path / "brats", num_patients=2, shape=(24, 24, 8), suffix=".nii")
     out = tmp_path / "ds"
     assert main(["data", "import", "brats", str(fx["root"]), "--out", str(out), "--size", "16",
-                 "--no-brain-class", "--val-fraction", "0.5"]) == 0
+                 "--no-brain-class", "--val-fraction", "0.5", "--test-fraction", "0"]) == 0
     ds = open_dataset(out)
     assert ds.info.image_size == (16, 16) and ds.info.class_names == ["background", "necrotic-core", "edema",
                                                                       "enhancing"]
@@ -334,7 +386,7 @@ def test_brats_refusals(tmp_path, capsys):
     fx = make_brats_fixture(tmp_path / "brats", num_patients=2, shape=(16, 16, 6))
     root = fx["root"]
     p0 = root / fx["patients"][0]
-    base = ["data", "import", "brats", str(root), "--out", str(tmp_path / "out")]
+    base = ["data", "import", "brats", str(root), "--out", str(tmp_path / "out"), "--test-fraction", "0"]
     seg_path = p0 / f"{fx['patients'][0]}_seg.nii.gz"
     seg_img = nib.load(str(seg_path))
     seg = np.asarray(seg_img.dataobj).copy()

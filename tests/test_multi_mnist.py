@@ -22,7 +22,7 @@ def digits():
 def _check(root, variant):
     ds = open_dataset(root)
     anns = ds.annotations()
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         for iid in ds.ids(split):
             objs = anns[iid]
             layout = ds.read_layout(iid)
@@ -87,11 +87,20 @@ def test_cli_builds_and_reports(tmp_path, capsys):
     assert time.perf_counter() - start < 60
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["rule"]["allowed_class_sets"] and meta["source"]["variant"] == "pairs"
+    assert meta["augmentations"] == ["affine"]  # flips and quarter turns change what a digit is
+    assert {k: len(v) for k, v in meta["splits"].items()} == {"train": 46, "val": 2, "test": 2}
     assert main(["data", "build", "multi-mnist", "--num", "50", "--out", str(out)]) == 2  # exists
+    # --test-fraction 0: the old two-way set, val serving as test
+    out0 = tmp_path / "mm0"
+    assert main(["data", "build", "multi-mnist", "--num", "20", "--val-fraction", "0.1", "--test-fraction", "0",
+                 "--out", str(out0)]) == 0
+    ds0 = open_dataset(out0)
+    assert ds0.info.splits["test"] == [] and len(ds0.ids("val")) == 2 and ds0.evaluation_splits() == (None, "val")
 
 
 @pytest.mark.parametrize("argv", [
-    ["--variant", "diagonal"], ["--num", "1"], ["--digit-size", "40"], ["--digit-size", "x"],
+    ["--variant", "diagonal"], ["--num", "1"], ["--num", "2"], ["--digit-size", "40"], ["--digit-size", "x"],
+    ["--test-fraction", "1"], ["--test-fraction", "-0.1"], ["--val-fraction", "0.5", "--test-fraction", "0.5"],
 ])
 def test_cli_refuses_nonsense_options(tmp_path, capsys, argv):
     assert main(["data", "build", "multi-mnist", "--out", str(tmp_path / "o"), *argv]) == 2
@@ -110,3 +119,52 @@ def test_user_mnist_npz(tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", x_train=x)
     assert main(["data", "build", "multi-mnist", "--num", "10", "--mnist", str(tmp_path / "bad.npz"),
                  "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_default_split_sizes():
+    assert MultiMnistSpec(num=5000).split_sizes() == {"train": 4500, "val": 250, "test": 250}
+    assert MultiMnistSpec(num=3).split_sizes() == {"train": 1, "val": 1, "test": 1}
+    assert MultiMnistSpec(num=10, val_fraction=0.1, test_fraction=0).split_sizes() == {"train": 9, "val": 1, "test": 0}
+
+
+def _instance_digits(per_class: int, first_value: int) -> tuple[np.ndarray, np.ndarray]:
+    """Solid blocks, each digit instance with its own grey value (>= the stroke threshold)."""
+    n = 10 * per_class
+    images = np.zeros((n, 28, 28), np.uint8)
+    for k in range(n):
+        images[k, 4:24, 4:24] = first_value + k
+    return images, np.tile(np.arange(10), per_class)
+
+
+def test_splits_share_no_digit_instance(tmp_path):
+    # Every digit instance has its own grey value, so the pixels show which instances each
+    # split used, independently of what the builder says in provenance.json.
+    tr_images, tr_labels = _instance_digits(3, 70)  # values 70..99
+    te_images, te_labels = _instance_digits(6, 120)  # values 120..179: 6 per class, 3 for val and 3 for test
+    digits = MnistDigits(tr_images, tr_labels, te_images, te_labels, origin="instances")
+    spec = MultiMnistSpec(num=60, val_fraction=0.25, test_fraction=0.25, seed=5)
+    root = build_multi_mnist(spec, digits, tmp_path / "mm", progress=False)
+    ds = open_dataset(root)
+    ids = {s: set(ds.ids(s)) for s in ("train", "val", "test")}
+    assert {s: len(v) for s, v in ids.items()} == spec.split_sizes() == {"train": 30, "val": 15, "test": 15}
+    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
+    anns = ds.annotations()
+    prov = json.loads((root / "provenance.json").read_text())["images"]
+    seen: dict[str, set[int]] = {}
+    for split, split_ids in ids.items():
+        for iid in split_ids:
+            image = ds.read_image(iid)[..., 0]
+            values = []
+            for o in anns[iid]:
+                x, y, w, h = o.bbox
+                box = image[y : y + h, x : x + w]
+                values.append(int(np.bincount(box[box > 0]).argmax()))  # the block's flat inside
+            # provenance.json names exactly the instances seen in the pixels
+            part = prov[str(iid)]["source"]
+            source_images = tr_images if part == "mnist-train" else te_images
+            assert sorted(values) == sorted(int(source_images[i].max()) for i in prov[str(iid)]["digits"])
+            seen.setdefault(split, set()).update(values)
+    assert all(70 <= v < 100 for v in seen["train"])
+    assert all(120 <= v < 180 for v in seen["val"] | seen["test"])
+    assert not seen["val"] & seen["test"]
+    assert len(seen["val"]) > 3 and len(seen["test"]) > 3  # several classes drawn in each

@@ -53,7 +53,8 @@ def test_pipeline_on_coco(tmp_path):
     fx = make_coco_fixture(tmp_path / "coco", num=6)
     data = tmp_path / "data"
     assert main(["data", "import", "coco", str(fx["json"]), "--out", str(data), "--mode", "resize",
-                 "--size", "16", "--val-fraction", "0.34", "--no-progress"]) == 0
+                 "--size", "16", "--val-fraction", "0.17", "--no-progress"]) == 0  # 4 train, 1 val, 1 test
+    assert {k: len(v) for k, v in open_dataset(data).info.splits.items()} == {"train": 4, "val": 1, "test": 1}
     info = open_dataset(data).info
     assert info.channels == 3
     _pipeline(tmp_path, data, 3, info.num_classes)

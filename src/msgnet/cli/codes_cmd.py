@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgnet.cli.common import add_device_argument
+from msgnet.cli.common import add_device_argument, add_train_subset_argument, is_main_process
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,16 +14,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub.required = True
     ex = csub.add_parser("extract", help="store the 2HxW code maps and HxW layouts of both splits",
                          description="Encode every image of both splits with RUN_DIR/vqvae and store the "
-                         "stacked 2HxW code maps and the layouts at HxW in RUN_DIR/codes/ for the priors.")
+                         "stacked 2HxW code maps and the layouts at HxW in RUN_DIR/codes/ for the priors. "
+                         "Of the train split only the run's training images (RUN_DIR/dataset.json) are encoded.")
     ex.add_argument("--run", type=Path, required=True)
     ex.add_argument("--data", type=Path, required=True)
+    add_train_subset_argument(ex)
     add_device_argument(ex)
     ex.set_defaults(func=_extract)
 
 
 def _extract(args: argparse.Namespace) -> int:
     from msgnet.cli.train_cmd import run_extract
+    from msgnet.sampling.run import record_training_data, training_data_for
 
-    run_extract(args.run, args.data, args.device)
+    # The run's record names the images its VQ-VAE trained on; the priors must see the same.
+    training = training_data_for(args.run, args.data, args.train_subset)
+    run_extract(args.run, args.data, args.device, train_ids=training.ids)
+    if is_main_process():  # after extraction: a failed one leaves the run as it was
+        record_training_data(args.run, args.data, args.train_subset)
     print(f"codes written to {args.run / 'codes'}")
     return 0

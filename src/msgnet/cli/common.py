@@ -20,6 +20,13 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N [cuda if available, else cpu]")
 
 
+def add_train_subset_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train-subset", type=int, default=None, metavar="N",
+                   help="train on N images of the train split (a seeded, nested subset: the same N images "
+                   "as `msgnet eval augment --real-subset N`); recorded in RUN/dataset.json, and later "
+                   "stages and --resume reuse the run's images")
+
+
 def load_preset_from_args(args: argparse.Namespace):
     from msgnet.config import load_preset
 

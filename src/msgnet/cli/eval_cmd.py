@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from msgnet.cli.common import add_device_argument
 from msgnet.errors import UsageError
 
 
@@ -47,14 +48,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="write the first 64 sampled layouts as a colour grid (rule breakers framed red)")
     lay.set_defaults(func=_layouts)
 
-    aug = esub.add_parser("augment", help="U-Net DICE: real only vs real + synthetic vs synthetic only",
-                          description="Train a MONAI U-Net to segment layouts (a) on real data, (b) on real + "
-                          "synthetic (accuracy), (c) on synthetic only (diversity); test on the REAL "
-                          "validation split. Without --synthetic only the real-only baseline runs.")
+    aug = esub.add_parser("augment", help="U-Net DICE: real vs standard augmentation vs copy-paste vs synthetic",
+                          description="Train a MONAI U-Net to segment layouts on real data alone, with standard "
+                          "augmentation, with copy-paste, with generated pairs (alone and added), at one or more "
+                          "real-set sizes N; every setting sees the same real batches; test on the REAL test split. "
+                          "Ends with a verdict per N: the best setting and its gain over standard augmentation and "
+                          "over copy-paste (95%% interval, paired by seed).")
     aug.add_argument("--real", type=Path, required=True, help="real dataset folder")
     aug.add_argument("--synthetic", type=Path, default=None, help="generated dataset folder")
     _add_unet_options(aug)
-    aug.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    add_device_argument(aug)  # the U-Nets train on it
+    aug.add_argument("--json", "--out", dest="json", type=Path, default=None,
+                     help="write everything (runs, curves, verdict) as JSON here, after every training")
+    aug.add_argument("--resume", action="store_true", help="continue the benchmark stored in --json")
     aug.set_defaults(func=_augment)
 
     coh = esub.add_parser("coherency", help="violation rate of the dataset's declared rule")
@@ -67,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fid.add_argument("--data", type=Path, required=True, help="dataset folder with digit classes 0-9")
     fid.add_argument("--split", default=None, help="only this split [all; use val for real Multi-MNIST]")
     _add_classifier_option(fid)
+    add_device_argument(fid)
     fid.add_argument("--json", type=Path, default=None)
     fid.set_defaults(func=_fidelity)
 
@@ -75,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fd.add_argument("--synthetic", type=Path, required=True)
     fd.add_argument("--max-images", type=int, default=5000, help="at most this many synthetic images [5000]")
     _add_classifier_option(fd)
+    add_device_argument(fd)
     fd.add_argument("--json", type=Path, default=None)
     fd.set_defaults(func=_fid)
 
@@ -82,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tc.add_argument("--out", type=Path, default=None, help="output folder [the default location]")
     tc.add_argument("--epochs", type=int, default=None)
     tc.add_argument("--seed", type=int, default=0)
+    add_device_argument(tc)
     tc.set_defaults(func=_train_classifier)
 
     rep = esub.add_parser("report", help="Markdown + JSON report of everything that applies")
@@ -94,19 +103,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--no-augment", action="store_true", help="skip the U-Net benchmark")
     _add_unet_options(rep)
     _add_classifier_option(rep)
+    add_device_argument(rep)  # args.device: classifier, fidelity and FID (and the U-Net benchmark)
     rep.set_defaults(func=_report)
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected image counts like 100,500,4500, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError("sizes must be at least 1")
+    return sorted(set(vals))
+
+
+def _kinds(text: str) -> list[str]:
+    from msgnet.evaluation.unet_benchmark import SETTING_KINDS
+
+    vals = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in vals if v not in SETTING_KINDS]
+    if not vals or bad:
+        raise argparse.ArgumentTypeError(f"unknown setting {bad[0] if bad else text!r} (known: {', '.join(SETTING_KINDS)})")
+    return vals
+
+
 def _add_unet_options(p: argparse.ArgumentParser) -> None:
-    from msgnet.evaluation.unet_benchmark import UNetProtocol
+    from msgnet.evaluation.unet_benchmark import SETTING_KINDS
+    from msgnet.evaluation.unet_protocol import UNetProtocol
 
     d = UNetProtocol()
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) [3]")
     p.add_argument("--ratios", type=_ratios, default=[1.0], metavar="R[,R...]",
-                   help="synthetic:real ratios for setting (b) [1]")
+                   help="added:real ratios for copy-paste and synthetic settings [1]")
+    p.add_argument("--real-subset", type=_sizes, default=None, metavar="N[,N...]",
+                   help="train the U-Net on a fixed seeded subset of N real training images (nested, identical "
+                   "across settings); several sizes give a low-data curve [the whole split]")
+    p.add_argument("--settings", type=_kinds, default=list(SETTING_KINDS), metavar="KIND[,KIND...]",
+                   help=f"which settings to run [{','.join(SETTING_KINDS)}; synthetic ones need --synthetic]")
+    p.add_argument("--external-generator", action="store_true",
+                   help="compare a synthetic set whose generator saw real images outside the U-Net's training "
+                   "images (otherwise refused); the figures then say so")
     p.add_argument("--epochs", type=int, default=d.epochs,
-                   help=f"passes over the real training set; same step count in every setting [{d.epochs}]")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"[{d.batch_size}]")
+                   help=f"passes over the real training set, at least --min-steps steps [{d.epochs}]")
+    p.add_argument("--min-steps", type=int, default=d.min_steps,
+                   help=f"never fewer optimiser steps, so the U-Net converges at small N [{d.min_steps}]")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"real images per step [{d.batch_size}]")
 
 
 def _add_classifier_option(p: argparse.ArgumentParser) -> None:
@@ -123,44 +164,26 @@ def _write_json(path: Path | None, obj: object) -> None:
     print(f"wrote {path}")
 
 
-def _protocol(args: argparse.Namespace):
-    from msgnet.evaluation.unet_benchmark import UNetProtocol
+def augment_request(args: argparse.Namespace, json_path: Path | None, resume: bool):
+    """The library request of `eval augment` (and of `eval report`, which runs the same benchmark)."""
+    from msgnet.evaluation.augment_benchmark import AugmentRequest
+    from msgnet.evaluation.unet_protocol import UNetProtocol
 
-    if args.seeds < 1:
-        raise UsageError("--seeds: must be at least 1")
-    p = UNetProtocol(epochs=args.epochs, batch_size=args.batch_size)
-    p.validate()
-    return p
-
-
-def run_augment(args: argparse.Namespace, log=print) -> tuple[dict, list[str]]:
-    """Shared by `eval augment` and `eval report`: open, check, load, run."""
-    from msgnet.evaluation.inputs import check_compatible, load_ids, open_input, synthetic_ids
-    from msgnet.evaluation.unet_benchmark import Arrays, run_benchmark
-
-    protocol = _protocol(args)
-    real = open_input(args.real, "--real")
-    syn = open_input(args.synthetic, "--synthetic") if args.synthetic is not None else None
-    if syn is not None:
-        check_compatible(real, syn)
-    real_train = Arrays(*real.load_split("train"))
-    real_val = Arrays(*real.load_split("val"))
-    synthetic = Arrays(*load_ids(syn, synthetic_ids(syn))) if syn is not None else None
-    log("protocol: " + protocol.describe())
-    result = run_benchmark(real_train, real_val, real.info.num_classes, protocol, list(range(args.seeds)),
-                           synthetic=synthetic, ratios=args.ratios, progress=_progress(), log=log)
-    result["real"] = str(real.root)
-    result["synthetic"] = None if syn is None else str(syn.root)
-    result["class_names"] = real.info.class_names
-    return result, real.info.class_names
+    protocol = UNetProtocol(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size)
+    return AugmentRequest(real=args.real, synthetic=args.synthetic, subsets=args.real_subset, seeds=args.seeds,
+                          ratios=args.ratios, settings=args.settings, protocol=protocol, device=args.device,
+                          external_generator=args.external_generator, json_path=json_path, resume=resume,
+                          progress=_progress())
 
 
 def _augment(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.unet_benchmark import format_benchmark
+    from msgnet.evaluation.augment_benchmark import run_augment_benchmark
+    from msgnet.evaluation.benchmark_report import format_benchmark
 
-    result, names = run_augment(args)
-    print(format_benchmark(result, names))
-    _write_json(args.out, result)
+    result = run_augment_benchmark(augment_request(args, args.json, args.resume))
+    print(format_benchmark(result))
+    if args.json is not None:
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -180,50 +203,17 @@ def _fidelity(args: argparse.Namespace) -> int:
     from msgnet.evaluation.inputs import open_input
 
     data = open_input(args.data, "--data")
-    model, where = get_classifier(args.classifier, progress=_progress())
-    result = annotation_fidelity(data, model, args.split, progress=_progress())
+    model, where = get_classifier(args.classifier, progress=_progress(), device=args.device)
+    result = annotation_fidelity(data, model, args.split, progress=_progress(), device=args.device)
     result["classifier"] = str(where)
     print(format_fidelity(result))
     _write_json(args.json, result)
     return 0
 
 
-def compute_fid(real, syn, model, max_images: int = 5000, progress: bool = False) -> dict:
-    """FID/KID of the synthetic set against the real validation split, on whole images and on objects."""
-    from msgnet.evaluation.fid import fid_kid, images_to_tensor, object_cells
-    from msgnet.evaluation.inputs import load_ids, synthetic_ids
-
-    real_ids = real.ids("val")
-    syn_ids = synthetic_ids(syn)[:max_images]
-    real_imgs, _ = load_ids(real, real_ids)
-    syn_imgs, _ = load_ids(syn, syn_ids)
-    out = {"real": f"{real.root} (val split, {len(real_ids)} images)", "synthetic": f"{syn.root} ({len(syn_ids)} images)",
-           "images": fid_kid(images_to_tensor(real_imgs), images_to_tensor(syn_imgs), model, "images")}
-    ra, sa = real.annotations(), syn.annotations()
-    real_cells = object_cells(real_imgs, [[o.bbox for o in ra.get(i, [])] for i in real_ids])
-    syn_cells = object_cells(syn_imgs, [[o.bbox for o in sa.get(i, [])] for i in syn_ids])
-    import torch
-
-    to_t = lambda c: torch.from_numpy(c).float().div_(255.0).unsqueeze(1)  # noqa: E731
-    out["objects"] = fid_kid(to_t(real_cells), to_t(syn_cells), model, "objects")
-    return out
-
-
-def format_fid(result: dict) -> str:
-    lines = [f"FID/KID of {result['synthetic']} against {result['real']}"]
-    for kind in ("images", "objects"):
-        r = result[kind]
-        if r["fid"] is None:
-            lines.append(f"  {kind:<8} n/a ({r.get('note')})")
-            continue
-        lines.append(f"  {kind:<8} FID {r['fid']:.4g}   KID {r['kid_mean']:.4g} ± {r['kid_std']:.3g}   "
-                     f"({r['n_real']} real / {r['n_fake']} generated; features: {r['features']}, "
-                     f"{r['feature_dim']}-d)")
-    return "\n".join(lines)
-
-
 def _fid(args: argparse.Namespace) -> int:
     from msgnet.evaluation.digit_classifier import get_classifier
+    from msgnet.evaluation.fid import compute_fid, format_fid
     from msgnet.evaluation.inputs import check_compatible, open_input
 
     real = open_input(args.real, "--real")
@@ -231,8 +221,8 @@ def _fid(args: argparse.Namespace) -> int:
     check_compatible(real, syn)
     if args.max_images < 2:
         raise UsageError("--max-images: need at least 2")
-    model, where = get_classifier(args.classifier, progress=_progress())
-    result = compute_fid(real, syn, model, args.max_images)
+    model, where = get_classifier(args.classifier, progress=_progress(), device=args.device)
+    result = compute_fid(real, syn, model, args.max_images, device=args.device)
     result["classifier"] = str(where)
     print(format_fid(result))
     _write_json(args.json, result)
@@ -247,14 +237,14 @@ def _train_classifier(args: argparse.Namespace) -> int:
         if args.epochs < 1:
             raise UsageError("--epochs: must be at least 1")
         training = ClassifierTraining(epochs=args.epochs, seed=args.seed)
-    train_and_save(args.out or default_classifier_dir(), training, progress=_progress())
+    train_and_save(args.out or default_classifier_dir(), training, progress=_progress(), device=args.device)
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from msgnet.evaluation.report import build_report
 
-    build_report(args)
+    build_report(args, augment_request=augment_request(args, None, False))
     return 0
 
 

@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from msgnet.cli.common import (add_device_argument, add_preset_arguments, is_main_process,
-                               load_preset_from_args, save_preset)
+from msgnet.cli.common import (add_device_argument, add_preset_arguments, add_train_subset_argument,
+                               is_main_process, load_preset_from_args, save_preset)
 from msgnet.errors import UsageError
 
 
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         elif name == "layout-prior":
             p.add_argument("--data", type=Path, default=None,
                            help="train on this dataset's layouts directly (no VQ-VAE or codes needed)")
+        if name in ("vqvae", "all", "layout-prior"):
+            add_train_subset_argument(p)
         p.add_argument("--run", type=Path, required=True, help="run directory (created)")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         add_device_argument(p)
@@ -61,29 +63,42 @@ def _train(args: argparse.Namespace) -> int:
     preset = load_preset_from_args(args)
     stage = args.stage_name
     run: Path = args.run
+    data: Path | None = getattr(args, "data", None)
+    subset: int | None = getattr(args, "train_subset", None)
     start = time.perf_counter()
+    stage_dir = {"vqvae": "vqvae", "all": "vqvae", "layout-prior": "layout_prior", "prior": "prior"}[stage]
+    _check_run_dir(args, stage_dir)
+    if subset is not None and data is None:
+        raise UsageError("--train-subset: needs --data (without it the layout prior trains on the run's codes)")
+    train_ids = None
+    if data is not None:
+        # Before anything is written: the run's record decides the training images, and a
+        # --train-subset that contradicts it (a resume, a later stage) is refused here.
+        from msgnet.sampling.run import training_data_for
+
+        training = training_data_for(run, data, subset)
+        train_ids = training.ids
+        if train_ids is not None:
+            where = "--train-subset" if training.subset is not None else f"{data}: train split"
+            _check_enough_images(preset, stage, len(train_ids), where)
     if stage in ("vqvae", "all"):
-        _check_run_dir(args, "vqvae")
-        run_vqvae(preset, args.data, run, args.resume, args.device)
+        run_vqvae(preset, data, run, args.resume, args.device, subset)
     if stage == "all":
-        run_extract(run, args.data, args.device, skip_existing=args.resume)
+        run_extract(run, data, args.device, skip_existing=args.resume, train_ids=train_ids)
     if stage in ("layout-prior", "all"):
-        layout_data = getattr(args, "data", None) if stage == "layout-prior" else None
-        if stage == "layout-prior":
-            _check_run_dir(args, "layout_prior")
+        layout_data = data if stage == "layout-prior" else None
         if layout_data is None:
             _need_codes(run)
         elif is_main_process():
             from msgnet.sampling.run import record_training_data
 
-            record_training_data(run, layout_data)
+            record_training_data(run, layout_data, subset)
         from msgnet.train.prior_stage import train_layout_prior
 
         save_preset(preset, run)
-        train_layout_prior(preset, run, resume=args.resume, device=args.device, data_dir=layout_data)
+        train_layout_prior(preset, run, resume=args.resume, device=args.device, data_dir=layout_data,
+                           train_ids=train_ids if layout_data is not None else None)
     if stage in ("prior", "all"):
-        if stage == "prior":
-            _check_run_dir(args, "prior")
         _need_codes(run)
         from msgnet.train.prior_stage import train_prior
 
@@ -94,30 +109,47 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_enough_images(preset, stage: str, n: int, where: str) -> None:
+    """A subset smaller than a batch would fail only inside the loop, after the record is written."""
+    keys = {"vqvae": ("vqvae_train",), "layout-prior": ("layout_prior_train",),
+            "all": ("vqvae_train", "layout_prior_train", "prior_train")}[stage]
+    for key in keys:
+        batch = getattr(preset, key).batch_size
+        if n < batch:
+            raise UsageError(f"{where}: {n} training images, fewer than {key}.batch_size {batch}")
+
+
 def _need_codes(run: Path) -> None:
     if not (run / "codes" / "train.safetensors").is_file():
         raise UsageError(f"{run / 'codes'}: no extracted codes (run `msgnet codes extract --run {run} --data DIR`)")
 
 
-def run_vqvae(preset, data: Path, run: Path, resume: bool, device: str | None) -> None:
-    from msgnet.sampling.run import record_training_data
+def run_vqvae(preset, data: Path, run: Path, resume: bool, device: str | None, subset: int | None = None) -> None:
+    """Record the run's training images (rank 0), then train the VQ-VAE on exactly those."""
+    from msgnet.sampling.run import record_training_data, training_data_for
     from msgnet.train.vqvae_stage import train_vqvae
 
     if is_main_process():
-        record_training_data(run, data)
+        training = record_training_data(run, data, subset)
+    else:
+        training = training_data_for(run, data, subset)  # the same ids; rank 0 writes the record
     save_preset(preset, run)
-    train_vqvae(preset, data, run, resume=resume, device=device)
+    train_vqvae(preset, data, run, resume=resume, device=device, train_ids=training.ids)
 
 
-def run_extract(run: Path, data: Path, device: str | None, skip_existing: bool = False) -> None:
-    """Extract codes on rank 0; other ranks (under torchrun) wait for the files."""
+def run_extract(run: Path, data: Path, device: str | None, skip_existing: bool = False,
+                train_ids: list[int] | None = None) -> None:
+    """Extract codes on rank 0; other ranks (under torchrun) wait for the files.
+
+    ``train_ids``: the run's training images (from its record); None encodes the whole train split.
+    """
     from msgnet.train.codes import extract_codes
 
     target = run / "codes" / "val.safetensors"
     if skip_existing and target.is_file():
         return
     if is_main_process():
-        extract_codes(run, data, device=device)
+        extract_codes(run, data, device=device, train_ids=train_ids)
     else:
         while not target.is_file():
             time.sleep(1.0)

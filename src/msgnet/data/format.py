@@ -1,12 +1,16 @@
 """The one dataset format on disk, read and written by every msgnet command.
 
 ```
-DIR/dataset.json        classes, colours, image size, channels, splits, provenance, rule
+DIR/dataset.json        classes, colours, image size, channels, splits, provenance, rule, augmentations
 DIR/images/NNNNNN.png   the images (L, LA or RGB; 2-channel images are stored as LA)
 DIR/layouts/NNNNNN.png  uint8 class index per pixel, 0 = background
 DIR/masks/NNNNNN.png    optional: finer per-pixel masks (e.g. digit strokes), same classes
 DIR/annotations.json    COCO-compatible: images, annotations (category_id, bbox [x, y, w, h]), categories
 ```
+
+Splits: ``train``, ``val`` and ``test``. Older sets have only train and val, and a split
+may be empty (``--test-fraction 0``), so readers ask :meth:`Dataset.evaluation_splits`
+which split to select on and which to report on instead of assuming a test split.
 
 Every reader validates what it reads and raises :class:`DataError` naming the file.
 Writers build the whole set in a temporary sibling directory and rename it into place,
@@ -22,7 +26,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -32,7 +36,43 @@ from msgnet.io import atomic_path, read_json
 
 FORMAT_NAME = "msgnet-dataset"
 FORMAT_VERSION = 1
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+# Geometric augmentations a dataset may declare valid for its images ("augmentations" in
+# dataset.json). Whether one is valid depends on the data, not the model: flipping a "7"
+# or turning a "6" by 180 degrees changes what it is, a microscopy tile has no "up".
+GEOMETRIC_AUGMENTATIONS = (
+    "flip",  # horizontal and vertical flips
+    "rotate90",  # rotations by multiples of 90 degrees
+    "affine",  # small rotation / scale / shift: valid for almost any data, digits included
+)
+
+
+def check_augmentations(value: Any, where: str) -> list[str] | None:
+    """The "augmentations" of dataset.json: None (not declared) or a list of known names."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataError(f"{where}: \"augmentations\" must be a list of names, got {value!r:.80}")
+    return _known_augmentations(value, lambda msg: DataError(f"{where}: \"augmentations\": {msg}"))
+
+
+def parse_augmentations(text: str, where: str = "--augmentations") -> list[str]:
+    """``flip,rotate90,affine`` -> the list; ``none`` -> [] (declared: no geometric augmentation is valid)."""
+    if text.strip().lower() == "none":
+        return []
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise UsageError(f"{where}: give names from {', '.join(GEOMETRIC_AUGMENTATIONS)}, or none")
+    return _known_augmentations(names, lambda msg: UsageError(f"{where}: {msg}"))
+
+
+def _known_augmentations(names: list[str], error: Callable[[str], Exception]) -> list[str]:
+    for name in names:
+        if name not in GEOMETRIC_AUGMENTATIONS:
+            raise error(f"unknown {name!r} (known: {', '.join(GEOMETRIC_AUGMENTATIONS)})")
+    if len(set(names)) != len(names):
+        raise error(f"lists a name twice ({', '.join(names)})")
+    return list(names)
 
 
 @dataclass(frozen=True)
@@ -53,6 +93,9 @@ class DatasetInfo:
     splits: dict[str, list[int]] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)  # how the set was made
     rule: dict[str, Any] | None = None  # see msgnet.data.rules
+    # Which GEOMETRIC_AUGMENTATIONS keep an image valid (its layout transformed alike);
+    # None: not declared (sets written before the field existed), [] declared: none.
+    augmentations: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -83,6 +126,7 @@ class DatasetInfo:
             "splits": {k: list(v) for k, v in self.splits.items()},
             "source": self.source,
             "rule": self.rule,
+            "augmentations": None if self.augmentations is None else list(self.augmentations),
         }
 
     @classmethod
@@ -121,6 +165,7 @@ class DatasetInfo:
             splits=splits,
             source=dict(data.get("source") or {}),
             rule=data.get("rule"),
+            augmentations=check_augmentations(data.get("augmentations"), where),
         )
 
 
@@ -174,6 +219,20 @@ class Dataset:
     @property
     def has_masks(self) -> bool:
         return (self.root / "masks").is_dir()
+
+    def evaluation_splits(self) -> tuple[str | None, str]:
+        """(selection split, test split): where to choose checkpoints or settings, where to report.
+
+        ``("val", "test")`` when the set has a non-empty test split; ``(None, "test")`` when it
+        has a test split but an empty val (``--val-fraction 0``): nothing to select on.
+        Otherwise ``(None, "val")``: sets written before the test split existed (or with
+        ``--test-fraction 0``) have only val, which then serves as the test split, and nothing
+        may be selected on it, or the reported figure would be optimistic.
+        """
+        splits = self.info.splits
+        if splits.get("test"):
+            return ("val" if splits.get("val") else None), "test"
+        return None, "val"
 
     def ids(self, split: str) -> list[int]:
         if split not in self.info.splits:

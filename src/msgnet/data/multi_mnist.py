@@ -5,13 +5,18 @@ Variants:
 - ``pairs``: two digits whose classes form an allowed pair, over a background grid;
 - ``upper-half``: three digits entirely in the upper half; the lower half stays empty.
 
-Training images use only MNIST training digits, validation images only MNIST test
-digits. Layouts follow the paper: each digit's box is filled with its class (class id =
+Splits never share a digit instance: training images use only MNIST training digits;
+validation and test images use MNIST test digits, split per digit class into alternate
+halves (1st, 3rd, ... of each class for val; 2nd, 4th, ... for test). Without a test split
+(``test_fraction=0``) val uses all MNIST test digits, exactly as sets built before the test
+split existed. ``provenance.json`` lists the MNIST digit indices of every image.
+Layouts follow the paper: each digit's box is filled with its class (class id =
 digit + 1, background 0). The per-pixel stroke masks go to ``masks/``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,7 @@ STROKE_THRESHOLD = 64  # a pixel belongs to the stroke mask from this intensity 
 GRID_SPACING = 8
 GRID_INTENSITY = 70
 _MAX_TRIES = 200
+PROVENANCE_FILE = "provenance.json"  # {"images": {id: {"source": "mnist-train"|"mnist-test", "digits": [...]}}}
 
 
 @dataclass(frozen=True)
@@ -40,16 +46,21 @@ class MultiMnistSpec:
     size: int = 64
     digit_min: int = 16  # digit cell side in pixels (the 28x28 MNIST cell is resized to it)
     digit_max: int = 20
-    val_fraction: float = 0.1
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05  # 0: no test split (val then serves as test, see Dataset.evaluation_splits)
     seed: int = 0
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise UsageError(f"--variant: unknown {self.variant!r} (choose from {', '.join(VARIANTS)})")
-        if self.num < 2:
-            raise UsageError("--num: need at least 2 images (one per split)")
         if not 0.0 < self.val_fraction < 1.0:
             raise UsageError("--val-fraction: must be between 0 and 1")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise UsageError("--test-fraction: must be in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise UsageError("--val-fraction, --test-fraction: together they must leave images for training")
+        if self.num < 2 + (self.test_fraction > 0):
+            raise UsageError(f"--num: need at least {2 + (self.test_fraction > 0)} images (one per split)")
         if not 4 <= self.digit_min <= self.digit_max:
             raise UsageError("--digit-size: need 4 <= MIN <= MAX")
         if self.size < 16 or self.size > 1024:
@@ -61,6 +72,12 @@ class MultiMnistSpec:
                 f"--digit-size: {self.num_digits} digits of up to {self.digit_max}px do not fit a "
                 f"{self.size}px {self.variant} image"
             )
+
+    def split_sizes(self) -> dict[str, int]:
+        """Images per split; val (and test, when asked) get at least one image each."""
+        num_val = max(1, int(round(self.num * self.val_fraction)))
+        num_test = max(1, int(round(self.num * self.test_fraction))) if self.test_fraction > 0 else 0
+        return {"train": self.num - num_val - num_test, "val": num_val, "test": num_test}
 
     @property
     def num_digits(self) -> int:
@@ -128,16 +145,21 @@ def compose_image(
     rng: np.random.Generator,
     images: np.ndarray,
     by_class: list[np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[ObjectAnnotation]]:
-    """One image, its box layout, its stroke mask and its objects."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[ObjectAnnotation], list[int]]:
+    """One image, its box layout, its stroke mask, its objects and the indices into ``images`` it used.
+
+    ``by_class[d]`` holds the indices of ``images`` that may be drawn for digit ``d``.
+    """
     rx, ry, rw, rh = spec.region
     while True:
         canvas = _background(spec)
         mask = np.zeros_like(canvas)
         objects: list[ObjectAnnotation] = []
+        used: list[int] = []
         for digit in _choose_classes(spec, rng):
             pool = by_class[digit]
-            cell = _scaled_digit(images[pool[rng.integers(len(pool))]], int(rng.integers(spec.digit_min, spec.digit_max + 1)))
+            index = int(pool[rng.integers(len(pool))])
+            cell = _scaled_digit(images[index], int(rng.integers(spec.digit_min, spec.digit_max + 1)))
             bx, by, bw, bh = _tight_box(cell)
             for _ in range(_MAX_TRIES):
                 # Place the tight box uniformly inside the region, then the cell around it.
@@ -161,34 +183,50 @@ def compose_image(
             stroke = (patch >= STROKE_THRESHOLD) & keep
             mask[y0:y1, x0:x1][stroke] = digit + 1
             objects.append(ObjectAnnotation(digit + 1, box))
+            used.append(index)
         else:
             layout = boxes_to_layout(objects, (spec.size, spec.size))
-            return canvas, layout, mask, objects
+            return canvas, layout, mask, objects, used
+
+
+def digit_pools(spec: MultiMnistSpec, digits: MnistDigits) -> dict[str, tuple[str, np.ndarray, list[np.ndarray]]]:
+    """split -> (MNIST part, its images, per digit class the indices a split may draw).
+
+    No digit instance is shared between splits. Val and test take alternate digits of each
+    class, not the two halves of the file: MNIST's first 5,000 test digits are cleaner than
+    the last 5,000, and a user's file may be sorted by label; alternating within a class
+    gives both splits the same mix and every class.
+    """
+    test_by_class = [np.flatnonzero(digits.test_labels == d) for d in range(10)]
+    pools = {"train": ("train", digits.train_images, [np.flatnonzero(digits.train_labels == d) for d in range(10)])}
+    if spec.test_fraction > 0:
+        pools["val"] = ("test", digits.test_images, [idx[0::2] for idx in test_by_class])
+        pools["test"] = ("test", digits.test_images, [idx[1::2] for idx in test_by_class])
+    else:  # as before the test split existed, so old sets are rebuilt identically
+        pools["val"] = ("test", digits.test_images, test_by_class)
+    for split, (_, _, by_class) in pools.items():
+        missing = [d for d in range(10) if len(by_class[d]) == 0]
+        if missing:
+            raise UsageError(f"{digits.origin}: no {split} digits of class {missing[0]}")
+    return pools
 
 
 def build_multi_mnist(spec: MultiMnistSpec, digits: MnistDigits, out: Path | str, overwrite: bool = False,
                       progress: bool = True) -> Path:
-    """Build a Multi-MNIST dataset at ``out`` (atomically)."""
+    """Build a Multi-MNIST dataset at ``out`` (atomically), with ``provenance.json`` of the digits used."""
     spec.validate()
     rng = np.random.default_rng(spec.seed)
-    num_val = max(1, int(round(spec.num * spec.val_fraction)))
-    num_train = spec.num - num_val
-    if num_train < 1:
+    sizes = spec.split_sizes()
+    if sizes["train"] < 1:
         raise UsageError("--num: too few images for a training split")
-    sources = {
-        "train": (digits.train_images, [np.flatnonzero(digits.train_labels == d) for d in range(10)]),
-        "val": (digits.test_images, [np.flatnonzero(digits.test_labels == d) for d in range(10)]),
-    }
-    for split, (_, by_class) in sources.items():
-        missing = [d for d in range(10) if len(by_class[d]) == 0]
-        if missing:
-            raise UsageError(f"{digits.origin}: no {split} digits of class {missing[0]}")
+    pools = digit_pools(spec, digits)
+    halves = spec.test_fraction > 0
     info = DatasetInfo(
         name=f"multi-mnist-{spec.variant}",
         image_size=(spec.size, spec.size),
         channels=1,
         classes=class_infos(),
-        splits={"train": [], "val": []},
+        splits={"train": [], "val": [], "test": []},
         source={
             "builder": "multi-mnist",
             "variant": spec.variant,
@@ -197,15 +235,29 @@ def build_multi_mnist(spec: MultiMnistSpec, digits: MnistDigits, out: Path | str
             "digit_size": [spec.digit_min, spec.digit_max],
             "digits": digits.origin,
             "train_digits": "MNIST training set only",
-            "val_digits": "MNIST test set only",
+            "val_digits": ("MNIST test set: 1st, 3rd, 5th, ... digit of each class" if halves
+                           else "MNIST test set only"),
+            "test_digits": ("MNIST test set: 2nd, 4th, 6th, ... digit of each class (none shared with val)"
+                            if halves else "no test split"),
+            "val_fraction": spec.val_fraction,
+            "test_fraction": spec.test_fraction,
+            "provenance": "provenance.json: per image id its MNIST part and digit indices",
             "layout": "each digit's tight box filled with its class; stroke masks in masks/",
         },
         rule=rule_for(spec),
+        # Flips and quarter turns change what a digit is (a mirrored 7, a turned 6 = 9); small
+        # rotations, scalings and shifts do not.
+        augmentations=["affine"],
     )
+    provenance: dict[str, dict] = {}
     with DatasetWriter(out, info, overwrite=overwrite) as writer:
-        plan = ["train"] * num_train + ["val"] * num_val
+        # Train first: the random stream then gives the same training images as builds made
+        # before the test split existed, for the same seed and number of training images.
+        plan = [split for split in ("train", "val", "test") for _ in range(sizes[split])]
         for split in tqdm(plan, desc=f"multi-mnist {spec.variant}", unit="img", disable=not progress):
-            images, by_class = sources[split]
-            image, layout, mask, objects = compose_image(spec, rng, images, by_class)
-            writer.add(split, image, layout, objects=objects, mask=mask)
+            part, images, by_class = pools[split]
+            image, layout, mask, objects, used = compose_image(spec, rng, images, by_class)
+            image_id = writer.add(split, image, layout, objects=objects, mask=mask)
+            provenance[str(image_id)] = {"source": f"mnist-{part}", "digits": used}
+        (writer.tmp / PROVENANCE_FILE).write_text(json.dumps({"images": provenance}))
     return Path(out)

@@ -28,12 +28,23 @@ class DatasetSummary:
     centre_grid: np.ndarray  # (POSITION_BINS, POSITION_BINS) counts of box centres
     rule: dict | None
     source: dict = field(default_factory=dict)
+    evaluation: tuple[str | None, str] = (None, "val")  # Dataset.evaluation_splits()
+    augmentations: list[str] | None = None
 
     def to_text(self) -> str:
         h, w = self.image_size
+        select, test = self.evaluation
+        # Old sets have no test split: say so, rather than let "val" pass for a held-out test.
+        role = f"select on {select}, report on {test}" if select else f"no selection split, report on {test}"
+        if test == "val":
+            role = "no test split: val serves as test, nothing selected on it"
+        counts = dict(self.split_counts)
+        counts.setdefault("test", 0)
+        augment = "not declared" if self.augmentations is None else (", ".join(self.augmentations) or "none")
         lines = [
             f"dataset   {self.name}  ({w}x{h}, {self.channels} channel{'s' if self.channels > 1 else ''})",
-            "splits    " + ", ".join(f"{k}: {v}" for k, v in self.split_counts.items()),
+            "splits    " + ", ".join(f"{k}: {v}" for k, v in counts.items()) + f"  ({role})",
+            f"augment   {augment}  (geometric augmentations declared valid)",
         ]
         if self.source:
             lines.append("made by   " + ", ".join(f"{k}={v}" for k, v in list(self.source.items())[:6]))
@@ -104,4 +115,6 @@ def summarize(dataset: Dataset, preview: Path | None = None, preview_count: int 
         centre_grid=centres,
         rule=info.rule,
         source=info.source,
+        evaluation=dataset.evaluation_splits(),
+        augmentations=info.augmentations,
     )

@@ -57,47 +57,47 @@ class DiceAccumulator:
     """Accumulate pooled counts and MONAI per-image DICE over batches of (prediction, reference) maps."""
 
     num_classes: int
-    tp: np.ndarray = field(init=False)
-    fp: np.ndarray = field(init=False)
-    fn: np.ndarray = field(init=False)
     num_images: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         from monai.metrics import DiceMetric
 
-        self.tp = np.zeros(self.num_classes, dtype=np.int64)
-        self.fp = np.zeros(self.num_classes, dtype=np.int64)
-        self.fn = np.zeros(self.num_classes, dtype=np.int64)
+        # (reference, prediction) pixel counts, kept on the device of the first update and
+        # read back once in result(): evaluating on a GPU never waits per batch.
+        self._joint: torch.Tensor | None = None
         self._metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
 
     def update(self, pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> None:
-        """``pred`` and ``target``: (N, H, W) integer class maps."""
-        pred = torch.as_tensor(np.asarray(pred) if isinstance(pred, np.ndarray) else pred).long()
-        target = torch.as_tensor(np.asarray(target) if isinstance(target, np.ndarray) else target).long()
+        """``pred`` and ``target``: (N, H, W) integer class maps (numpy or torch, any device)."""
+        pred = torch.as_tensor(pred).long()
+        target = torch.as_tensor(target).long().to(pred.device)
         if pred.shape != target.shape:
             raise ValueError(f"prediction {tuple(pred.shape)} and reference {tuple(target.shape)} differ")
         c = self.num_classes
         joint = torch.bincount((target.reshape(-1) * c + pred.reshape(-1)), minlength=c * c).reshape(c, c)
-        joint = joint.numpy()
-        tp = np.diag(joint)
-        self.tp += tp
-        self.fp += joint.sum(0) - tp  # predicted c, reference another class
-        self.fn += joint.sum(1) - tp  # reference c, predicted another class
+        self._joint = joint if self._joint is None else self._joint + joint
         onehot_p = F.one_hot(pred, c).permute(0, 3, 1, 2).float()
         onehot_t = F.one_hot(target, c).permute(0, 3, 1, 2).float()
         self._metric(y_pred=onehot_p, y=onehot_t)
         self.num_images += int(pred.shape[0])
 
+    def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = self.num_classes
+        joint = np.zeros((c, c), np.int64) if self._joint is None else self._joint.cpu().numpy()
+        tp = np.diag(joint).copy()
+        return tp, joint.sum(0) - tp, joint.sum(1) - tp  # FP: predicted c, reference another; FN: the reverse
+
     def result(self) -> DiceResult:
-        denom = 2 * self.tp + self.fp + self.fn
+        tp, fp, fn = self._counts()
+        denom = 2 * tp + fp + fn
         with np.errstate(invalid="ignore", divide="ignore"):
-            pooled = np.where(denom > 0, 2 * self.tp / np.maximum(denom, 1), np.nan).astype(np.float64)
+            pooled = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan).astype(np.float64)
         per_image = np.full(self.num_classes, np.nan)
         if self.num_images:
             # MONAI's "mean_batch" skips NaN (class absent from an image's reference).
             per_image[1:] = self._metric.aggregate().cpu().numpy().astype(np.float64)
             # An object class absent from every reference aggregates to 0 in MONAI; call it undefined.
-            per_image[1:][(self.tp + self.fn)[1:] == 0] = np.nan
+            per_image[1:][(tp + fn)[1:] == 0] = np.nan
         obj = pooled[1:]
         obj_img = per_image[1:]
         return DiceResult(

@@ -3,6 +3,10 @@ feature network of FID/KID (Inception weights cannot be downloaded here).
 
 Crops of annotated objects are framed the way MNIST frames its digits: the box is padded
 to a square, resized so that its longer side is 20 px, and centred in a 28x28 cell.
+
+Training and inference run on a device (``device=None``: CUDA when available, else CPU). Random
+draws (batch order, shifts) come from a CPU generator whatever the device, so a CUDA run sees
+the same batches as a CPU run; results are read back to the host once, at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from msgnet.errors import UsageError
+from msgnet.train.distributed import choose_device
 
 KIND = "digit-classifier"
 CELL = 28
@@ -86,28 +91,37 @@ def default_classifier_dir() -> Path:
     return Path(root) / "digit-classifier"
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device ``model``'s parameters live on."""
+    return next(model.parameters()).device
+
+
 def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
     if max_shift <= 0:
         return x
-    n = x.shape[0]
+    n, dev = x.shape[0], x.device
     padded = F.pad(x, (max_shift,) * 4)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(CELL)[None]).clamp_max(padded.shape[2] - 1)
-    cols = (dx[:, None] + torch.arange(CELL)[None]).clamp_max(padded.shape[3] - 1)
-    idx_n = torch.arange(n)[:, None, None]
+    # Drawn on the CPU generator (same shifts on every device), then moved: a host-to-device copy, no sync.
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen).to(dev, non_blocking=True)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen).to(dev, non_blocking=True)
+    ar = torch.arange(CELL, device=dev)
+    rows = (dy[:, None] + ar[None]).clamp_max(padded.shape[2] - 1)
+    cols = (dx[:, None] + ar[None]).clamp_max(padded.shape[3] - 1)
+    idx_n = torch.arange(n, device=dev)[:, None, None]
     return padded[idx_n, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
 
 
 @torch.no_grad()
 def classify(model: DigitClassifier, cells: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Predicted digits for (N, 28, 28) uint8 cells."""
+    """Predicted digits for (N, 28, 28) uint8 cells, computed on the device ``model`` lives on."""
     model.eval()
+    dev = model_device(model)
     out = []
     for s in range(0, len(cells), batch_size):
-        x = torch.from_numpy(cells[s : s + batch_size]).float().div_(255.0).unsqueeze(1)
-        out.append(model(x).argmax(1).numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        x = torch.from_numpy(cells[s : s + batch_size]).to(dev, non_blocking=True).float().div_(255.0).unsqueeze(1)
+        out.append(model(x).argmax(1))
+    # One read-back for all batches.
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0, dtype=np.int64)
 
 
 def train_classifier(
@@ -118,23 +132,31 @@ def train_classifier(
     config: DigitClassifierConfig = DigitClassifierConfig(),
     training: ClassifierTraining = ClassifierTraining(),
     progress: bool = True,
+    device: torch.device | str | None = None,
 ) -> tuple[DigitClassifier, dict]:
-    """Train on (N, 28, 28) uint8 digits; returns the model and its test accuracy and timing."""
+    """Train on (N, 28, 28) uint8 digits on ``device`` (None: CUDA when available, else CPU).
+
+    Returns the model (on ``device``) and its test accuracy, mean loss per epoch and timing.
+    """
+    dev = choose_device(device)
     torch.manual_seed(training.seed)
     gen = torch.Generator().manual_seed(training.seed)
-    model = DigitClassifier(config)
+    model = DigitClassifier(config).to(dev)  # initialised on the CPU: same weights on every device
     opt = torch.optim.Adam(model.parameters(), lr=training.lr)
     n = len(train_images)
-    steps = training.epochs * (n // training.batch_size)
+    per_epoch = n // training.batch_size
+    steps = training.epochs * per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=training.lr, total_steps=max(steps, 1))
-    x_all = torch.from_numpy(train_images)
-    y_all = torch.from_numpy(train_labels.astype(np.int64))
+    # The whole (uint8) training set goes to the device once; batches are gathered there.
+    x_all = torch.from_numpy(train_images).to(dev)
+    y_all = torch.from_numpy(train_labels.astype(np.int64)).to(dev)
     start = time.perf_counter()
     bar = tqdm(total=steps, desc="digit classifier", unit="step", disable=not progress, leave=False)
+    epoch_loss = torch.zeros(training.epochs, device=dev)  # summed on the device, read back once
     model.train()
-    for _ in range(training.epochs):
-        perm = torch.randperm(n, generator=gen)
-        for s in range(n // training.batch_size):
+    for e in range(training.epochs):
+        perm = torch.randperm(n, generator=gen).to(dev)
+        for s in range(per_epoch):
             idx = perm[s * training.batch_size : (s + 1) * training.batch_size]
             x = _shift(x_all[idx].float().div_(255.0).unsqueeze(1), training.max_shift, gen)
             loss = F.cross_entropy(model(x), y_all[idx])
@@ -142,12 +164,15 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+            epoch_loss[e] += loss.detach()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if progress and per_epoch:  # one read-back per epoch, only for the progress bar
+            bar.set_postfix(loss=f"{epoch_loss[e].item() / per_epoch:.3f}", refresh=False)
     bar.close()
+    losses = (epoch_loss / max(per_epoch, 1)).tolist()
     acc = float((classify(model, test_images) == test_labels).mean())
-    return model, {"test_accuracy": acc, "train_seconds": time.perf_counter() - start,
-                   "train_images": n, "test_images": len(test_images)}
+    return model, {"test_accuracy": acc, "epoch_loss": losses, "train_seconds": time.perf_counter() - start,
+                   "train_images": n, "test_images": len(test_images), "device": str(dev)}
 
 
 def save_classifier(model: DigitClassifier, directory: Path | str, info: dict) -> None:
@@ -175,36 +200,41 @@ def load_classifier(directory: Path | str) -> DigitClassifier:
 
 
 def train_and_save(out: Path | str, training: ClassifierTraining = ClassifierTraining(), progress: bool = True,
-                   log: Callable[[str], None] = print) -> tuple[DigitClassifier, dict]:
+                   log: Callable[[str], None] = print,
+                   device: torch.device | str | None = None) -> tuple[DigitClassifier, dict]:
+    """Train on the bundled MNIST digits on ``device`` (None: CUDA when available, else CPU) and save."""
     from msgnet.data.mnist_source import load_bundled
 
     digits = load_bundled()
     model, info = train_classifier(digits.train_images, digits.train_labels, digits.test_images,
-                                   digits.test_labels, training=training, progress=progress)
+                                   digits.test_labels, training=training, progress=progress, device=device)
     info.update({"digits": digits.origin, "training": dataclasses.asdict(training)})
     save_classifier(model, out, info)
     log(f"digit classifier: {100 * info['test_accuracy']:.2f}% on the {info['test_images']} MNIST test digits, "
-        f"trained in {info['train_seconds']:.0f} s -> {out}")
+        f"trained in {info['train_seconds']:.0f} s on {info['device']} -> {out}")
     return model, info
 
 
 def get_classifier(directory: Path | str | None, log: Callable[[str], None] = print,
-                   progress: bool = True) -> tuple[DigitClassifier, Path]:
+                   progress: bool = True,
+                   device: torch.device | str | None = None) -> tuple[DigitClassifier, Path]:
     """Load the classifier from ``directory`` (or the default place); train it there first if absent.
 
     An explicitly given directory must exist; only the default location is filled on demand.
+    The model is returned on ``device`` (None: CUDA when available, else CPU), in eval mode.
     """
+    dev = choose_device(device)
     if directory is not None:
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise UsageError(f"--classifier {directory}: no trained classifier there "
                              "(run `msgnet eval train-classifier --out DIR`)")
-        return load_classifier(directory), directory
+        return load_classifier(directory).to(dev), directory
     directory = default_classifier_dir()
     if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():
-        log(f"no digit classifier at {directory}: training one on MNIST (about 1-2 minutes on a CPU)")
-        train_and_save(directory, progress=progress, log=log)
-    return load_classifier(directory), directory
+        log(f"no digit classifier at {directory}: training one on MNIST on {dev} (about 1-2 minutes on a CPU)")
+        train_and_save(directory, progress=progress, log=log, device=dev)
+    return load_classifier(directory).to(dev), directory
 
 
 def crop_to_cell(image: np.ndarray, bbox: Sequence[int]) -> np.ndarray:

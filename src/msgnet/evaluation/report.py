@@ -41,13 +41,16 @@ def _curves(run: Path | None, out: Path) -> list[dict]:
     return plots
 
 
-def build_report(args: argparse.Namespace, log=print) -> Path:
-    from msgnet.cli.eval_cmd import compute_fid, run_augment
+def build_report(args: argparse.Namespace, augment_request=None, log=print) -> Path:
+    """Write the report; ``augment_request`` (an AugmentRequest) runs the U-Net benchmark when no
+    ``--augment`` JSON is given and ``--no-augment`` is not set."""
+    from msgnet.evaluation.augment_benchmark import run_augment_benchmark
+    from msgnet.evaluation.benchmark_report import markdown_section
     from msgnet.evaluation.coherency import check_coherency
     from msgnet.evaluation.digit_classifier import digit_of_class, get_classifier
+    from msgnet.evaluation.fid import compute_fid
     from msgnet.evaluation.fidelity import annotation_fidelity
     from msgnet.evaluation.inputs import check_compatible, open_input, synthetic_ids
-    from msgnet.evaluation.unet_benchmark import format_benchmark
 
     real = open_input(args.real, "--real")
     syn = open_input(args.synthetic, "--synthetic")
@@ -85,11 +88,11 @@ def build_report(args: argparse.Namespace, log=print) -> Path:
     digits = digit_of_class(real.info.class_names) is not None
     classifier = None
     if digits:
-        classifier, where = get_classifier(args.classifier, log=log, progress=False)
+        classifier, where = get_classifier(args.classifier, log=log, progress=False, device=args.device)
         report["classifier"] = str(where)
         log("annotation fidelity ...")
-        fr = annotation_fidelity(real, classifier, "val", progress=False)
-        fs = annotation_fidelity(syn, classifier, None, progress=False)
+        fr = annotation_fidelity(real, classifier, "val", progress=False, device=args.device)
+        fs = annotation_fidelity(syn, classifier, None, progress=False, device=args.device)
         report["annotation_fidelity"] = {"real_val": fr, "synthetic": fs}
         md += ["## Annotation fidelity (digit classifier reads the annotated class)", "",
                f"Classifier: `{where}`. Crops: {fr['crop']}. On real data this is the ceiling.", "",
@@ -98,7 +101,7 @@ def build_report(args: argparse.Namespace, log=print) -> Path:
             md.append(f"| {name} | {r['objects']} | {fmt_rate(r['agreement'], *r['ci95'])} |")
         md.append("")
         log("FID/KID ...")
-        fid = compute_fid(real, syn, classifier)
+        fid = compute_fid(real, syn, classifier, device=args.device)
         report["fid"] = fid
         md += ["## Sample quality (FID / KID against the real validation split)", "",
                "| features | FID | KID | real / generated |", "|---|---|---|---|"]
@@ -119,30 +122,15 @@ def build_report(args: argparse.Namespace, log=print) -> Path:
     if args.augment is not None:
         try:
             aug = json.loads(args.augment.read_text())
-            aug["settings"]
+            aug["results"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UsageError(f"--augment {args.augment}: not the JSON of `msgnet eval augment --out`") from None
-    elif not args.no_augment:
+            raise UsageError(f"--augment {args.augment}: not the JSON of a finished `msgnet eval augment --json`") from None
+    elif not args.no_augment and augment_request is not None:
         log("U-Net benchmark ...")
-        aug, _ = run_augment(args, log=log)
+        aug = run_augment_benchmark(augment_request, log=log)
     if aug is not None:
         report["augment"] = aug
-        md += ["## U-Net augmentation benchmark (paper Table 1)", "",
-               f"Protocol: {aug['protocol_text']}; {aug['steps_per_training']} steps per training; seeds {aug['seeds']}.",
-               f"DICE: {aug['dice_definition']}. Tested on the {aug['tested_on']}.", "",
-               "| setting | train real + synthetic | DICE | vs real only | per-image DICE | s / training |",
-               "|---|---|---|---|---|---|"]
-        for s in aug["settings"]:
-            r0 = s["runs"][0]
-            d = "baseline" if s["delta_vs_real"] is None else f"{s['delta_vs_real']:+.3f}"
-            md.append(f"| {s['label']} | {r0['train_real']} + {r0['train_synthetic']} | "
-                      f"{fmt_mean_std(s['dice_mean'], s['dice_std'])} | {d} | "
-                      f"{fmt_mean_std(s['dice_per_image_mean'], s['dice_per_image_std'])} | {s['seconds_mean']:.0f} |")
-        if "segmentation_fidelity" in aug:
-            f = aug["segmentation_fidelity"]
-            md += ["", f"Segmentation fidelity (real-only U-Net segmenting the synthetic images, DICE against their "
-                       f"layouts): {fmt_mean_std(f['dice_mean'], f['dice_std'])}"]
-        md += ["", "```", format_benchmark(aug, aug.get("class_names") or real.info.class_names), "```", ""]
+        md += markdown_section(aug, out)
 
     plots = _curves(args.run, out)
     report["training_curves"] = plots

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from msgnet.data.format import (DatasetInfo, ObjectAnnotation, coco_document, image_name, open_dataset,
                                 write_files)
+from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training_record
 from msgnet.errors import UsageError
 from msgnet.layouts import boxes_to_layout, downsample_layout, layout_to_objects, pairs_grid, save_png
 from msgnet.layouts import upsample_layout
@@ -174,6 +175,9 @@ def generate(run_dir: Path | str, out: Path | str, settings: GenerationSettings,
     run_dir, out = Path(run_dir), Path(out)
     run: GenerationRun = load_generation_run(run_dir, need_layout_prior=settings.layouts_from is None,
                                              device=device)
+    # Which real images the generator saw, so a benchmark can check them (msgnet.data.provenance);
+    # read before sampling so that a damaged run record fails at once, not after the work.
+    training = generator_training_record(run_dir, run.info)
     given = load_given_layouts(settings.layouts_from, run.info) if settings.layouts_from else None
     if given is not None and not given:
         raise UsageError(f"{settings.layouts_from}: holds no layouts")
@@ -220,6 +224,7 @@ def generate(run_dir: Path | str, out: Path | str, settings: GenerationSettings,
         "settings": asdict(settings),
         "trained_on": run.info.name,
         "sampling_seconds": round(partial.state["seconds"], 2),
+        GENERATOR_TRAINING_KEY: training,  # last: its id list is long
     }
     info.name = f"{run.info.name}-generated"
     return partial.finish(info, info.palette)

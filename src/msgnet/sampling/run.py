@@ -1,7 +1,8 @@
 """A trained run directory, as the generation pipeline needs it.
 
 ```
-RUN_DIR/dataset.json     classes, image size, channels and rule of the training data
+RUN_DIR/dataset.json     classes, image size, channels and rule of the training data, and which
+                         real images the run trains on (see msgnet.data.provenance)
 RUN_DIR/vqvae/           model.safetensors + config.json
 RUN_DIR/prior/           the latent PixelSNAIL (conditioned on the layout)
 RUN_DIR/layout_prior/    the LayoutPixelSNAIL
@@ -17,21 +18,75 @@ from pathlib import Path
 import torch
 
 from msgnet.data.format import DatasetInfo, open_dataset
+from msgnet.data.provenance import TRAIN_SPLIT, TrainingData, choose_training_data, recorded_training_data
 from msgnet.errors import UsageError
 
 RUN_DATASET_FILE = "dataset.json"
+STAGE_DIRS = ("vqvae", "codes", "layout_prior", "prior")  # what a run trains from its training data
 
 
-def record_training_data(run_dir: Path, data_dir: Path) -> None:
-    """Keep the training set's description (without its split lists) beside the models."""
+def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) -> TrainingData:
+    """The real images a stage of ``run_dir`` trains on: the run's record if it has one, else chosen now.
+
+    The ids are chosen once, by the first stage, and every later stage (or ``--resume``)
+    reuses them, so VQ-VAE and priors see the same images and the record stays exact. A
+    ``subset`` (``--train-subset``) or ``data_dir`` that contradicts the record is refused
+    once any stage has written something; before that the record describes no model and
+    is chosen afresh (a first attempt that failed must not lock its choice in).
+    Reads only: call it before writing anything into the run.
+    """
+    dataset = open_dataset(data_dir)
+    path = run_dir / RUN_DATASET_FILE
+    rec = None
+    if path.is_file() and _stage_started(run_dir):
+        rec = recorded_training_data(read_run_info(run_dir), str(path))
+    if rec is None:
+        return choose_training_data(dataset, subset)
+    resolved = str(Path(data_dir).resolve())
+    if rec.dataset is not None and rec.dataset != resolved:
+        raise UsageError(f"{path}: the run trains on {rec.dataset}, not on {resolved} (--data)")
+    if subset is not None and subset != rec.subset:
+        raise UsageError(f"{path}: the run trains on {_describe(rec)}; --train-subset {subset} differs "
+                         "(leave it out to use the run's)")
+    if rec.ids is None:
+        # Recorded before ids were kept: such runs trained on the whole train split.
+        return choose_training_data(dataset, None)
+    missing = sorted(set(rec.ids) - set(dataset.ids(TRAIN_SPLIT)))
+    if missing:
+        raise UsageError(f"{path}: training image {missing[0]} is not in the train split of {resolved} any more")
+    return rec
+
+
+def _stage_started(run_dir: Path) -> bool:
+    """Whether any stage has written a file: from then on the models depend on the record."""
+    return any(p.is_file() for stage in STAGE_DIRS for p in (run_dir / stage).rglob("*"))
+
+
+def _describe(rec: TrainingData) -> str:
+    if rec.subset is None:
+        return "the whole train split" if rec.ids is None else f"the whole train split ({len(rec.ids)} images)"
+    return f"a subset of {rec.subset} train images (--train-subset {rec.subset})"
+
+
+def record_training_data(run_dir: Path, data_dir: Path, subset: int | None = None) -> TrainingData:
+    """Keep the training set's description (without its split lists) and the training ids beside the models.
+
+    ``source`` gets ``training_data`` (resolved dataset path), ``training_subset`` (N or null)
+    and ``training_ids`` (the train ids used); see :func:`training_data_for` for the choice.
+    """
+    training = training_data_for(run_dir, data_dir, subset)
     info = open_dataset(data_dir).info
     description = info.to_json()
     description["splits"] = {}
-    description["source"] = {"training_data": str(Path(data_dir).resolve()), **{"made_by": info.source}}
+    fields = training.source_fields()
+    # The long id list last, so the file stays readable at its top.
+    description["source"] = {"training_data": fields["training_data"], "made_by": info.source,
+                             "training_subset": fields["training_subset"], "training_ids": fields["training_ids"]}
     run_dir.mkdir(parents=True, exist_ok=True)
     from msgnet.io import atomic_write_json
 
     atomic_write_json(run_dir / RUN_DATASET_FILE, description)
+    return training
 
 
 def read_run_info(run_dir: Path) -> DatasetInfo:

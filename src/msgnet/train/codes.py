@@ -14,6 +14,7 @@ Read them back with :func:`load_codes`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,9 +36,14 @@ def vqvae_dir(run_dir: Path | str) -> Path:
 
 @torch.no_grad()
 def extract_codes(
-    run_dir: Path | str, data_dir: Path | str, device: str | None = None, batch_size: int = 64
+    run_dir: Path | str, data_dir: Path | str, device: str | None = None, batch_size: int = 64,
+    train_ids: Sequence[int] | None = None,
 ) -> Path:
-    """Encode every image of the ``train`` and ``val`` splits; returns ``run_dir/codes``."""
+    """Encode every image of the ``train`` and ``val`` splits; returns ``run_dir/codes``.
+
+    ``train_ids``: of the train split only these (the images the VQ-VAE trained on), so the
+    priors learn from exactly the run's training images.
+    """
     from msgnet.layouts import downsample_layout
     from msgnet.train.vqvae_stage import open_image_datasets
 
@@ -45,7 +51,7 @@ def extract_codes(
     dev = choose_device(device)
     model = load_vqvae(vqvae_dir(run_dir)).to(dev)
     cfg = model.config
-    train_set, val_set = open_image_datasets(cfg, Path(data_dir))
+    train_set, val_set = open_image_datasets(cfg, Path(data_dir), train_ids)
     num_classes = int(train_set.num_classes)
     dtype = torch.uint8 if cfg.num_embeddings <= 256 else torch.int16
     out_dir = run_dir / "codes"
@@ -66,6 +72,7 @@ def extract_codes(
             "latent_size": str(cfg.latent_size),
             "num_classes": str(num_classes),
             "dataset": str(Path(data_dir).resolve()),
+            "num_images": str(len(ds)),
         }
         with atomic_path(out_dir / f"{split}.safetensors") as tmp:
             save_file(tensors, str(tmp), metadata=metadata)

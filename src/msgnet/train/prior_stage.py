@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -186,9 +186,11 @@ def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, devic
     return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir
 
 
-def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig) -> tuple[_Tensors, Any]:
+def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig,
+                          train_ids: Sequence[int] | None = None) -> tuple[_Tensors, Any]:
     """Layouts of a dataset brought to the layout prior's grid (no VQ-VAE needed)."""
     from msgnet.data.format import open_dataset
+    from msgnet.data.torch_dataset import load_split_ids
     from msgnet.layouts import downsample_layout
 
     ds = open_dataset(data_dir)
@@ -197,7 +199,7 @@ def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig) -> tuple[_Tenso
         if split == "val" and not ds.info.splits.get("val"):
             sets.append([])
             continue
-        _, layouts = ds.load_split(split)
+        _, layouts = load_split_ids(ds, split, train_ids if split == "train" else None)
         small = downsample_layout(torch.from_numpy(layouts), (cfg.height, cfg.width), ds.info.num_classes)
         _check_tokens(small, cfg, "layouts", str(data_dir / "layouts"), cfg.num_classes)
         sets.append(_Tensors(_compact(small)))
@@ -206,12 +208,13 @@ def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig) -> tuple[_Tenso
 
 def train_layout_prior(
     preset: Preset, run_dir: Path | str, resume: bool = False, device: str | None = None,
-    data_dir: Path | str | None = None,
+    data_dir: Path | str | None = None, train_ids: Sequence[int] | None = None,
 ) -> Path:
     """Train the preset's LayoutPixelSNAIL on the layouts in ``run_dir/codes``; returns ``run_dir/layout_prior``.
 
     With ``data_dir`` and no extracted codes, the dataset's layouts are downsampled
-    directly (the layout prior does not depend on the VQ-VAE).
+    directly (the layout prior does not depend on the VQ-VAE); ``train_ids`` then picks the
+    train images used (extracted codes already hold only the run's training images).
     """
     run_dir = Path(run_dir)
     cfg = preset.layout_prior
@@ -221,7 +224,7 @@ def train_layout_prior(
         return _Tensors(layouts)
 
     if data_dir is not None and not (run_dir / "codes" / "train.safetensors").is_file():
-        train_set, val_set = _layouts_from_dataset(Path(data_dir), cfg)
+        train_set, val_set = _layouts_from_dataset(Path(data_dir), cfg, train_ids)
     else:
         train_set, val_set = _datasets(run_dir, build)
     tc = preset.layout_prior_train

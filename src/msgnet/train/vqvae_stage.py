@@ -14,7 +14,7 @@ on rank 0 and are broadcast, so all DDP ranks keep identical codebooks.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -162,8 +162,12 @@ def evaluate_vqvae(model: DoublePathVQVAE, batches: Iterable[torch.Tensor]) -> d
     }
 
 
-def open_image_datasets(config: VQVAEConfig, data_dir: Path):
-    """(train, val) :class:`ImageLayoutDataset` of ``data_dir``, checked against ``config``."""
+def open_image_datasets(config: VQVAEConfig, data_dir: Path, train_ids: Sequence[int] | None = None):
+    """(train, val) :class:`ImageLayoutDataset` of ``data_dir``, checked against ``config``.
+
+    ``train_ids``: train only on these images of the train split (``--train-subset``); the
+    validation split stays whole, so runs on different subsets are compared on the same images.
+    """
     from msgnet.data.format import open_dataset
     from msgnet.data.torch_dataset import ImageLayoutDataset
 
@@ -182,16 +186,18 @@ def open_image_datasets(config: VQVAEConfig, data_dir: Path):
         )
     if "train" not in info.splits or not info.splits["train"]:
         raise UsageError(f"{data_dir}: dataset {info.name!r} has no 'train' split")
-    train_set = ImageLayoutDataset(dataset, "train")
+    train_set = ImageLayoutDataset(dataset, "train", ids=train_ids)
     val_set = ImageLayoutDataset(dataset, "val") if info.splits.get("val") else []
     return train_set, val_set
 
 
 def train_vqvae(
-    preset: Preset, data_dir: Path, run_dir: Path, resume: bool = False, device: str | None = None
+    preset: Preset, data_dir: Path, run_dir: Path, resume: bool = False, device: str | None = None,
+    train_ids: Sequence[int] | None = None,
 ) -> Path:
-    """Train the preset's VQ-VAE on ``data_dir``; returns ``run_dir/vqvae`` (weights + config)."""
-    train_set, val_set = open_image_datasets(preset.vqvae, Path(data_dir))
+    """Train the preset's VQ-VAE on ``data_dir`` (only ``train_ids`` of its train split, if given);
+    returns ``run_dir/vqvae`` (weights + config)."""
+    train_set, val_set = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)
     seed_everything(preset.vqvae_train.seed)
     stage = VQVAEStage(preset.vqvae, seed=preset.vqvae_train.seed)
     result = train(stage, train_set, val_set, preset.vqvae_train, Path(run_dir), resume=resume, device=device)

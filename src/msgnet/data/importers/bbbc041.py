@@ -11,8 +11,9 @@ JSON files. Each JSON is a list of::
 schizont, gametocyte, and by default "difficult", making §4.3's five infected classes) are
 merged into class 1 "infected"; red blood cells, leukocytes and the background are class 0.
 Infected boxes are filled (later over earlier); images are downscaled to 256x256 and cut
-into 96x96 patches overlapping by 60%. training.json -> train and test.json -> val when
-both are given; otherwise the split is drawn by source image.
+into 96x96 patches overlapping by 60%. When both are given, test.json is the test split and
+training.json is drawn by source image into train and val (``--val-fraction``): the official
+test images are never used to select anything. A single JSON is drawn into all three splits.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ CLASS_NAMES = ["background", "infected"]
 
 
 def find_json_files(src: Path) -> list[tuple[Path, str | None]]:
-    """(JSON, fixed split) pairs: the official training/test lists of a folder, or one given JSON."""
+    """(JSON, fixed split) pairs: the official lists of a folder (test.json fixed to test), or one given JSON."""
     if src.is_file():
         return [(src, None)]
     if not src.is_dir():
         raise UsageError(f"{src}: no such file or folder")
     train, test = src / "training.json", src / "test.json"
     if train.is_file() and test.is_file():
-        return [(train, "train"), (test, "val")]
+        return [(train, None), (test, "test")]
     found = [p for p in (train, test) if p.is_file()]
     if not found:
         raise UsageError(f"{src}: no training.json or test.json (the BBBC041 malaria/ folder)")

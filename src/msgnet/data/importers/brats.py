@@ -36,6 +36,12 @@ MODALITIES = {"flair": ("flair", "t2f"), "t1ce": ("t1ce", "t1c", "t1gd"), "seg":
 TUMOUR_NAMES = ("necrotic-core", "edema", "enhancing")
 DEFAULT_LABELS = (1, 2, 4)
 PERCENTILES = (0.5, 99.5)
+# Geometric augmentations valid for axial slices. "flip" for the brain's left-right symmetry
+# (tumours occur on either side). No "rotate90": anatomy has an up (frontal lobe at the top
+# of every slice), and a quarter-turned slice is one no scan shows. Note that the vocabulary's
+# "flip" also covers the up-down flip, which is no more anatomical than a quarter turn; a
+# consumer that wants only plausible slices should flip brats left-right only.
+AUGMENTATIONS = ("flip", "affine")
 _NIFTI = re.compile(r"^(?P<stem>.+?)[-_](?P<mod>[a-z0-9]+)\.nii(\.gz)?$", re.IGNORECASE)
 
 

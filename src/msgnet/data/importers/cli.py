@@ -19,7 +19,13 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--name", default=None, help="dataset name [the --out folder name]")
     g.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of source images (or patients) for validation; their patches all go there [0.1]")
+    g.add_argument("--test-fraction", type=float, default=0.1,
+                   help="share of source images (or patients) held out for testing; 0: no test split, val then "
+                   "serves as test [0.1]")
     g.add_argument("--seed", type=int, default=0, help="seed of the split and of --max-per-source [0]")
+    g.add_argument("--augmentations", default=None, metavar="LIST|none",
+                   help="geometric augmentations valid for the data, from flip,rotate90,affine, or none "
+                   "[flip,rotate90,affine; brats: flip,affine]")
     g.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="convert grey <-> RGB to this many channels [keep; all images must agree]")
     g.add_argument("--skip-empty", action="store_true", help="drop images or tiles without any object")
@@ -80,7 +86,8 @@ def register_import(dsub: argparse._SubParsersAction) -> None:
     b = isub.add_parser("bbbc041", parents=[common], help="BBBC041 malaria blood smears (paper §4.3)",
                         description="BBBC041 (P. vivax malaria): infected stages -> class 1, red blood cells, "
                         "leukocytes and background -> 0; downscaled to 256x256, 96x96 patches with 60%% overlap. "
-                        "training.json -> train, test.json -> val when both exist.")
+                        "When both exist, test.json -> test and training.json -> train and val (by source "
+                        "image, --val-fraction).")
     b.add_argument("src", type=Path, help="the malaria/ folder (training.json, test.json, images/) or one JSON")
     b.add_argument("--images", type=Path, default=None, help="root that the JSON pathnames are relative to")
     b.add_argument("--difficult", choices=("infected", "background"), default="infected",
@@ -101,13 +108,19 @@ def register_import(dsub: argparse._SubParsersAction) -> None:
 
 
 # -- handlers -----------------------------------------------------------------------------
-def _options(args: argparse.Namespace):
-    from msgnet.data.importers.common import ImportOptions
+def _options(args: argparse.Namespace, default_augmentations: tuple[str, ...] | None = None):
+    """ImportOptions from the common flags; ``default_augmentations`` is the importer's own default."""
+    from msgnet.data.format import parse_augmentations
+    from msgnet.data.importers.common import GENERIC_AUGMENTATIONS, ImportOptions
 
+    if args.augmentations is not None:
+        augmentations = parse_augmentations(args.augmentations)
+    else:
+        augmentations = list(default_augmentations or GENERIC_AUGMENTATIONS)
     return ImportOptions(out=args.out, name=args.name or args.out.name, val_fraction=args.val_fraction,
-                         seed=args.seed, overwrite=args.overwrite, channels=args.channels,
-                         skip_empty=args.skip_empty, max_per_source=args.max_per_source,
-                         progress=not args.no_progress)
+                         test_fraction=args.test_fraction, seed=args.seed, overwrite=args.overwrite,
+                         channels=args.channels, skip_empty=args.skip_empty, max_per_source=args.max_per_source,
+                         progress=not args.no_progress, augmentations=augmentations)
 
 
 def _geometry(args: argparse.Namespace):
@@ -199,13 +212,14 @@ def _bbbc041(args: argparse.Namespace) -> int:
     infected = list(INFECTED) + (["difficult"] if difficult else [])
     meta = _meta("bbbc041", args, args.src, infected=infected,
                  background=["red blood cell", "leukocyte"] + ([] if difficult else ["difficult"]) + ["background"],
-                 split_rule="training.json -> train, test.json -> val when both given; else by source image")
+                 split_rule="test.json -> test, training.json -> train and val by source image when both "
+                 "given; else by source image")
     classes = make_classes(CLASS_NAMES, [(0, 0, 0), (255, 64, 64)])
     return _finish(write_import(sources, geometry, classes, _options(args), meta, str(args.src)))
 
 
 def _brats(args: argparse.Namespace) -> int:
-    from msgnet.data.importers.brats import brats_sources, class_names
+    from msgnet.data.importers.brats import AUGMENTATIONS, brats_sources, class_names
     from msgnet.data.importers.common import Geometry, make_classes, parse_size, write_import
 
     try:
@@ -224,4 +238,5 @@ def _brats(args: argparse.Namespace) -> int:
                  brats_labels={"necrotic-core": labels[0], "edema": labels[1], "enhancing": labels[2]},
                  slices="axial, even index z only, only slices with tumour; shown as rot90(volume[:, :, z])",
                  intensity="per volume and modality: clip to brain 0.5-99.5 percentiles, scale to 1..255, 0 outside")
-    return _finish(write_import(sources, geometry, make_classes(names, colours), _options(args), meta, str(args.src)))
+    options = _options(args, default_augmentations=AUGMENTATIONS)
+    return _finish(write_import(sources, geometry, make_classes(names, colours), options, meta, str(args.src)))

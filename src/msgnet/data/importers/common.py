@@ -19,13 +19,17 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from msgnet.data.format import ClassInfo, DatasetInfo, DatasetWriter, ObjectAnnotation
+from msgnet.data.format import ClassInfo, DatasetInfo, DatasetWriter, ObjectAnnotation, check_augmentations
 from msgnet.errors import DataError, UsageError
 from msgnet.layouts.boxes import boxes_to_layout
 from msgnet.layouts.render import default_palette
 
 PROVENANCE_FILE = "provenance.json"  # DIR/provenance.json: {"images": {id: {"source", "origin"}}}
 MODES = ("none", "resize", "center-crop", "tile")
+# Generic 2-D images (microscopy, satellite tiles, photos of smears) have no canonical
+# orientation: flips and quarter turns give images just as real as the originals.
+# Importers of data with an "up" (e.g. brats) declare less.
+GENERIC_AUGMENTATIONS = ("flip", "rotate90", "affine")
 Box = tuple[int, tuple[float, float, float, float]]  # (class id, [x, y, w, h]) in pixels, floats allowed
 
 
@@ -216,24 +220,45 @@ def make_classes(names: Sequence[str], colors: Sequence[Sequence[int]] | None = 
     ]
 
 
-def assign_splits(sources: Sequence[Source], val_fraction: float, seed: int, where: str) -> dict[str, str]:
-    """key -> split. Fixed splits are kept; the others are drawn by seed, whole sources at a time."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise UsageError(f"--val-fraction: must be in [0, 1), got {val_fraction}")
-    fixed = {s.key: s.split for s in sources if s.split is not None}
+def assign_splits(sources: Sequence[Source], val_fraction: float, test_fraction: float, seed: int,
+                  where: str) -> dict[str, str]:
+    """key -> "train" | "val" | "test", whole sources at a time.
+
+    Fixed splits (an official list) are kept, and a split that the input fixes for some
+    sources is not drawn from the others (BBBC041's test.json is the test split; its
+    training.json is drawn into train and val only). The rest are drawn by seed: a share
+    ``val_fraction`` to val, ``test_fraction`` to test, at least one source each when the
+    share is above 0. Val is drawn first from one seeded order, so the val sources are the
+    same as with ``--test-fraction 0`` (as imports made before the test split existed).
+    """
+    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise UsageError(f"{option}: must be in [0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise UsageError("--val-fraction, --test-fraction: together they must leave sources for training")
+    fixed = {s.key: str(s.split) for s in sources if s.split is not None}
     free = sorted({s.key for s in sources} - set(fixed))
-    out = {k: str(v) for k, v in fixed.items()}
+    out = dict(fixed)
     if not free:
         return out
-    n_val = int(round(val_fraction * len(free)))
-    if val_fraction > 0:
-        if len(free) < 2:
-            raise UsageError(f"{where}: only one source ({free[0]}); a validation split needs two "
-                             "(or give --val-fraction 0)")
-        n_val = min(max(n_val, 1), len(free) - 1)
-    order = np.random.default_rng(seed).permutation(len(free))
-    val_keys = {free[i] for i in order[:n_val]}
-    out.update({k: ("val" if k in val_keys else "train") for k in free})
+    shares = {split: share for split, share in (("val", val_fraction), ("test", test_fraction))
+              if share > 0 and split not in fixed.values()}
+    if len(free) < len(shares) + 1:
+        named = " and ".join(f"a {'validation' if k == 'val' else 'test'}" for k in shares)
+        options = " or ".join(f"--{k}-fraction 0" for k in shares)
+        raise UsageError(f"{where}: only {len(free)} source{'s' if len(free) > 1 else ''} ({', '.join(free)[:80]}); "
+                         f"a training split plus {named} split need {len(shares) + 1} (or give {options})")
+    counts = {k: max(1, int(round(v * len(free)))) for k, v in shares.items()}
+    while sum(counts.values()) > len(free) - 1:  # keep one source for training, shrink the largest share
+        largest = max(counts, key=lambda k: counts[k])
+        counts[largest] -= 1
+    order = [free[i] for i in np.random.default_rng(seed).permutation(len(free))]
+    start = 0
+    for split in ("val", "test"):
+        n = counts.get(split, 0)
+        out.update({k: split for k in order[start : start + n]})
+        start += n
+    out.update({k: "train" for k in order[start:]})
     return out
 
 
@@ -244,12 +269,15 @@ class ImportOptions:
     out: Path
     name: str
     val_fraction: float = 0.1
+    test_fraction: float = 0.1  # 0: no test split (val then serves as test)
     seed: int = 0
     overwrite: bool = False
     channels: int | None = None  # convert grey <-> RGB to this; None: all images must agree
     skip_empty: bool = False  # drop images whose layout is all background
     max_per_source: int | None = None  # random subset of patches per source (seeded)
     progress: bool = True
+    # Geometric augmentations declared valid (dataset.json "augmentations"); None: not declared.
+    augmentations: list[str] | None = field(default_factory=lambda: list(GENERIC_AUGMENTATIONS))
 
 
 @dataclass
@@ -261,7 +289,7 @@ class ImportReport:
 
     def to_text(self) -> str:
         total = sum(self.counts.values())
-        parts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
+        parts = ", ".join(f"{k} {v}" for k, v in self.counts.items() if v or k != "test")
         text = f"wrote {total} images ({parts}) from {self.sources} sources to {self.out}"
         if self.skipped_empty:
             text += f" ({self.skipped_empty} all-background images skipped)"
@@ -290,10 +318,12 @@ def write_import(
         raise UsageError(f"{where}: nothing to import")
     if options.out.exists() and not options.overwrite:
         raise UsageError(f"{options.out}: already exists (choose another --out, or --overwrite)")
-    splits = assign_splits(sources, options.val_fraction, options.seed, where)
+    if options.augmentations is not None:
+        check_augmentations(list(options.augmentations), "ImportOptions")
+    splits = assign_splits(sources, options.val_fraction, options.test_fraction, options.seed, where)
     rng = np.random.default_rng(options.seed)
     num_classes = max(c.id for c in classes) + 1
-    report = ImportReport(out=options.out, counts={"train": 0, "val": 0}, sources=len(sources))
+    report = ImportReport(out=options.out, counts={"train": 0, "val": 0, "test": 0}, sources=len(sources))
     writer: DatasetWriter | None = None
     provenance: dict[str, dict[str, str]] = {}  # image id -> its source, so splits can be audited
     channels = options.channels
@@ -316,10 +346,13 @@ def write_import(
                 check_classes(p.layout, num_classes, p.origin)
                 if writer is None:
                     info = DatasetInfo(name=options.name, image_size=tuple(p.layout.shape), channels=channels,  # type: ignore[arg-type]
-                                       classes=classes, splits={"train": [], "val": []},
+                                       classes=classes, splits={"train": [], "val": [], "test": []},
                                        source={**source_meta, "geometry": geometry.describe(),
-                                               "val_fraction": options.val_fraction, "seed": options.seed,
-                                               "split_by": "source"})
+                                               "val_fraction": options.val_fraction,
+                                               "test_fraction": options.test_fraction, "seed": options.seed,
+                                               "split_by": "source"},
+                                       augmentations=None if options.augmentations is None
+                                       else list(options.augmentations))
                     writer = DatasetWriter(options.out, info, overwrite=options.overwrite)
                 if p.layout.shape != writer.info.image_size:
                     h, w = writer.info.image_size

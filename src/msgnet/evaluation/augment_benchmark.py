@@ -1,0 +1,198 @@
+"""`msgnet eval augment` as a library call: open and check the inputs, run, write the JSON.
+
+Everything that can be refused is refused before the first U-Net trains: unreadable or
+incompatible sets, impossible subsets, an output that cannot be written, and a synthetic set
+whose generator saw real images the U-Net does not (extra real data would sneak in unseen).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from msgnet.augmentation.copy_paste import DESCRIPTION as COPY_PASTE_TEXT
+from msgnet.augmentation.standard import AugmentationSettings
+from msgnet.data.format import Dataset
+from msgnet.data.subsets import seeded_subset
+from msgnet.errors import UsageError
+from msgnet.evaluation.benchmark_verdict import verdict_for
+from msgnet.evaluation.dice import DICE_DEFINITION
+from msgnet.evaluation.unet_benchmark import (SETTING_KINDS, Arrays, BenchmarkData, make_settings, run_benchmark,
+                                              summarise)
+from msgnet.evaluation.unet_protocol import UNetProtocol
+
+
+@dataclass
+class AugmentRequest:
+    """What `msgnet eval augment` was asked to do."""
+
+    real: Path
+    synthetic: Path | None = None
+    subsets: list[int] | None = None  # None: the whole real training split
+    seeds: int = 3
+    ratios: list[float] = field(default_factory=lambda: [1.0])
+    settings: list[str] = field(default_factory=lambda: list(SETTING_KINDS))
+    protocol: UNetProtocol = field(default_factory=UNetProtocol)
+    device: str | None = None
+    external_generator: bool = False
+    json_path: Path | None = None
+    resume: bool = False
+    progress: bool = True
+
+
+def check_output(path: Path | None, resume: bool) -> None:
+    """Refuse an output that cannot be written before any work is done."""
+    if path is None:
+        if resume:
+            raise UsageError("--resume: needs --json (the results to continue)")
+        return
+    if path.exists() and path.is_dir():
+        raise UsageError(f"--json {path}: is a directory")
+    if path.exists() and not resume:
+        raise UsageError(f"--json {path}: already exists (--resume to continue it, or another path)")
+    if resume and not path.exists():
+        raise UsageError(f"--json {path}: nothing to resume (no such file)")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--json {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--json {path}: folder {parent} is not writable")
+
+
+def generator_check(syn: Dataset, real: Dataset, train_ids: Sequence[int]) -> tuple[bool | None, str]:
+    """Did the synthetic set's generator see only real images among ``train_ids``?
+
+    Returns (inside, one-line note); ``inside`` is None when the set does not record it.
+    """
+    from msgnet.data.provenance import generator_training
+
+    record = generator_training(syn.info)
+    if record is None or record.get("ids") is None:
+        return None, (f"{syn.root}: does not record which real images its generator was trained on; "
+                      "it may have seen real data the U-Net does not")
+    same_set = Path(str(record.get("dataset"))).resolve() == real.root.resolve()
+    outside = sorted(set(int(i) for i in record["ids"]) - set(int(i) for i in train_ids))
+    if same_set and not outside:
+        return True, f"generator trained on {len(record['ids'])} of these real training images"
+    where = record.get("dataset")
+    if not same_set:
+        return False, (f"external generator: trained on {len(record['ids'])} images of {where}, "
+                       "not on the U-Net's real training images")
+    return False, (f"external generator: trained on {len(outside)} real images outside the U-Net's "
+                   f"{len(train_ids)} (of {len(record['ids'])} it saw)")
+
+
+def _load_done(path: Path, protocol: UNetProtocol, real: Path, synthetic: Path | None) -> dict[str, dict]:
+    try:
+        old = json.loads(path.read_text())
+        runs = old["runs"]
+        assert isinstance(runs, dict)
+    except (OSError, json.JSONDecodeError, KeyError, AssertionError):
+        raise UsageError(f"--json {path}: not the JSON of `msgnet eval augment --json`") from None
+    if old.get("protocol") != json.loads(json.dumps(protocol.to_json())):
+        raise UsageError(f"--json {path}: written with another U-Net protocol; resume with the same options")
+    same_data = (old.get("real") == str(real)) and (old.get("synthetic") == (None if synthetic is None else str(synthetic)))
+    if not same_data:
+        raise UsageError(f"--json {path}: written for --real {old.get('real')} --synthetic {old.get('synthetic')}; "
+                         "resume with the same datasets")
+    return runs
+
+
+def _ratios_in(runs: dict[str, dict]) -> set[float]:
+    return {float(r["setting"].split("@")[1]) for r in runs.values() if "@" in r["setting"]}
+
+
+def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = print) -> dict:
+    """Open, check, run and (with ``json_path``) write the benchmark; returns the result."""
+    from msgnet.evaluation.inputs import check_compatible, load_ids, open_input, synthetic_ids
+    from msgnet.io import atomic_write_json
+    from msgnet.train.distributed import choose_device
+
+    protocol = req.protocol
+    protocol.validate()
+    if req.seeds < 1:
+        raise UsageError("--seeds: must be at least 1")
+    check_output(req.json_path, req.resume)
+    real = open_input(req.real, "--real")
+    syn = open_input(req.synthetic, "--synthetic") if req.synthetic is not None else None
+    if syn is not None:
+        check_compatible(real, syn)
+    select_split, test_split = real.evaluation_splits()
+    train_ids = real.ids("train")
+    subsets: list[int | None] = list(req.subsets) if req.subsets else [None]
+    id_sets = {n: (list(train_ids) if n is None else seeded_subset(train_ids, n)) for n in subsets}
+    generator: dict[str, dict] = {}
+    if syn is not None:
+        for n, ids in id_sets.items():
+            inside, note = generator_check(syn, real, ids)
+            generator[str(len(ids))] = {"inside": inside, "note": note}
+            if inside is not True and not req.external_generator:
+                raise UsageError(f"--synthetic {syn.root}: {note} (N={len(ids)}); give --external-generator "
+                                 "to compare anyway")
+    device = choose_device(req.device)
+    done = {}
+    if req.resume and req.json_path is not None:
+        done = _load_done(req.json_path, protocol, real.root, None if syn is None else syn.root)
+    augmentation = AugmentationSettings.for_dataset(real.info.augmentations)
+    settings = make_settings(req.settings, req.ratios, syn is not None)
+    if not settings:
+        raise UsageError("--settings: nothing to run (the synthetic settings need --synthetic)")
+    train = Arrays(*real.load_split("train"))
+    test = Arrays(*real.load_split(test_split))
+    monitor_split = select_split or test_split
+    monitor = test if monitor_split == test_split else Arrays(*real.load_split(monitor_split))
+    synthetic = Arrays(*load_ids(syn, synthetic_ids(syn))) if syn is not None else None
+    data = BenchmarkData(train, list(train_ids), test, monitor, select_split is not None, real.info.num_classes,
+                         synthetic)
+    head = {
+        "protocol": protocol.to_json(), "protocol_text": protocol.describe(),
+        "augmentation": augmentation.to_json(), "augmentation_text": augmentation.describe(),
+        "copy_paste_text": COPY_PASTE_TEXT, "dice_definition": DICE_DEFINITION,
+        "real": str(real.root), "synthetic": None if syn is None else str(syn.root),
+        "class_names": real.info.class_names, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "tested_on": f"real {test_split} split ({len(test)} images)",
+        "monitor": (f"real {monitor_split} split ({len(monitor)} images): learning curve and model selection "
+                    "(best checkpoint)" if select_split else
+                    f"real {monitor_split} split ({len(monitor)} images): learning curve only, no selection "
+                    "(the dataset has no separate test split, so val serves as test)"),
+        "seeds": list(range(req.seeds)), "ratios": list(req.ratios), "subsets": [len(v) for v in id_sets.values()],
+        "real_train_images": len(train_ids), "synthetic_images": None if synthetic is None else len(synthetic),
+        "generator": generator,
+    }
+    log("protocol: " + protocol.describe())
+    log("standard augmentation: " + augmentation.describe())
+    for n, g in generator.items():
+        log(f"synthetic set, N={n}: {g['note']}")
+    started = time.perf_counter()
+
+    def save(runs: dict[str, dict], final: bool) -> dict:
+        result = {**head, "complete": final, "runs": runs}
+        if final:
+            result["wall_seconds"] = round(time.perf_counter() - started, 1)
+            # Every setting found in the runs, also those of an earlier invocation resumed with other --settings.
+            every = make_settings(SETTING_KINDS, sorted(set(req.ratios) | _ratios_in(runs)), syn is not None)
+            entries = summarise(runs, every, real.info.num_classes)
+            for e in entries:
+                e["verdict"] = verdict_for(e)
+                e["generator_note"] = generator.get(str(e["n"]), {}).get("note")
+            result["results"] = entries
+        if req.json_path is not None:
+            atomic_write_json(req.json_path, result)
+        return result
+
+    partial: dict[str, dict] = dict(done)
+
+    def on_run(key: str, run: dict) -> None:
+        partial[key] = run
+        save(partial, final=False)
+
+    runs = run_benchmark(data, protocol, list(range(req.seeds)), subsets, settings, augmentation, device,
+                         subset_ids=lambda n: id_sets[n], done=done, on_run=on_run, progress=req.progress, log=log)
+    return save(runs, final=True)
