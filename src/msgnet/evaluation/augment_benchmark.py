@@ -173,16 +173,16 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
     started = time.perf_counter()
 
     def save(runs: dict[str, dict], final: bool) -> dict:
-        result = {**head, "complete": final, "runs": runs}
-        if final:
-            result["wall_seconds"] = round(time.perf_counter() - started, 1)
-            # Every setting found in the runs, also those of an earlier invocation resumed with other --settings.
-            every = make_settings(SETTING_KINDS, sorted(set(req.ratios) | _ratios_in(runs)), syn is not None)
-            entries = summarise(runs, every, real.info.num_classes)
-            for e in entries:
-                e["verdict"] = verdict_for(e)
-                e["generator_note"] = generator.get(str(e["n"]), {}).get("note")
-            result["results"] = entries
+        # The summary is rewritten after every training, so an interrupted benchmark still reads
+        # (marked "complete": false) and `--resume` finishes it.
+        result = {**head, "complete": final, "runs": runs, "wall_seconds": round(time.perf_counter() - started, 1)}
+        # Every setting found in the runs, also those of an earlier invocation resumed with other --settings.
+        every = make_settings(SETTING_KINDS, sorted(set(req.ratios) | _ratios_in(runs)), syn is not None)
+        entries = summarise(runs, every, real.info.num_classes)
+        for e in entries:
+            e["verdict"] = verdict_for(e)
+            e["generator_note"] = generator.get(str(e["n"]), {}).get("note")
+        result["results"] = entries
         if req.json_path is not None:
             atomic_write_json(req.json_path, result)
         return result

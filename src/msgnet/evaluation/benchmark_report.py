@@ -42,6 +42,8 @@ def format_benchmark(result: dict) -> str:
             f = entry["segmentation_fidelity"]
             lines.append(f"{'':>5} segmentation fidelity (real-only U-Net on the synthetic images): "
                          f"{fmt_mean_std(f['dice_mean'], f['dice_std'])}")
+    if not result.get("complete", True):
+        lines += ["", "INCOMPLETE: interrupted before every training ran (`--resume` finishes it)"]
     lines += ["", "verdict (gains paired by seed, 95% t-interval):"]
     for entry in result["results"]:
         lines += ["  " + v for v in format_verdict(entry["verdict"])]
