@@ -177,6 +177,12 @@ def test_cli_augment_low_data_curve_resume_and_report(tmp_path, capsys):
         assert needle in md
     for png in ("augment_dice_vs_n.png", "augment_real_curves.png"):
         assert (rep / png).stat().st_size > 1000
+    # the benchmark section alone, from the JSON only
+    alone = tmp_path / "alone"
+    assert main(["eval", "report", "--augment", str(out), "--out", str(alone)]) == 0
+    md = (alone / "report.md").read_text()
+    assert "Verdict" in md and "Coherency" not in md and (alone / "augment_dice_vs_n.png").is_file()
+    assert main(["eval", "report", "--real", str(real), "--out", str(alone)]) == 2
 
 
 def test_generator_outside_the_subset_is_refused_unless_external(tmp_path, capsys):

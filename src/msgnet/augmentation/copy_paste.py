@@ -99,6 +99,6 @@ def copy_paste_set(images: np.ndarray, layouts: np.ndarray, num: int, seed: int,
     return out_images, out_layouts
 
 
-DESCRIPTION = ("copy-paste: a real training image plus a random non-empty subset of the objects (layout "
+DESCRIPTION = ("a real training image plus a random non-empty subset of the objects (layout "
                "components) of another real training image, each pasted at a random position inside the image "
                "that covers no object; layout updated with the pasted pixels")

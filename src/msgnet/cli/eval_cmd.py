@@ -95,8 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     rep = esub.add_parser("report", help="Markdown + JSON report of everything that applies")
     rep.add_argument("--run", type=Path, default=None, help="training run folder (RUN/*/metrics.csv are plotted)")
-    rep.add_argument("--real", type=Path, required=True)
-    rep.add_argument("--synthetic", type=Path, required=True)
+    rep.add_argument("--real", type=Path, default=None, help="real dataset folder (needed unless only --augment)")
+    rep.add_argument("--synthetic", type=Path, default=None, help="generated dataset folder (likewise)")
     rep.add_argument("--out", type=Path, default=Path("eval-report"), help="report folder [eval-report]")
     rep.add_argument("--augment", type=Path, default=None,
                      help="reuse the JSON of an earlier `eval augment --out` instead of training U-Nets")

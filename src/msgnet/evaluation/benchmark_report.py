@@ -129,8 +129,10 @@ def markdown_section(result: dict, out: Path) -> list[str]:
     """The report's Markdown for a finished benchmark; writes its two plots into ``out``."""
     dice_png = plot_dice_vs_n(result, out / "augment_dice_vs_n.png")
     curves_png = plot_learning_curves(result, out / "augment_real_curves.png")
-    md = ["## U-Net augmentation benchmark", "",
-          f"Protocol: {result['protocol_text']}.", "",
+    md = ["## U-Net augmentation benchmark", ""]
+    if not result.get("complete", True):
+        md += ["**Incomplete**: the benchmark was interrupted before every training ran (`--resume` finishes it).", ""]
+    md += [f"Protocol: {result['protocol_text']}.", "",
           f"Standard augmentation: {result['augmentation_text']}.", "",
           f"Copy-paste: {result['copy_paste_text']}.", "",
           f"DICE: {result['dice_definition']}. Tested on the {result['tested_on']}; monitor: {result['monitor']}; "

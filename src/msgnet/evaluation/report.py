@@ -41,27 +41,16 @@ def _curves(run: Path | None, out: Path) -> list[dict]:
     return plots
 
 
-def build_report(args: argparse.Namespace, augment_request=None, log=print) -> Path:
-    """Write the report; ``augment_request`` (an AugmentRequest) runs the U-Net benchmark when no
-    ``--augment`` JSON is given and ``--no-augment`` is not set."""
-    from msgnet.evaluation.augment_benchmark import run_augment_benchmark
-    from msgnet.evaluation.benchmark_report import markdown_section
+def _quality_sections(real, syn, args: argparse.Namespace, out: Path, report: dict, md: list[str], log) -> None:
+    """Previews, rule coherency, annotation fidelity and FID/KID of a synthetic set against a real one."""
     from msgnet.evaluation.coherency import check_coherency
     from msgnet.evaluation.digit_classifier import digit_of_class, get_classifier
     from msgnet.evaluation.fid import compute_fid
     from msgnet.evaluation.fidelity import annotation_fidelity
-    from msgnet.evaluation.inputs import check_compatible, open_input, synthetic_ids
+    from msgnet.evaluation.inputs import synthetic_ids
 
-    real = open_input(args.real, "--real")
-    syn = open_input(args.synthetic, "--synthetic")
-    check_compatible(real, syn)
-    if args.augment is not None and not args.augment.is_file():
-        raise UsageError(f"--augment {args.augment}: no such file")
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "real": str(real.root), "synthetic": str(syn.root)}
-    md = ["# msgnet evaluation report", "", f"- real: `{real.root}` ({', '.join(f'{k} {len(v)}' for k, v in real.info.splits.items())})",
-          f"- synthetic: `{syn.root}` ({len(synthetic_ids(syn))} images used)", f"- created {report['created']}", ""]
+    md += [f"- real: `{real.root}` ({', '.join(f'{k} {len(v)}' for k, v in real.info.splits.items())})",
+           f"- synthetic: `{syn.root}` ({len(synthetic_ids(syn))} images used)", ""]
 
     md += ["## Previews", "", "Each image followed by its layout overlaid.", ""]
     report["previews"] = {"real": _preview(real, real.ids("val"), out / "preview_real.png"),
@@ -118,14 +107,39 @@ def build_report(args: argparse.Namespace, augment_request=None, log=print) -> P
                "Not computed: the classes are not the digits 0-9, and the only offline feature network is the "
                "in-project digit classifier.", ""]
 
+
+def build_report(args: argparse.Namespace, augment_request=None, log=print) -> Path:
+    """Write the report; ``augment_request`` (an AugmentRequest) runs the U-Net benchmark when no
+    ``--augment`` JSON is given and ``--no-augment`` is not set. Without ``--real``/``--synthetic``
+    (only ``--augment``), the report holds the benchmark section alone."""
+    from msgnet.evaluation.augment_benchmark import run_augment_benchmark
+    from msgnet.evaluation.benchmark_report import markdown_section
+    from msgnet.evaluation.inputs import check_compatible, open_input
+
+    if args.augment is not None and not args.augment.is_file():
+        raise UsageError(f"--augment {args.augment}: no such file")
+    if (args.real is None or args.synthetic is None) and args.augment is None:
+        raise UsageError("--real and --synthetic: both needed (or only --augment JSON, for the benchmark section)")
+    real = syn = None
+    if args.real is not None and args.synthetic is not None:
+        real = open_input(args.real, "--real")
+        syn = open_input(args.synthetic, "--synthetic")
+        check_compatible(real, syn)
     aug = None
     if args.augment is not None:
         try:
             aug = json.loads(args.augment.read_text())
             aug["results"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UsageError(f"--augment {args.augment}: not the JSON of a finished `msgnet eval augment --json`") from None
-    elif not args.no_augment and augment_request is not None:
+            raise UsageError(f"--augment {args.augment}: not the JSON of `msgnet eval augment --json`") from None
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "real": None if real is None else str(real.root), "synthetic": None if syn is None else str(syn.root)}
+    md = ["# msgnet evaluation report", "", f"- created {report['created']}", ""]
+    if real is not None and syn is not None:
+        _quality_sections(real, syn, args, out, report, md, log)
+    if aug is None and not args.no_augment and augment_request is not None and real is not None:
         log("U-Net benchmark ...")
         aug = run_augment_benchmark(augment_request, log=log)
     if aug is not None:
