@@ -4,7 +4,7 @@ Times ``--steps`` optimiser steps of the benchmark's U-Net (the default protocol
 Multi-MNIST-shaped batches of 32 real + 32 added images, standard augmentation on) twice per
 device, in the same process and interleaved round by round:
 
-* **msgnet**: ``msgnet.evaluation.unet_training.train_unet`` — data on the device as uint8,
+* **msgnet**: ``msgnet.evaluation.benchmark.training.train_unet`` — data on the device as uint8,
   batches gathered by index, augmentation on the device, loss read back only at curve
   points, bf16 autocast on CUDA;
 * **reference**: the loop the benchmark used before — batches assembled from numpy on the
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
-from msgnet.evaluation.exposure import make_plan
-from msgnet.evaluation.unet_protocol import UNetProtocol, build_unet
-from msgnet.evaluation.unet_training import DeviceSet, train_unet
+from msgnet.evaluation.benchmark.exposure import make_plan
+from msgnet.evaluation.benchmark.protocol import UNetProtocol, build_unet
+from msgnet.evaluation.benchmark.training import DeviceSet, train_unet
 
 
 def fake_set(n: int, size: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ def _write_squares(path, n_train=24, n_val=8, n_test=0, seed=0, size=16, generat
 
 
 def _toy_arrays(n=20, seed=0):
-    from msgnet.evaluation.unet_benchmark import Arrays
+    from msgnet.evaluation.benchmark.runner import Arrays
 
     rng = np.random.default_rng(seed)
     lay = np.zeros((n, 16, 16), dtype=np.uint8)
@@ -49,7 +49,7 @@ def _toy_arrays(n=20, seed=0):
 
 
 def test_equal_exposure_real_batches_identical_in_every_setting():
-    from msgnet.evaluation.exposure import make_plan
+    from msgnet.evaluation.benchmark.exposure import make_plan
 
     real_only = make_plan(100, 0, 32, None, 50, seed=3)
     augmented = make_plan(100, 0, 32, None, 50, seed=3)  # augmentation draws from its own generator
@@ -68,8 +68,8 @@ def test_equal_exposure_real_batches_identical_in_every_setting():
 
 def test_benchmark_records_the_same_real_batches_for_every_setting():
     from msgnet.augmentation.standard import AugmentationSettings
-    from msgnet.evaluation.unet_benchmark import BenchmarkData, make_settings, run_benchmark, summarise
-    from msgnet.evaluation.unet_protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.runner import BenchmarkData, make_settings, run_benchmark, summarise
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
     toy = _toy_arrays(28)
     data = BenchmarkData(toy.subset(range(16)), list(range(100, 116)), toy.subset(range(16, 22)),
@@ -94,7 +94,7 @@ def test_benchmark_records_the_same_real_batches_for_every_setting():
 
 
 def test_steps_have_a_floor_so_small_sets_converge():
-    from msgnet.evaluation.unet_protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
     p = UNetProtocol()
     assert p.steps(100) == p.min_steps  # 10 epochs of 100 images would be 40 steps
@@ -106,9 +106,9 @@ def test_trained_unet_beats_chance_and_dice_is_its_own(tmp_path):
     """A U-Net that learnt the easy toy task scores high on its validation split."""
     from msgnet.data.format import open_dataset
     from msgnet.evaluation.dice import dice_scores
-    from msgnet.evaluation.exposure import make_plan
-    from msgnet.evaluation.unet_protocol import UNetProtocol
-    from msgnet.evaluation.unet_training import DeviceSet, evaluate_dice, predict, train_unet
+    from msgnet.evaluation.benchmark.exposure import make_plan
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.training import DeviceSet, evaluate_dice, predict, train_unet
 
     torch.set_num_threads(2)
     ds = open_dataset(_write_squares(tmp_path / "sq", n_train=64, n_val=16))
@@ -125,7 +125,7 @@ def test_trained_unet_beats_chance_and_dice_is_its_own(tmp_path):
 
 
 def test_verdict_pairs_gains_by_seed():
-    from msgnet.evaluation.benchmark_verdict import format_verdict, paired_gain, verdict_for
+    from msgnet.evaluation.benchmark.verdict import format_verdict, paired_gain, verdict_for
 
     a = [{"seed": s, "dice": d} for s, d in enumerate([0.80, 0.70, 0.90])]
     b = [{"seed": s, "dice": d} for s, d in enumerate([0.75, 0.66, 0.84])]
@@ -214,8 +214,8 @@ def test_cli_refuses_an_unwritable_output_before_training(tmp_path, capsys):
 
 
 def test_old_sets_without_test_split_use_val_as_test_without_selection(tmp_path):
-    from msgnet.evaluation.augment_benchmark import AugmentRequest, run_augment_benchmark
-    from msgnet.evaluation.unet_protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.request import AugmentRequest, run_augment_benchmark
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
     real = _write_squares(tmp_path / "real", n_train=12, n_val=6)
     res = run_augment_benchmark(AugmentRequest(real=real, seeds=1, settings=["real"], progress=False,
@@ -229,8 +229,8 @@ def test_old_sets_without_test_split_use_val_as_test_without_selection(tmp_path)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_path_trains_on_the_device_and_agrees_with_the_plan():
     from msgnet.augmentation.standard import AugmentationSettings
-    from msgnet.evaluation.unet_benchmark import BenchmarkData, make_settings, run_benchmark
-    from msgnet.evaluation.unet_protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.runner import BenchmarkData, make_settings, run_benchmark
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
     toy = _toy_arrays(40)
     data = BenchmarkData(toy.subset(range(24)), list(range(24)), toy.subset(range(24, 32)),

@@ -15,8 +15,8 @@ def _ratios(text: str) -> list[float]:
         vals = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers like 0.5,1,2, got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError("ratios must be positive")
+    if not vals or any(not (0 < v < float("inf")) for v in vals):  # also refuses nan
+        raise argparse.ArgumentTypeError("ratios must be positive finite numbers")
     return vals
 
 
@@ -118,7 +118,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def _kinds(text: str) -> list[str]:
-    from msgnet.evaluation.unet_benchmark import SETTING_KINDS
+    from msgnet.evaluation.benchmark.runner import SETTING_KINDS
 
     vals = [v.strip() for v in text.split(",") if v.strip()]
     bad = [v for v in vals if v not in SETTING_KINDS]
@@ -128,8 +128,8 @@ def _kinds(text: str) -> list[str]:
 
 
 def _add_unet_options(p: argparse.ArgumentParser) -> None:
-    from msgnet.evaluation.unet_benchmark import SETTING_KINDS
-    from msgnet.evaluation.unet_protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.runner import SETTING_KINDS
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
     d = UNetProtocol()
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) [3]")
@@ -166,8 +166,8 @@ def _write_json(path: Path | None, obj: object) -> None:
 
 def augment_request(args: argparse.Namespace, json_path: Path | None, resume: bool):
     """The library request of `eval augment` (and of `eval report`, which runs the same benchmark)."""
-    from msgnet.evaluation.augment_benchmark import AugmentRequest
-    from msgnet.evaluation.unet_protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.request import AugmentRequest
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
     protocol = UNetProtocol(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size)
     return AugmentRequest(real=args.real, synthetic=args.synthetic, subsets=args.real_subset, seeds=args.seeds,
@@ -177,8 +177,8 @@ def augment_request(args: argparse.Namespace, json_path: Path | None, resume: bo
 
 
 def _augment(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.augment_benchmark import run_augment_benchmark
-    from msgnet.evaluation.benchmark_report import format_benchmark
+    from msgnet.evaluation.benchmark.request import run_augment_benchmark
+    from msgnet.evaluation.benchmark.report import format_benchmark
 
     result = run_augment_benchmark(augment_request(args, args.json, args.resume))
     print(format_benchmark(result))

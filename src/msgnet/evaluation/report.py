@@ -112,8 +112,8 @@ def build_report(args: argparse.Namespace, augment_request=None, log=print) -> P
     """Write the report; ``augment_request`` (an AugmentRequest) runs the U-Net benchmark when no
     ``--augment`` JSON is given and ``--no-augment`` is not set. Without ``--real``/``--synthetic``
     (only ``--augment``), the report holds the benchmark section alone."""
-    from msgnet.evaluation.augment_benchmark import run_augment_benchmark
-    from msgnet.evaluation.benchmark_report import markdown_section
+    from msgnet.evaluation.benchmark.request import run_augment_benchmark
+    from msgnet.evaluation.benchmark.report import markdown_section
     from msgnet.evaluation.inputs import check_compatible, open_input
 
     if args.augment is not None and not args.augment.is_file():

@@ -11,7 +11,7 @@ every seed, a MONAI U-Net learns to segment layouts in each setting:
 * ``augment+synthetic@R``  real + standard augmentation + generated pairs;
 * ``synthetic-only``       generated pairs only ("diversity" in Table 1).
 
-Every setting draws the same real batches step for step (:mod:`msgnet.evaluation.exposure`),
+Every setting draws the same real batches step for step (:mod:`msgnet.evaluation.benchmark.exposure`),
 trains for the same number of steps, is selected on the same validation split and tested on
 the same real test split. Results are written after every training, so ``--resume`` skips
 what is done.
@@ -28,10 +28,10 @@ import torch
 
 from msgnet.augmentation.copy_paste import copy_paste_set, cut_objects
 from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
-from msgnet.evaluation.exposure import make_plan
+from msgnet.evaluation.benchmark.exposure import make_plan
 from msgnet.evaluation.stats import mean_std
-from msgnet.evaluation.unet_protocol import UNetProtocol
-from msgnet.evaluation.unet_training import DeviceSet, evaluate_dice, train_unet
+from msgnet.evaluation.benchmark.protocol import UNetProtocol
+from msgnet.evaluation.benchmark.training import DeviceSet, evaluate_dice, train_unet
 
 
 @dataclass

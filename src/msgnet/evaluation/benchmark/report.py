@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from msgnet.evaluation.benchmark_verdict import format_verdict
+from msgnet.evaluation.benchmark.verdict import format_verdict
 from msgnet.evaluation.plots import SERIES_COLOURS, line_panel
 from msgnet.evaluation.stats import fmt_mean_std
 from msgnet.io import atomic_path

@@ -21,11 +21,11 @@ from msgnet.augmentation.standard import AugmentationSettings
 from msgnet.data.format import Dataset
 from msgnet.data.subsets import seeded_subset
 from msgnet.errors import UsageError
-from msgnet.evaluation.benchmark_verdict import verdict_for
+from msgnet.evaluation.benchmark.verdict import verdict_for
 from msgnet.evaluation.dice import DICE_DEFINITION
-from msgnet.evaluation.unet_benchmark import (SETTING_KINDS, Arrays, BenchmarkData, make_settings, run_benchmark,
+from msgnet.evaluation.benchmark.runner import (SETTING_KINDS, Arrays, BenchmarkData, make_settings, run_benchmark,
                                               summarise)
-from msgnet.evaluation.unet_protocol import UNetProtocol
+from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """One U-Net training of the benchmark, with everything on the device.
 
 Images and layouts live on the device as uint8 and are gathered by index each step
-(:mod:`msgnet.evaluation.exposure` decides the indices up front). The loss is summed on the
+(:mod:`msgnet.evaluation.benchmark.exposure` decides the indices up front). The loss is summed on the
 device and read back only at the curve's evaluation points, so a step never waits for the
 host. Every ``protocol.eval_every`` steps the U-Net is scored on a *monitor* split: that is
 the learning curve a reader uses to see convergence, and, where the dataset has a separate
@@ -22,8 +22,8 @@ import torch
 from tqdm import tqdm
 
 from msgnet.evaluation.dice import DiceAccumulator, DiceResult
-from msgnet.evaluation.exposure import ExposurePlan
-from msgnet.evaluation.unet_protocol import UNetProtocol, build_unet
+from msgnet.evaluation.benchmark.exposure import ExposurePlan
+from msgnet.evaluation.benchmark.protocol import UNetProtocol, build_unet
 
 
 @dataclass
