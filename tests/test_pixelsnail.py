@@ -10,7 +10,8 @@ import torch
 from msgnet.config import PixelSNAILConfig
 from msgnet.errors import UsageError
 from msgnet.models.layout_prior import LayoutPixelSNAIL
-from msgnet.models.pixelsnail import PixelSNAIL, load_prior
+from msgnet.models.pixelsnail import PixelSNAIL
+from msgnet.models.priors import load_prior
 from msgnet.nn.causal import CausalConv2d
 
 

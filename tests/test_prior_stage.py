@@ -13,7 +13,8 @@ from msgnet.config import load_preset
 from msgnet.errors import UsageError
 from msgnet.io import load_state_dict
 from msgnet.models.layout_prior import LayoutPixelSNAIL
-from msgnet.models.pixelsnail import PixelSNAIL, load_prior
+from msgnet.models.pixelsnail import PixelSNAIL
+from msgnet.models.priors import load_prior
 from msgnet.train.prior_stage import train_layout_prior, train_prior
 
 

@@ -33,6 +33,7 @@ from PIL import Image
 
 from msgnet.errors import DataError, UsageError
 from msgnet.io import atomic_path, read_json
+from msgnet.layouts.boxes import ObjectAnnotation, layout_to_objects  # noqa: F401 (ObjectAnnotation is part of the format's API)
 
 FORMAT_NAME = "msgnet-dataset"
 FORMAT_VERSION = 1
@@ -167,14 +168,6 @@ class DatasetInfo:
             rule=data.get("rule"),
             augmentations=check_augmentations(data.get("augmentations"), where),
         )
-
-
-@dataclass(frozen=True)
-class ObjectAnnotation:
-    """One object: its class and its box ``[x, y, w, h]`` in pixels."""
-
-    category_id: int
-    bbox: tuple[int, int, int, int]
 
 
 def image_name(image_id: int) -> str:
@@ -425,8 +418,6 @@ class DatasetWriter:
         mask: np.ndarray | None = None,
     ) -> int:
         """Add one image (H, W[, C] uint8) with its layout; objects default to the layout's components."""
-        from msgnet.layouts.boxes import layout_to_objects
-
         h, w = self.info.image_size
         if image.shape[:2] != (h, w) or layout.shape != (h, w):
             raise UsageError(f"image/layout of shape {image.shape}/{layout.shape} does not match {h}x{w}")

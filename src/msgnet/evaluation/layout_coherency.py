@@ -76,7 +76,7 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
     """
     import time
 
-    from msgnet.models.pixelsnail import load_prior
+    from msgnet.models.priors import load_prior
     from msgnet.sampling.cached import sample_cached
     from msgnet.sampling.run import read_run_info
     from msgnet.train.distributed import choose_device

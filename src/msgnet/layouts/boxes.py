@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from msgnet.data.format import ObjectAnnotation
+
+@dataclass(frozen=True)
+class ObjectAnnotation:
+    """One object: its class and its box ``[x, y, w, h]`` in pixels."""
+
+    category_id: int
+    bbox: tuple[int, int, int, int]
 
 
 def boxes_to_layout(

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msgnet.config import PixelSNAILConfig, from_dict
+from msgnet.config import PixelSNAILConfig
 from msgnet.errors import UsageError
-from msgnet.io import load_state_dict, read_model_config, save_model
+from msgnet.io import save_model
 from msgnet.nn.causal import CausalConv2d, WNConv2d
 from msgnet.nn.causal_attention import CausalSelfAttention
 from msgnet.nn.gated import GatedResBlock
@@ -201,37 +201,3 @@ class PixelSNAIL(nn.Module):
     def save(self, directory: Path | str) -> None:
         """Write ``model.safetensors`` + ``config.json`` (kind :attr:`kind`) into ``directory``."""
         save_model(self, self.config, directory, self.kind)
-
-
-def load_prior(directory: Path | str, map_location: str | torch.device = "cpu") -> PixelSNAIL:
-    """Rebuild a saved prior (:class:`PixelSNAIL` or ``LayoutPixelSNAIL``) from its directory.
-
-    The model comes back in eval mode. Raises :class:`UsageError` for anything unreadable.
-    """
-    from msgnet.models.layout_prior import LayoutPixelSNAIL
-
-    kinds: dict[str, type[PixelSNAIL]] = {
-        PixelSNAIL.kind: PixelSNAIL,
-        LayoutPixelSNAIL.kind: LayoutPixelSNAIL,
-    }
-    kind, data = read_model_config(directory)
-    if kind not in kinds:
-        raise UsageError(
-            f"{Path(directory) / 'config.json'}: kind {kind!r} is not a prior "
-            f"(expected one of {', '.join(kinds)})"
-        )
-    config = from_dict(PixelSNAILConfig, data, f"{Path(directory) / 'config.json'}")
-    model = kinds[kind](config)
-    state = load_state_dict(directory)
-    where = Path(directory) / "model.safetensors"
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise UsageError(f"{where}: weights do not match config.json ({first})") from None
-    if missing or unexpected:
-        raise UsageError(
-            f"{where}: weights do not match config.json "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
-    return model.to(map_location).eval()
