@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "msgnet.cli.codes_cmd",
     "msgnet.cli.vqvae_cmd",
     "msgnet.cli.sample_cmd",
+    "msgnet.cli.qc_cmd",
     "msgnet.cli.eval_cmd",
     "msgnet.cli.report_cmd",
 )

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from msgnet.cli.common import add_device_argument
+from msgnet.cli.qc_cmd import add_threshold_arguments, qc_settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layouts", default=None, metavar="DIR|COCO.json",
                    help="condition on these layouts (a msgnet dataset or COCO boxes) instead of sampling them")
     p.add_argument("--resume", action="store_true", help="complete an interrupted run into the same --out")
+    p.add_argument("--qc", action="store_true",
+                   help="quality control: keep sampling until --num pairs pass (see `msgnet qc`); writes qc.csv, "
+                   "qc.json, rejected.png and qc_histograms.png beside the pairs")
+    p.add_argument("--qc-real", type=Path, default=None, metavar="DIR",
+                   help="the real set to check against [the run's training data]")
+    p.add_argument("--qc-max-candidates", type=int, default=None, metavar="N",
+                   help="stop with a message after N candidates [20 x --num]")
+    add_threshold_arguments(p)
     add_device_argument(p)
     p.set_defaults(func=_sample)
 
@@ -41,6 +50,17 @@ def _sample(args: argparse.Namespace) -> int:
         temperature_codes=args.temperature_codes, batch_size=args.batch_size, sampler=args.sampler,
         layouts_from=args.layouts,
     )
-    out = generate(args.run, args.out, settings, resume=args.resume, device=args.device)
-    print(f"wrote {args.num} generated pairs to {out} (preview: {out / 'preview.png'})")
+    if not args.qc:
+        out = generate(args.run, args.out, settings, resume=args.resume, device=args.device)
+        print(f"wrote {args.num} generated pairs to {out} (preview: {out / 'preview.png'})")
+        return 0
+    from msgnet.qc.request import format_summary
+    from msgnet.sampling.checked import generate_checked
+
+    out, record = generate_checked(args.run, args.out, settings, qc_settings_from_args(args), real=args.qc_real,
+                                   segmenter_dir=args.segmenter, max_candidates=args.qc_max_candidates,
+                                   resume=args.resume, device=args.device)
+    print(format_summary(record))
+    print(f"wrote {args.num} generated pairs that pass quality control to {out} "
+          f"(qc.csv, rejected.png, preview.png)")
     return 0

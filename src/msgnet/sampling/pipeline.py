@@ -103,11 +103,14 @@ def load_given_layouts(source: str, info: DatasetInfo) -> list[np.ndarray]:
 class _PartialOutput:
     """``OUT.partial/``: images and layouts written so far plus a progress record."""
 
-    def __init__(self, out: Path, settings: GenerationSettings, run_dir: Path, resume: bool):
+    def __init__(self, out: Path, settings: GenerationSettings, run_dir: Path, resume: bool,
+                 record_extra: dict | None = None):
         self.out = out
         self.dir = out.with_name(out.name + ".partial")
         self.progress_path = self.dir / "progress.json"
-        record = {"settings": asdict(settings), "run": str(run_dir.resolve())}
+        # Through JSON once, so the comparison on --resume sees lists where tuples were.
+        record = json.loads(json.dumps({"settings": asdict(settings), "run": str(run_dir.resolve()),
+                                        **(record_extra or {})}))
         if out.exists():
             raise UsageError(f"{out}: already exists (choose another --out or remove it)")
         if self.dir.exists() and not resume:
@@ -117,7 +120,7 @@ class _PartialOutput:
                 state = json.loads(self.progress_path.read_text())
             except (OSError, json.JSONDecodeError):
                 raise UsageError(f"{self.progress_path}: unreadable; remove {self.dir} and start again") from None
-            if state.get("settings") != record["settings"] or state.get("run") != record["run"]:
+            if any(state.get(k) != v for k, v in record.items()):
                 raise UsageError(f"{self.progress_path}: was started with other settings or another run")
             self.state = state
         else:
@@ -135,7 +138,8 @@ class _PartialOutput:
         return batch_index in self.state["done_batches"]
 
     def write_batch(self, batch_index: int, first_id: int, images: np.ndarray, layouts: np.ndarray,
-                    seconds: float) -> None:
+                    seconds: float, extra: dict | None = None) -> None:
+        """Write a batch's pairs as ids ``first_id``...; ``extra`` updates the progress record with them."""
         for k, (img, lay) in enumerate(zip(images, layouts)):
             iid = first_id + k
             write_files(self.dir, iid, img, lay)
@@ -143,9 +147,12 @@ class _PartialOutput:
         # The progress record is written last: a batch counts only once all its files exist.
         self.state["done_batches"].append(batch_index)
         self.state["seconds"] += seconds
+        self.state.update(extra or {})
         self._save_progress()
 
-    def finish(self, info: DatasetInfo, preview_palette: np.ndarray) -> Path:
+    def finish(self, info: DatasetInfo, preview_palette: np.ndarray,
+               extra_files: Callable[[Path], None] | None = None) -> Path:
+        """Write annotations, dataset.json and the preview (and ``extra_files(dir)``), then move into place."""
         objects = {int(k): [ObjectAnnotation(int(c), tuple(b)) for c, b in v]  # type: ignore[misc]
                    for k, v in self.state["objects"].items()}
         ids = sorted(objects)
@@ -158,6 +165,8 @@ class _PartialOutput:
         h = info.image_size[0]
         save_png(pairs_grid(imgs, lays, preview_palette, columns=8), self.dir / "preview.png",
                  scale=max(1, 128 // h))
+        if extra_files is not None:
+            extra_files(self.dir)
         self.progress_path.unlink()
         os.replace(self.dir, self.out)
         return self.out
@@ -168,66 +177,104 @@ def _to_uint8_images(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Callable[..., torch.Tensor], b: int,
+                 n: int, given: list[np.ndarray] | None = None, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``b`` of a sampling run: images (n, H, W, C) and layouts (n, H, W), uint8.
+
+    Its randomness comes from a generator seeded by ``(seed, b)`` alone, so a batch is the same
+    whether or not the run was interrupted before it. ``given`` layouts are used from ``first`` on.
+    """
+    lat_h, lat_w = run.latent_hw
+    img_h, img_w = run.info.image_size
+    gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + b)
+    with torch.inference_mode():
+        if given is not None:
+            full = np.stack([given[(first + k) % len(given)] for k in range(n)])
+            small = torch.as_tensor(downsample_layout(full, (lat_h, lat_w), num_classes=run.info.num_classes)).long()
+        else:
+            small = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
+                           generator=gen, batch_size=n).cpu()
+            full = upsample_layout(small.numpy().astype(np.uint8), (img_h, img_w))
+        codes = sample(run.prior, n, condition=stack_layout(small).to(run.device),
+                       temperature=settings.temperature_codes, generator=gen, batch_size=n)
+        codes_attn, codes_conv = split_codes(codes.to(run.device))
+        images = _to_uint8_images(run.vqvae.decode_indices(codes_attn, codes_conv))
+    return images, np.asarray(full, dtype=np.uint8)
+
+
+@dataclass
+class SamplingJob:
+    """A sampling run opened for writing: the loaded models and the partial output it streams into."""
+
+    run_dir: Path
+    settings: GenerationSettings
+    run: GenerationRun
+    training: dict  # the generator's training images (msgnet.data.provenance)
+    given: list[np.ndarray] | None
+    partial: "_PartialOutput"
+    sample: Callable[..., torch.Tensor]
+
+    @classmethod
+    def open(cls, run_dir: Path | str, out: Path | str, settings: GenerationSettings, resume: bool = False,
+             device: str | None = None, record_extra: dict | None = None) -> "SamplingJob":
+        """Load the run and open ``OUT.partial/``; ``record_extra`` joins the settings a resume must match."""
+        settings.validate()
+        run_dir, out = Path(run_dir), Path(out)
+        run = load_generation_run(run_dir, need_layout_prior=settings.layouts_from is None, device=device)
+        # Which real images the generator saw, so a benchmark can check them (msgnet.data.provenance);
+        # read before sampling so that a damaged run record fails at once, not after the work.
+        training = generator_training_record(run_dir, run.info)
+        given = load_given_layouts(settings.layouts_from, run.info) if settings.layouts_from else None
+        if given is not None and not given:
+            raise UsageError(f"{settings.layouts_from}: holds no layouts")
+        partial = _PartialOutput(out, settings, run_dir, resume, record_extra)
+        return cls(run_dir, settings, run, training, given, partial, _sampler(settings.sampler))
+
+    def batch(self, b: int, n: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        return sample_batch(self.run, self.settings, self.sample, b, n, self.given, first)
+
+    def finish(self, extra_source: dict | None = None,
+               extra_files: Callable[[Path], None] | None = None) -> Path:
+        """Write the dataset's records (``extra_source`` joins its ``source``) and move it into place."""
+        info = self.run.info
+        info.source = {
+            "generated": True,
+            "generator": "msgnet",
+            "mode": "pre-msgnet (given layouts)" if self.given is not None else "msgnet (sampled layouts)",
+            "run": str(self.run_dir.resolve()),
+            "settings": asdict(self.settings),
+            "trained_on": info.name,
+            "sampling_seconds": round(self.partial.state["seconds"], 2),
+            **(extra_source or {}),
+            GENERATOR_TRAINING_KEY: self.training,  # last: its id list is long
+        }
+        info.name = f"{info.name}-generated"
+        return self.partial.finish(info, info.palette, extra_files)
+
+
 def generate(run_dir: Path | str, out: Path | str, settings: GenerationSettings, resume: bool = False,
              device: str | None = None, progress: bool = True) -> Path:
     """Sample ``settings.num`` image + annotation pairs from a trained run into dataset ``out``."""
-    settings.validate()
-    run_dir, out = Path(run_dir), Path(out)
-    run: GenerationRun = load_generation_run(run_dir, need_layout_prior=settings.layouts_from is None,
-                                             device=device)
-    # Which real images the generator saw, so a benchmark can check them (msgnet.data.provenance);
-    # read before sampling so that a damaged run record fails at once, not after the work.
-    training = generator_training_record(run_dir, run.info)
-    given = load_given_layouts(settings.layouts_from, run.info) if settings.layouts_from else None
-    if given is not None and not given:
-        raise UsageError(f"{settings.layouts_from}: holds no layouts")
-    partial = _PartialOutput(out, settings, run_dir, resume)
-    sample = _sampler(settings.sampler)
-    lat_h, lat_w = run.latent_hw
-    img_h, img_w = run.info.image_size
+    job = SamplingJob.open(run_dir, out, settings, resume, device)
     num_batches = (settings.num + settings.batch_size - 1) // settings.batch_size
     bar = tqdm(total=settings.num, desc=f"sampling ({settings.sampler})", unit="img", disable=not progress)
     done_before = sum(min(settings.batch_size, settings.num - b * settings.batch_size)
-                      for b in partial.state["done_batches"])
+                      for b in job.partial.state["done_batches"])
     bar.update(done_before)
     made, started = 0, time.perf_counter()
     for b in range(num_batches):
         first = b * settings.batch_size
         n = min(settings.batch_size, settings.num - first)
-        if partial.done(b):
+        if job.partial.done(b):
             continue
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + b)
-        with torch.inference_mode():
-            if given is not None:
-                full = np.stack([given[(first + k) % len(given)] for k in range(n)])
-                small = torch.as_tensor(downsample_layout(full, (lat_h, lat_w), num_classes=run.info.num_classes)).long()
-            else:
-                small = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
-                               generator=gen, batch_size=n).cpu()
-                full = upsample_layout(small.numpy().astype(np.uint8), (img_h, img_w))
-            codes = sample(run.prior, n, condition=stack_layout(small).to(run.device),
-                           temperature=settings.temperature_codes, generator=gen, batch_size=n)
-            codes_attn, codes_conv = split_codes(codes.to(run.device))
-            images = _to_uint8_images(run.vqvae.decode_indices(codes_attn, codes_conv))
-        partial.write_batch(b, first, images, np.asarray(full, dtype=np.uint8), time.perf_counter() - t0)
+        images, full = job.batch(b, n, first)
+        job.partial.write_batch(b, first, images, full, time.perf_counter() - t0)
         made += n
         bar.update(n)
         bar.set_postfix(samples_per_s=f"{made / max(time.perf_counter() - started, 1e-9):.2f}")
     bar.close()
-    info = run.info
-    info.source = {
-        "generated": True,
-        "generator": "msgnet",
-        "mode": "pre-msgnet (given layouts)" if given is not None else "msgnet (sampled layouts)",
-        "run": str(run_dir.resolve()),
-        "settings": asdict(settings),
-        "trained_on": run.info.name,
-        "sampling_seconds": round(partial.state["seconds"], 2),
-        GENERATOR_TRAINING_KEY: training,  # last: its id list is long
-    }
-    info.name = f"{run.info.name}-generated"
-    return partial.finish(info, info.palette)
+    return job.finish()
 
 
 def remove_partial(out: Path) -> None:

@@ -1,0 +1,1 @@
+"""Quality control of generated image + annotation pairs (``msgnet qc``, ``msgnet sample --qc``)."""

@@ -1,0 +1,159 @@
+"""Quality control of generated pairs against the real dataset they imitate.
+
+:class:`QualityControl` is prepared once per real dataset: it loads (or trains and caches) the
+consistency segmenter, indexes the real training images for the memorisation search, scores
+the real validation pairs and derives the thresholds from them
+(:mod:`msgnet.qc.thresholds`). Then :meth:`QualityControl.score` scores any batch of pairs and
+:meth:`QualityControl.reasons` says why each would be rejected. ``msgnet qc`` scores a
+generated set on disk; ``msgnet sample --qc`` scores every batch as it is sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from msgnet.data.format import Dataset
+from msgnet.data.rules import validate_rule
+from msgnet.errors import UsageError
+from msgnet.evaluation.benchmark.protocol import UNetProtocol
+from msgnet.evaluation.stats import wilson_interval
+from msgnet.qc.memorisation import NearestReal, pixel_vectors
+from msgnet.qc.scores import ScoreTable, consistency_columns, image_statistics, rule_column
+from msgnet.qc.segmenter import (QC_PROTOCOL, Segmenter, load_segmenter, save_segmenter, train_segmenter,
+                                 training_fingerprint)
+from msgnet.qc.thresholds import Thresholds, calibrate, real_distribution
+
+
+@dataclass(frozen=True)
+class QCSettings:
+    """How quality control is set up; ``overrides`` are hand-set thresholds (see Thresholds)."""
+
+    real_keep: float = 0.95
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    protocol: UNetProtocol = QC_PROTOCOL  # of the consistency segmenter
+
+    def to_json(self) -> dict[str, Any]:
+        return {"real_keep": self.real_keep, "overrides": dict(self.overrides), "seed": self.seed,
+                "segmenter_protocol": self.protocol.to_json()}
+
+
+def _images_nchw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+
+class QualityControl:
+    """Scores image + annotation pairs against one real dataset and decides which to keep."""
+
+    def __init__(self, real: Dataset, segmenter: Segmenter, reference: NearestReal, settings: QCSettings,
+                 progress: bool = True):
+        self.real = real
+        self.segmenter = segmenter
+        self.reference = reference
+        self.settings = settings
+        self.rule = validate_rule(real.info.rule, str(real.root / "dataset.json"))
+        self.num_classes = real.info.num_classes
+        self.progress = progress
+        val = real.load_split("val")
+        self.real_scores = self.score(*val)
+        self.thresholds: Thresholds = calibrate(self.real_scores, settings.real_keep, settings.overrides)
+        self.real_val_kept = float(self.thresholds.kept(self.real_scores).mean())
+        # Out of sample: the thresholds were fitted to val; the test split, where there is one, checks them.
+        self.real_test_kept: float | None = None
+        if real.info.splits.get("test"):
+            self.real_test_kept = float(self.thresholds.kept(self.score(*real.load_split("test"))).mean())
+
+    @classmethod
+    def prepare(cls, real: Dataset, segmenter_dir: Path, settings: QCSettings, device: torch.device,
+                reference_ids: Sequence[int] | None = None, progress: bool = True) -> "QualityControl":
+        """Load or train the segmenter (cached in ``segmenter_dir``) and index the reference images.
+
+        ``reference_ids``: the real training images to search for near-copies (the generator's
+        own training images when known); default the whole train split.
+        """
+        if not real.info.splits.get("val"):
+            raise UsageError(f"{real.root / 'dataset.json'}: quality control derives its thresholds from the "
+                             "'val' split, which is empty here")
+        train_ids = [int(i) for i in real.ids("train")]
+        images, layouts = real.load_split("train")
+        fingerprint = training_fingerprint(real.root, train_ids, settings.protocol, settings.seed)
+        segmenter = load_segmenter(segmenter_dir, fingerprint, device)
+        if segmenter is None:
+            print(f"qc: training the consistency segmenter on {len(train_ids)} real training pairs "
+                  f"(cached in {segmenter_dir})")
+            segmenter = train_segmenter((images, layouts), real.load_split("val"), real.info.num_classes, device,
+                                        fingerprint, settings.protocol, settings.seed, progress)
+            save_segmenter(segmenter, segmenter_dir)
+        rows = np.arange(len(train_ids))
+        if reference_ids is not None:
+            row_of = {iid: r for r, iid in enumerate(train_ids)}
+            missing = [i for i in reference_ids if int(i) not in row_of]
+            if missing:
+                raise UsageError(f"{real.root}: image {missing[0]} (a generator training image) is not in its "
+                                 "train split")
+            rows = np.array([row_of[int(i)] for i in reference_ids], dtype=np.int64)
+        ref_images = _images_nchw(images[rows])
+        _, feats = segmenter.segment(ref_images)
+        reference = NearestReal(np.asarray(train_ids, dtype=np.int64)[rows],
+                                pixel_vectors(ref_images).to(device), feats)
+        return cls(real, segmenter, reference, settings, progress)
+
+    def score(self, images: np.ndarray, layouts: np.ndarray) -> ScoreTable:
+        """Scores of pairs: images (N, H, W, C) uint8, layouts (N, H, W) uint8."""
+        h, w = self.real.info.image_size
+        if images.shape[1:3] != (h, w) or images.shape[3] != self.real.info.channels:
+            raise UsageError(f"pairs of shape {images.shape[1:]} do not match the real data "
+                             f"({h}x{w}, {self.real.info.channels} channel(s))")
+        x = _images_nchw(images)
+        pred, feats = self.segmenter.segment(x)
+        cols = consistency_columns(pred, layouts, self.num_classes)
+        cols["rule_broken"] = rule_column(self.rule, layouts)
+        cols.update(self.reference.nearest(pixel_vectors(x).to(self.segmenter.device), feats))
+        cols["contrast"], cols["saturation"] = image_statistics(images)
+        return ScoreTable(cols)
+
+    def reasons(self, table: ScoreTable) -> list[list[str]]:
+        return self.thresholds.reasons(table)
+
+    def describe(self) -> dict[str, Any]:
+        """Settings, thresholds and the real distributions they came from (for qc.json and dataset.json)."""
+        return {
+            "settings": self.settings.to_json(),
+            "real": str(self.real.root.resolve()),
+            "segmenter": {k: v for k, v in self.segmenter.record.items() if k != "protocol"},
+            "memorisation_reference_images": int(len(self.reference.ids)),
+            "thresholds": self.thresholds.to_json(),
+            "real_validation": {"pairs": len(self.real_scores), "kept": self.real_val_kept,
+                                "distribution": real_distribution(self.real_scores)},
+            "real_test_kept": self.real_test_kept,
+        }
+
+    def describe_text(self) -> str:
+        t = self.thresholds
+        dist = real_distribution(self.real_scores)
+        lines = [f"qc thresholds (real validation pairs: {len(self.real_scores)}, "
+                 f"{100 * self.real_val_kept:.1f}% of them kept"
+                 + (f"; real test pairs kept: {100 * self.real_test_kept:.1f}%" if self.real_test_kept is not None
+                    else "") + ")"]
+        for name, col in (("min_dice", "dice"), ("min_found_fraction", "found_fraction"),
+                          ("min_pixel_distance", "pixel_distance"), ("min_feature_distance", "feature_distance")):
+            d = dist[col]
+            lines.append(f"  {col:<17} reject below {getattr(t, name):.4f}  ({t.origin.get(name)}; real p1 "
+                         f"{d['p1']:.4f}, p5 {d['p5']:.4f}, p25 {d['p25']:.4f}, median {d['p50']:.4f})")
+        lines.append(f"  smallest object   reject below {t.min_object_pixels} px ({t.origin.get('min_object_pixels')})")
+        lines.append(f"  contrast          reject below {t.min_contrast:.4f} ({t.origin.get('min_contrast')})")
+        lines.append(f"  saturation        reject above {t.max_saturation:.4f} ({t.origin.get('max_saturation')})")
+        lines.append(f"  empty layouts     {'allowed' if t.allow_empty else 'rejected'}")
+        lines.append(f"  rule              {'none declared' if not self.rule else 'a pair that breaks it is rejected'}")
+        return "\n".join(lines)
+
+
+def pass_rate(kept: int, scored: int) -> dict[str, Any]:
+    lo, hi = wilson_interval(kept, scored)
+    return {"kept": kept, "scored": scored, "rate": kept / scored if scored else float("nan"),
+            "ci95": [lo, hi], "interval": "Wilson score, 95%"}

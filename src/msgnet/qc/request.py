@@ -1,0 +1,167 @@
+"""`msgnet qc` as a library call: score a generated set against its real data, keep what passes.
+
+Everything that can be refused is refused before the segmenter trains: unreadable or
+incompatible sets, an output that exists. The kept pairs form a valid dataset whose
+``dataset.json`` records the QC settings, thresholds and pass rate (95% interval).
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from msgnet.data.format import Dataset, DatasetInfo, DatasetWriter, open_dataset
+from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training
+from msgnet.errors import UsageError
+from msgnet.qc.checker import QCSettings, QualityControl, pass_rate
+from msgnet.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid, severity_order,
+                               write_summary)
+from msgnet.qc.scores import ScoreTable
+
+QC_KEY = "qc"
+REJECTED_SHOWN = 16
+SCORE_BATCH = 1024
+
+
+@dataclass
+class QCRequest:
+    """What `msgnet qc` was asked to do."""
+
+    data: Path
+    real: Path
+    out: Path | None = None
+    segmenter: Path | None = None
+    settings: QCSettings = field(default_factory=QCSettings)
+    device: str | None = None
+    progress: bool = True
+
+
+def check_compatible(g: DatasetInfo, where: Path, real: Dataset) -> None:
+    """Refuse generated pairs (described by ``g``, read from ``where``) that cannot be compared with ``real``."""
+    r = real.info
+    if g.image_size != r.image_size or g.channels != r.channels:
+        raise UsageError(f"{where}: images are {g.image_size[1]}x{g.image_size[0]}x{g.channels}, the real set's "
+                         f"{r.image_size[1]}x{r.image_size[0]}x{r.channels}")
+    unknown = sorted({c.id for c in g.classes} - {c.id for c in r.classes})
+    if unknown:
+        raise UsageError(f"{where}: class id {unknown[0]} is not a class of the real set {real.root}")
+
+
+def default_segmenter_dir(gen: Dataset, real: Dataset) -> Path:
+    """Beside the generator's run when the set names one (``RUN/qc/segmenter``), else in the real set's cache."""
+    run = gen.info.source.get("run") if isinstance(gen.info.source, dict) else None
+    if run and Path(run).is_dir():
+        return Path(run) / "qc" / "segmenter"
+    return real.root / ".cache" / "qc-segmenter"
+
+
+def reference_ids(gen: Dataset, real: Dataset) -> list[int] | None:
+    """The generator's own training images when the set records them and they are in ``real``."""
+    record = generator_training(gen.info)
+    if not record or record.get("ids") is None:
+        return None
+    if Path(str(record.get("dataset"))).resolve() != real.root.resolve():
+        return None
+    return [int(i) for i in record["ids"]]
+
+
+def qc_record(qc: QualityControl, rate: dict[str, Any], reasons: dict[str, int]) -> dict[str, Any]:
+    """What a kept set's dataset.json says about its quality control."""
+    return {**qc.describe(), "pass_rate": rate, "rejected_by": reasons}
+
+
+def count_reasons(reasons: list[list[str]]) -> dict[str, int]:
+    return dict(collections.Counter(r for rs in reasons for r in rs).most_common())
+
+
+def run_qc(req: QCRequest) -> dict[str, Any]:
+    """Score every pair of ``req.data``; write the report and, with ``req.out``, the kept set."""
+    from msgnet.train.distributed import choose_device
+
+    gen, real = open_dataset(req.data), open_dataset(req.real)
+    check_compatible(gen.info, gen.root / "dataset.json", real)
+    if req.out is not None and req.out.exists():
+        raise UsageError(f"{req.out}: already exists (choose another --out or remove it)")
+    device = choose_device(req.device)
+    qc = QualityControl.prepare(real, req.segmenter or default_segmenter_dir(gen, real), req.settings, device,
+                                reference_ids(gen, real), progress=req.progress)
+    print(qc.describe_text())
+    splits = [s for s, ids in gen.info.splits.items() if ids]
+    tables, ids, split_of, arrays = [], [], [], []
+    for split in splits:
+        images, layouts = gen.load_split(split)
+        for start in tqdm(range(0, len(images), SCORE_BATCH), desc=f"qc {split}", unit="batch",
+                          disable=not req.progress, leave=False):
+            tables.append(qc.score(images[start : start + SCORE_BATCH], layouts[start : start + SCORE_BATCH]))
+        ids += gen.ids(split)
+        split_of += [split] * len(images)
+        arrays.append((images, layouts))
+    table = ScoreTable.concat(tables)
+    images = np.concatenate([a[0] for a in arrays])
+    layouts = np.concatenate([a[1] for a in arrays])
+    reasons = qc.reasons(table)
+    kept = [i for i, r in enumerate(reasons) if not r]
+    rate = pass_rate(len(kept), len(reasons))
+    summary = {"generated": str(gen.root.resolve()), **qc_record(qc, rate, count_reasons(reasons))}
+    kept_ids: list[int | None] = [None] * len(reasons)
+    for new_id, k in enumerate(kept):
+        kept_ids[k] = new_id
+    report_dir = req.out if req.out is not None else gen.root / "qc"
+    writer = None
+    if req.out is not None:
+        info = gen.info
+        source = {k: v for k, v in info.source.items() if k != GENERATOR_TRAINING_KEY}
+        source["qc_of"] = str(gen.root.resolve())
+        source[QC_KEY] = qc_record(qc, rate, count_reasons(reasons))
+        if GENERATOR_TRAINING_KEY in info.source:
+            source[GENERATOR_TRAINING_KEY] = info.source[GENERATOR_TRAINING_KEY]  # last: its id list is long
+        info.source, info.splits = source, {}
+        if not kept:
+            raise UsageError(f"{gen.root}: no pair passed quality control ({count_reasons(reasons)}); "
+                             "nothing to write to --out")
+        writer = DatasetWriter(req.out, info)
+        for k in kept:
+            writer.add(split_of[k], images[k], layouts[k])
+        report_dir = writer.tmp
+    try:
+        write_reports(report_dir, qc, ids, table, reasons, kept_ids, images, layouts, real.info.palette, summary)
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    summary["report_dir"] = str(req.out if req.out is not None else report_dir)
+    return summary
+
+
+def write_reports(directory: Path, qc: QualityControl, ids: list[int], table: ScoreTable, reasons: list[list[str]],
+                  kept_ids: list[int | None], images: np.ndarray, layouts: np.ndarray, palette: np.ndarray,
+                  summary: dict[str, Any]) -> None:
+    """qc.csv, qc.json, rejected.png and qc_histograms.png into ``directory``."""
+    from msgnet.io import atomic_write_text
+
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / "qc.csv", csv_header() + csv_rows(ids, table, reasons, kept_ids))
+    worst = severity_order(table, reasons)[:REJECTED_SHOWN]
+    rejected_grid([images[i] for i in worst], [layouts[i] for i in worst],
+                  [pair_caption(table.row(int(i)), reasons[int(i)]) for i in worst], palette,
+                  directory / "rejected.png")
+    histograms_png(qc.real_scores, table, qc.thresholds.to_json(), directory / "qc_histograms.png")
+    write_summary(directory / "qc.json", summary)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    rate = summary["pass_rate"]
+    lo, hi = rate["ci95"]
+    lines = [f"qc: {rate['kept']} of {rate['scored']} pairs pass: {100 * rate['rate']:.1f}% "
+             f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%)"]
+    for reason, count in summary["rejected_by"].items():
+        lines.append(f"  {reason:<22} {count:>7} pairs  {100 * count / max(1, rate['scored']):5.1f}%")
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""The scores quality control gives every image + annotation pair, as columns of one table.
+
+* **consistency** — ``dice``: the pair's DICE between the consistency segmenter's prediction
+  and the pair's own layout (mean over the object classes present in either; background
+  excluded); ``objects`` / ``objects_found``: connected components of the layout, and how many
+  of them the segmenter labels with their own class on at least half of their pixels.
+* **rule** — ``rule_broken``: the parts of the dataset's rule (dataset.json ``"rule"``) the
+  pair breaks, ``""`` when it obeys, ``"n/a"`` when the dataset declares no rule.
+* **memorisation** — ``pixel_nn`` / ``pixel_distance`` and ``feature_nn`` / ``feature_distance``:
+  the nearest real training image and its distance (:mod:`msgnet.qc.memorisation`).
+* **degenerate output** — ``contrast`` (pixel standard deviation, 0-1), ``saturation`` (fraction
+  of pixels at full intensity), ``smallest_object`` (pixels of the smallest component, 0 if none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from msgnet.data.rules import rule_violations
+from msgnet.layouts.boxes import layout_to_objects
+
+FOUND_FRACTION = 0.5  # an object is "found" when its class covers at least this share of its pixels
+
+FLOAT_COLUMNS = ("dice", "found_fraction", "pixel_distance", "feature_distance", "contrast", "saturation")
+INT_COLUMNS = ("objects", "objects_found", "smallest_object", "pixel_nn", "feature_nn")
+TEXT_COLUMNS = ("rule_broken",)
+
+
+@dataclass
+class ScoreTable:
+    """One row per pair; ``columns`` maps a column name to a length-N numpy array."""
+
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def subset(self, idx: np.ndarray | Sequence[int]) -> "ScoreTable":
+        idx = np.asarray(idx, dtype=np.int64)
+        return ScoreTable({k: v[idx] for k, v in self.columns.items()})
+
+    @staticmethod
+    def concat(tables: Sequence["ScoreTable"]) -> "ScoreTable":
+        tables = [t for t in tables if len(t)]
+        if not tables:
+            return ScoreTable()
+        return ScoreTable({k: np.concatenate([t[k] for t in tables]) for k in tables[0].columns})
+
+    def row(self, i: int) -> dict[str, Any]:
+        return {k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in self.columns.items()}
+
+
+def pair_dice(pred: torch.Tensor, layout: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Per-pair DICE (N,) of class maps (N, H, W): mean over object classes present in either map.
+
+    A pair where neither map holds an object scores 1 (nothing to disagree on); an empty layout
+    is caught by the degenerate-output checks instead.
+    """
+    n, c = pred.shape[0], num_classes
+    key = (torch.arange(n, device=pred.device).view(n, 1, 1) * c + layout.long()) * c + pred.long()
+    joint = torch.bincount(key.reshape(-1), minlength=n * c * c).reshape(n, c, c).double()
+    tp = joint.diagonal(dim1=1, dim2=2)[:, 1:]
+    ref = joint.sum(2)[:, 1:]
+    prd = joint.sum(1)[:, 1:]
+    present = (ref + prd) > 0
+    dice = torch.where(present, 2 * tp / (ref + prd).clamp_min(1), torch.zeros_like(tp))
+    count = present.sum(1)
+    out = torch.where(count > 0, dice.sum(1) / count.clamp_min(1), torch.ones_like(count, dtype=dice.dtype))
+    return out.cpu().numpy()
+
+
+def objects_found(pred: np.ndarray, layout: np.ndarray) -> tuple[int, int, int]:
+    """(objects, found, smallest object's pixels) of one pair: components of each class of ``layout``."""
+    total = found = 0
+    smallest = 0
+    for cls in np.unique(layout):
+        if cls == 0:
+            continue
+        labels, count = ndimage.label(layout == cls)
+        if count == 0:
+            continue
+        area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        hit = np.bincount(labels[pred == cls], minlength=count + 1)[1:]
+        total += count
+        found += int((hit >= FOUND_FRACTION * area).sum())
+        small = int(area.min())
+        smallest = small if smallest == 0 else min(smallest, small)
+    return total, found, smallest
+
+
+def image_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(contrast, saturation) per image (N, H, W, C) uint8: pixel std in [0, 1], share of pixels at 255."""
+    flat = images.reshape(len(images), -1)
+    contrast = flat.astype(np.float32).std(axis=1) / 255.0
+    saturation = (flat == 255).mean(axis=1)
+    return contrast.astype(np.float64), saturation.astype(np.float64)
+
+
+def rule_column(rule: dict[str, Any] | None, layouts: np.ndarray) -> np.ndarray:
+    """Broken rule parts per pair, comma-joined; ``"n/a"`` for every pair when there is no rule."""
+    if not rule:
+        return np.array(["n/a"] * len(layouts), dtype=object)
+    needs_layout = "region" in rule
+    out = [",".join(rule_violations(rule, layout_to_objects(lay), lay if needs_layout else None))
+           for lay in layouts]
+    return np.array(out, dtype=object)
+
+
+def consistency_columns(pred: torch.Tensor, layouts: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
+    """``dice``, ``objects``, ``objects_found``, ``found_fraction``, ``smallest_object`` of a batch."""
+    lay_t = torch.from_numpy(np.ascontiguousarray(layouts)).to(pred.device)
+    dice = pair_dice(pred, lay_t, num_classes)
+    pred_np = pred.cpu().numpy()
+    counts = np.array([objects_found(p, lay) for p, lay in zip(pred_np, layouts)], dtype=np.int64).reshape(-1, 3)
+    objects, found = counts[:, 0], counts[:, 1]
+    fraction = np.where(objects > 0, found / np.maximum(objects, 1), 1.0)
+    return {"dice": dice, "objects": objects, "objects_found": found, "found_fraction": fraction,
+            "smallest_object": counts[:, 2]}

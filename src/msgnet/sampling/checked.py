@@ -1,0 +1,171 @@
+"""`msgnet sample --qc`: sample until ``num`` pairs pass quality control.
+
+Batches are drawn exactly as plain sampling draws them (batch ``b`` from a generator seeded by
+``(seed, b)``), every candidate is scored by :class:`msgnet.qc.checker.QualityControl`, and the
+passing ones are written in candidate order until ``num`` are kept; so a seed always gives the
+same pairs, and an interrupted run resumes to the same result. Every candidate, kept or not,
+gets a row in ``qc.csv``; the worst rejected ones are kept aside for ``rejected.png``.
+A cap on the number of candidates stops a run whose pass rate is too low, with the figures.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from msgnet.data.format import image_name, open_dataset, write_files
+from msgnet.errors import UsageError
+from msgnet.qc.checker import QCSettings, QualityControl, pass_rate
+from msgnet.qc.outputs import csv_header, csv_rows, histograms_png, pair_caption, read_csv_table, rejected_grid
+from msgnet.qc.request import QC_KEY, REJECTED_SHOWN, check_compatible, qc_record
+from msgnet.sampling.pipeline import GenerationSettings, SamplingJob
+from msgnet.sampling.run import read_run_info
+
+ROWS_FILE = "qc_rows.csv"
+WORST_DIR = "rejected"
+
+
+def run_training_data(run_dir: Path) -> tuple[Path, list[int] | None]:
+    """The real dataset a run was trained on and the ids it used (from RUN/dataset.json)."""
+    source = read_run_info(run_dir).source or {}
+    data = source.get("training_data")
+    if not data:
+        raise UsageError(f"{run_dir / 'dataset.json'}: does not record its training data; pass --qc-real DIR")
+    ids = source.get("training_ids")
+    return Path(data), (None if ids is None else [int(i) for i in ids])
+
+
+def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationSettings, qc_settings: QCSettings,
+                     real: Path | None = None, segmenter_dir: Path | None = None,
+                     max_candidates: int | None = None, resume: bool = False, device: str | None = None,
+                     progress: bool = True) -> tuple[Path, dict]:
+    """Sample until ``settings.num`` pairs pass QC; returns the dataset and its QC record.
+
+    ``real``: the real set to check against (default: the run's training data).
+    ``max_candidates``: stop after this many candidates (default ``20 x num``).
+    """
+    run_dir, out = Path(run_dir), Path(out)
+    recorded, training_ids = run_training_data(run_dir)
+    real_ds = open_dataset(real or recorded)
+    same_data = real is None or Path(real).resolve() == recorded.resolve()
+    cap = max_candidates if max_candidates is not None else 20 * settings.num
+    if cap < settings.num:
+        raise UsageError(f"--qc-max-candidates: {cap} is fewer than --num {settings.num}")
+    job = SamplingJob.open(run_dir, out, settings, resume, device,
+                           record_extra={"qc": qc_settings.to_json(), "qc_real": str(real_ds.root.resolve())})
+    check_compatible(job.run.info, job.run_dir / "dataset.json", real_ds)
+    qc = QualityControl.prepare(real_ds, segmenter_dir or run_dir / "qc" / "segmenter", qc_settings, job.run.device,
+                                training_ids if same_data else None, progress=progress)
+    print(qc.describe_text())
+    partial, num, bs = job.partial, settings.num, settings.batch_size
+    state = partial.state
+    for key, value in (("kept", 0), ("candidates", 0), ("csv_bytes", 0), ("worst", []), ("rejected_by", {})):
+        state.setdefault(key, value)
+    rows_path, worst_dir = partial.dir / ROWS_FILE, partial.dir / WORST_DIR
+    worst_dir.mkdir(exist_ok=True)
+    with open(rows_path, "a+b") as fh:  # rows of a batch that never completed are cut off
+        fh.truncate(state["csv_bytes"])
+    b = max(state["done_batches"], default=-1) + 1
+    bar = tqdm(total=num, initial=state["kept"], desc="sampling with qc", unit="pair", disable=not progress)
+    while state["kept"] < num:
+        if state["candidates"] >= cap:
+            bar.close()
+            rate = state["kept"] / max(1, state["candidates"])
+            raise UsageError(
+                f"{out}: only {state['kept']} of {num} pairs passed quality control in {state['candidates']} "
+                f"candidates (pass rate {100 * rate:.1f}%; most rejected for "
+                f"{', '.join(list(state['rejected_by'])[:3]) or 'nothing'}); the cap --qc-max-candidates {cap} "
+                f"is reached. Train the run longer, loosen the thresholds, or raise the cap and --resume")
+        t0 = time.perf_counter()
+        images, layouts = job.batch(b, bs, b * bs)
+        table = qc.score(images, layouts)
+        reasons = qc.reasons(table)
+        take = [k for k, r in enumerate(reasons) if not r][: num - state["kept"]]
+        kept_ids: list[int | None] = [None] * len(reasons)
+        for j, k in enumerate(take):
+            kept_ids[k] = state["kept"] + j
+        with open(rows_path, "ab") as fh:
+            fh.write(csv_rows([b * bs + k for k in range(len(reasons))], table, reasons, kept_ids).encode())
+            csv_bytes = fh.tell()
+        counts = collections.Counter(state["rejected_by"])
+        counts.update(r for rs in reasons for r in rs)
+        worst = _update_worst(state["worst"], b * bs, table, reasons, images, layouts, worst_dir)
+        partial.write_batch(b, state["kept"], images[take], layouts[take], time.perf_counter() - t0,
+                            extra={"kept": state["kept"] + len(take), "candidates": state["candidates"] + len(reasons),
+                                   "csv_bytes": csv_bytes, "worst": worst, "rejected_by": dict(counts.most_common())})
+        _prune(worst_dir, worst)  # only now: the saved record no longer names the dropped files
+        bar.update(len(take))
+        bar.set_postfix(pass_rate=f"{state['kept'] / max(1, state['candidates']):.2f}", refresh=False)
+        b += 1
+    bar.close()
+    rate = pass_rate(_passed(rows_path), state["candidates"])
+    record = qc_record(qc, rate, state["rejected_by"])
+    record["candidates"] = state["candidates"]
+
+    def write_qc_files(directory: Path) -> None:
+        from msgnet.qc.outputs import write_summary
+
+        (directory / "qc.csv").write_bytes(csv_header().encode() + (directory / ROWS_FILE).read_bytes())
+        (directory / ROWS_FILE).unlink()
+        shown = state["worst"]
+        pairs = [_read_pair(directory / WORST_DIR, w["candidate"]) for w in shown]
+        rejected_grid([p[0] for p in pairs], [p[1] for p in pairs], [w["caption"] for w in shown],
+                      job.run.info.palette, directory / "rejected.png")
+        for f in (directory / WORST_DIR).rglob("*.png"):
+            f.unlink()
+        for sub in ("images", "layouts", ""):
+            if (directory / WORST_DIR / sub).is_dir():
+                (directory / WORST_DIR / sub).rmdir()
+        generated, _ = read_csv_table(directory / "qc.csv")
+        histograms_png(qc.real_scores, generated, qc.thresholds.to_json(), directory / "qc_histograms.png")
+        write_summary(directory / "qc.json", {"generated": str(out.resolve()), **record})
+
+    return job.finish({QC_KEY: record}, write_qc_files), record
+
+
+def _passed(rows_path: Path) -> int:
+    """Candidates that passed (kept or surplus in the last batch), from the rows file."""
+    import csv
+
+    with open(rows_path, newline="") as fh:
+        return sum(1 for row in csv.reader(fh) if row and row[3] == "")
+
+
+def _update_worst(worst: list[dict], first_candidate: int, table, reasons, images: np.ndarray,
+                  layouts: np.ndarray, directory: Path) -> list[dict]:
+    """The REJECTED_SHOWN worst rejected candidates so far (most failed checks, then lowest DICE)."""
+    entries = list(worst)
+    for k, r in enumerate(reasons):
+        if r:
+            row = table.row(k)
+            entries.append({"candidate": first_candidate + k, "failed": len(r), "dice": float(row["dice"]),
+                            "caption": pair_caption(row, r), "_new": k})
+    entries.sort(key=lambda e: (-e["failed"], e["dice"], e["candidate"]))
+    top = entries[:REJECTED_SHOWN]
+    for e in top:
+        k = e.pop("_new", None)
+        if k is not None:
+            for sub in ("images", "layouts"):
+                (directory / sub).mkdir(exist_ok=True)
+            write_files(directory, e["candidate"], images[k], layouts[k])
+    return top
+
+
+def _prune(directory: Path, worst: list[dict]) -> None:
+    keep = {image_name(e["candidate"]) for e in worst}
+    for sub in ("images", "layouts"):
+        for f in (directory / sub).glob("*.png") if (directory / sub).is_dir() else []:
+            if f.name not in keep:
+                os.remove(f)
+
+
+def _read_pair(directory: Path, candidate: int) -> tuple[np.ndarray, np.ndarray]:
+    name = image_name(candidate)
+    img = np.asarray(Image.open(directory / "images" / name))
+    return (img if img.ndim == 3 else img[:, :, None]), np.asarray(Image.open(directory / "layouts" / name))

@@ -1,0 +1,227 @@
+"""Quality control of generated pairs: `msgnet qc` and `msgnet sample --qc`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from msgnet.cli import main
+from msgnet.data.format import DatasetWriter, ObjectAnnotation, open_dataset
+from msgnet.evaluation.benchmark.protocol import UNetProtocol
+from msgnet.layouts.boxes import boxes_to_layout
+from msgnet.qc.checker import QCSettings, QualityControl
+from msgnet.qc.request import QCRequest, run_qc
+from msgnet.qc.scores import ScoreTable, objects_found, pair_dice
+from msgnet.qc.thresholds import calibrate
+from tests.fixtures import tiny_info
+
+SIZE = 32
+RULE = {"object_count": {"min": 1, "max": 3}, "no_overlap": True}
+# Small enough to train in seconds, good enough to segment the intensity-coded rectangles below.
+FAST = UNetProtocol(channels=(8, 16, 32), strides=(2, 2), min_steps=400, epochs=1, batch_size=16, curve_points=4)
+
+
+def _pair(rng: np.random.Generator, num_classes: int = 4) -> tuple[np.ndarray, np.ndarray, list[ObjectAnnotation]]:
+    """1-3 non-overlapping rectangles; texture encodes the class (solid, stripes, checks), plus noise.
+
+    Texture rather than brightness: the U-Net's instance norm removes an image's absolute level."""
+    objects: list[ObjectAnnotation] = []
+    while len(objects) < int(rng.integers(1, 4)):
+        w, h = (int(v) for v in rng.integers(6, 12, size=2))
+        x, y = int(rng.integers(0, SIZE - w + 1)), int(rng.integers(0, SIZE - h + 1))
+        box = (x, y, w, h)
+        if all(x + w + 1 <= o.bbox[0] or o.bbox[0] + o.bbox[2] + 1 <= x or y + h + 1 <= o.bbox[1]
+               or o.bbox[1] + o.bbox[3] + 1 <= y for o in objects):
+            objects.append(ObjectAnnotation(int(rng.integers(1, num_classes)), box))
+    layout = boxes_to_layout(objects, (SIZE, SIZE))
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    texture = np.stack([np.zeros((SIZE, SIZE)), np.full((SIZE, SIZE), 200.0), 60 + 140.0 * (yy % 4 < 2),
+                        60 + 140.0 * ((yy // 2 + xx // 2) % 2)])
+    image = texture[layout, yy, xx] + 20 + rng.normal(0, 6, layout.shape)
+    image = image.clip(0, 255).astype(np.uint8)
+    return image[:, :, None], layout, objects
+
+
+def make_real(path: Path, rule: dict | None = RULE, n: tuple[int, int, int] = (240, 100, 100), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    info = tiny_info(SIZE, 1, 4, rule=rule)
+    with DatasetWriter(path, info) as writer:
+        for split, count in zip(("train", "val", "test"), n):
+            for _ in range(count):
+                image, layout, objects = _pair(rng)
+                writer.add(split, image, layout, objects=objects)
+    return path
+
+
+def make_generated(path: Path, pairs: list[tuple[np.ndarray, np.ndarray]], real_info) -> Path:
+    info = tiny_info(SIZE, 1, 4, rule=real_info.rule)
+    info.splits = {"train": []}
+    info.source = {"generated": True}
+    with DatasetWriter(path, info) as writer:
+        for image, layout in pairs:
+            writer.add("train", image, layout)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qc")
+    return make_real(root / "real"), root
+
+
+@pytest.fixture(scope="module")
+def prepared(real_set):
+    real, root = real_set
+    qc = QualityControl.prepare(open_dataset(real), root / "segmenter", QCSettings(protocol=FAST),
+                                __import__("torch").device("cpu"), progress=False)
+    return qc
+
+
+def _run(real: Path, gen: Path, root: Path, out: Path | None = None, **kw) -> dict:
+    req = QCRequest(data=gen, real=real, out=out, segmenter=root / "segmenter",
+                    settings=QCSettings(protocol=FAST, **kw), device="cpu", progress=False)
+    return run_qc(req)
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_pair_dice_and_objects_found_by_hand():
+    lay = np.zeros((1, 8, 8), np.uint8)
+    lay[0, :4, :4] = 1
+    pred = lay.copy()
+    pred[0, :4, :2] = 2  # half of the object called class 2
+    import torch
+
+    d = pair_dice(torch.from_numpy(pred), torch.from_numpy(lay), 3)[0]
+    # class 1: 2*8/(16+8) = 2/3; class 2: 0 (predicted, absent) -> mean 1/3
+    assert d == pytest.approx(1 / 3)
+    assert objects_found(pred[0], lay[0]) == (1, 1, 16)  # exactly half is still "found"
+    pred[0, :4, :3] = 2
+    assert objects_found(pred[0], lay[0]) == (1, 0, 16)
+
+
+def test_thresholds_keep_about_95_percent_of_real_validation_pairs(prepared):
+    qc = prepared
+    assert qc.segmenter.record["val_dice"] > 0.9  # the segmenter really learned the real pairs
+    assert 0.95 <= qc.real_val_kept <= 0.97
+    assert qc.real_test_kept is not None and qc.real_test_kept >= 0.85  # out of sample: the test split
+    assert 0.0 < qc.thresholds.percentile <= 5.0
+    assert qc.thresholds.min_dice > 0.3
+
+
+def test_calibration_meets_the_target_on_a_known_distribution():
+    rng = np.random.default_rng(1)
+    n = 2000
+    table = ScoreTable({
+        "dice": rng.uniform(0, 1, n), "found_fraction": np.ones(n), "pixel_distance": rng.uniform(0.1, 0.2, n),
+        "feature_distance": rng.uniform(0.5, 1.0, n), "objects": np.full(n, 2), "smallest_object": np.full(n, 40),
+        "contrast": np.full(n, 0.2), "saturation": np.zeros(n), "rule_broken": np.array([""] * n, dtype=object),
+    })
+    for target in (0.9, 0.95, 0.99):
+        t = calibrate(table, target)
+        kept = t.kept(table).mean()
+        assert target <= kept <= target + 0.01
+    t = calibrate(table, 0.95, {"min_dice": 0.5})
+    assert t.min_dice == 0.5 and t.origin["min_dice"] == "set by hand"
+    assert t.kept(table).mean() <= 0.5
+
+
+def test_swapped_images_are_rejected_originals_kept(real_set, prepared, tmp_path):
+    real, root = real_set
+    ds = open_dataset(real)
+    images, layouts = ds.load_split("test")
+    originals = [(images[i], layouts[i]) for i in range(40)]
+    swapped = []
+    for i in range(40):
+        j = (i + 7) % 40
+        if (layouts[i] != layouts[j]).mean() > 0.05:  # a swap between near-identical layouts is no swap
+            swapped.append((images[i], layouts[j]))
+    gen = make_generated(tmp_path / "gen", originals + swapped, ds.info)
+    summary = _run(real, gen, root, out=tmp_path / "kept")
+    rows = _csv(tmp_path / "kept" / "qc.csv")
+    assert len(rows) == len(originals) + len(swapped)
+    kept_originals = sum(r["kept"] == "1" for r in rows[:40])
+    assert kept_originals >= 36
+    for r in rows[40:]:
+        assert r["kept"] == "0" and ("inconsistent" in r["reasons"] or "objects-missing" in r["reasons"]), r
+    kept = open_dataset(tmp_path / "kept")
+    assert len(kept.ids("train")) == kept_originals == summary["pass_rate"]["kept"]
+    meta = json.loads((tmp_path / "kept" / "dataset.json").read_text())
+    qc = meta["source"]["qc"]
+    assert qc["pass_rate"]["scored"] == len(rows) and qc["pass_rate"]["ci95"][0] < qc["pass_rate"]["rate"]
+    assert qc["thresholds"]["min_dice"] > 0 and "real_validation" in qc
+    assert (tmp_path / "kept" / "rejected.png").is_file() and (tmp_path / "kept" / "qc_histograms.png").is_file()
+    assert main(["data", "info", str(tmp_path / "kept"), "--no-preview"]) == 0
+
+
+def test_exact_copies_of_training_images_are_flagged(real_set, prepared, tmp_path):
+    real, root = real_set
+    ds = open_dataset(real)
+    train_images, train_layouts = ds.load_split("train")
+    test_images, test_layouts = ds.load_split("test")
+    pairs = [(test_images[i], test_layouts[i]) for i in range(30)]
+    pairs += [(train_images[i], train_layouts[i]) for i in range(0, 100, 10)]
+    gen = make_generated(tmp_path / "gen", pairs, ds.info)
+    _run(real, gen, root)  # no --out: the report goes to GEN/qc/
+    rows = _csv(gen / "qc" / "qc.csv")
+    train_ids = ds.ids("train")
+    for k, r in enumerate(rows[30:]):
+        assert "near-copy-pixels" in r["reasons"] and "near-copy-features" in r["reasons"]
+        assert int(r["pixel_nn"]) == train_ids[10 * k] and float(r["pixel_distance"]) < 1e-3
+    flagged = sum("near-copy" in r["reasons"] for r in rows[:30])
+    assert flagged <= 3
+
+
+def test_degenerate_pairs_are_rejected(real_set, prepared):
+    qc = prepared
+    ds = open_dataset(real_set[0])
+    images, layouts = ds.load_split("test")
+    blank = np.zeros_like(images[:1])
+    empty_layout = np.zeros_like(layouts[:1])
+    tiny = layouts[:1].copy()
+    tiny[:] = 0
+    tiny[0, 0, 0] = 1
+    white = np.full_like(images[:1], 255)
+    table = qc.score(np.concatenate([blank, images[:1], images[:1], white]),
+                     np.concatenate([layouts[:1], empty_layout, tiny, layouts[:1]]))
+    reasons = qc.reasons(table)
+    assert "blank" in reasons[0]
+    assert "empty" in reasons[1]
+    assert "tiny-object" in reasons[2]
+    assert "saturated" in reasons[3]
+
+
+def test_a_set_without_a_rule_is_handled(tmp_path):
+    real = make_real(tmp_path / "real", rule=None, n=(120, 60, 0))
+    ds = open_dataset(real)
+    images, layouts = ds.load_split("val")
+    bad = layouts[:5].copy()
+    bad[:, :2, :] = 1  # would break a no-overlap rule if there were one
+    gen = make_generated(tmp_path / "gen", list(zip(images[:5], layouts[:5])), ds.info)
+    summary = _run(real, gen, tmp_path)
+    rows = _csv(gen / "qc" / "qc.csv")
+    assert all(r["rule_broken"] == "n/a" and "rule" not in r["reasons"] for r in rows)
+    assert summary["real_test_kept"] is None  # no test split: nothing out of sample to report
+
+
+def test_qc_cli_refuses_bad_input(tmp_path, capsys, real_set):
+    real, _ = real_set
+    assert main(["qc", "--data", str(tmp_path / "nope"), "--real", str(real)]) == 2
+    assert "nope" in capsys.readouterr().err
+    other = make_real(tmp_path / "other", n=(4, 2, 0))
+    info = json.loads((other / "dataset.json").read_text())
+    info["image_size"] = [16, 16]
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "dataset.json").write_text(json.dumps({**info, "splits": {"train": [0]}}))
+    assert main(["qc", "--data", str(tmp_path / "small"), "--real", str(real)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "16x16" in err
+    assert main(["qc", "--data", str(real), "--real", str(real), "--real-keep", "1.5"]) == 2
+    assert main(["qc", "--data", str(real), "--real", str(real), "--out", str(real)]) == 2
