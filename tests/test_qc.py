@@ -100,8 +100,11 @@ def test_pair_dice_and_objects_found_by_hand():
     import torch
 
     d = pair_dice(torch.from_numpy(pred), torch.from_numpy(lay), 3)[0]
-    # class 1: 2*8/(16+8) = 2/3; class 2: 0 (predicted, absent) -> mean 1/3
-    assert d == pytest.approx(1 / 3)
+    # pooled over classes: TP 8 (class 1); predicted object pixels 16, layout object pixels 16
+    assert d == pytest.approx(2 * 8 / 32)
+    pred2 = lay.copy()
+    pred2[0, 6, 6] = 2  # one stray pixel of an absent class costs one pixel's worth
+    assert pair_dice(torch.from_numpy(pred2), torch.from_numpy(lay), 3)[0] == pytest.approx(32 / 33)
     assert objects_found(pred[0], lay[0]) == (1, 1, 16)  # exactly half is still "found"
     pred[0, :4, :3] = 2
     assert objects_found(pred[0], lay[0]) == (1, 0, 16)
@@ -225,3 +228,71 @@ def test_qc_cli_refuses_bad_input(tmp_path, capsys, real_set):
     assert err.count("\n") == 1 and "16x16" in err
     assert main(["qc", "--data", str(real), "--real", str(real), "--real-keep", "1.5"]) == 2
     assert main(["qc", "--data", str(real), "--real", str(real), "--out", str(real)]) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from tests.fixtures import make_tiny_dataset
+
+    root = tmp_path_factory.mktemp("qc-run")
+    data = make_tiny_dataset(root / "data", n=40, size=16, channels=1, num_classes=3, n_val=12)
+    run = root / "run"
+    assert main(["train", "all", "--config", "tiny", "--data", str(data), "--run", str(run), "--device", "cpu"]) == 0
+    return data, run
+
+
+# The tiny run's pairs are rough: keep the checks that a rough pair can pass, so that some pass and some fail.
+LENIENT = ["--qc-steps", "100", "--min-dice", "0", "--min-found-fraction", "0", "--min-contrast", "0",
+           "--max-saturation", "1", "--min-object-pixels", "0"]
+
+
+def test_sample_qc_delivers_num_passing_pairs_deterministically_and_resumes(tiny_run, tmp_path):
+    _, run = tiny_run
+    args = ["sample", "--run", str(run), "--num", "6", "--batch-size", "4", "--seed", "3", "--qc", "--device", "cpu",
+            *LENIENT]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    a_images, a_layouts = open_dataset(tmp_path / "a").load_split("train")
+    assert a_images.shape[0] == 6
+    rows = _csv(tmp_path / "a" / "qc.csv")
+    assert [int(r["kept_id"]) for r in rows if r["kept_id"] != ""] == list(range(6))
+    assert all(r["reasons"] == "" for r in rows if r["kept_id"] != "")
+    assert all(r["kept"] == "0" for r in rows if r["reasons"])
+    meta = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert meta["source"]["qc"]["candidates"] == len(rows) and meta["source"]["qc"]["pass_rate"]["scored"] == len(rows)
+    assert main(["data", "info", str(tmp_path / "a"), "--no-preview"]) == 0
+    # the kept pairs are exactly the passing candidates of plain sampling with the same seed, in order
+    assert main(["sample", "--run", str(run), "--num", str(len(rows)), "--batch-size", "4", "--seed", "3",
+                 "--device", "cpu", "--out", str(tmp_path / "plain")]) == 0
+    plain_images, _ = open_dataset(tmp_path / "plain").load_split("train")
+    passing = [int(r["id"]) for r in rows if r["kept_id"] != ""]
+    assert np.array_equal(plain_images[passing], a_images)
+
+    from msgnet.sampling import pipeline
+
+    calls = {"n": 0}
+    original = pipeline._PartialOutput.write_batch
+
+    def failing(self, *a_, **k_):
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(self, *a_, **k_)
+
+    pipeline._PartialOutput.write_batch = failing
+    try:
+        assert main([*args, "--out", str(tmp_path / "c")]) == 130
+    finally:
+        pipeline._PartialOutput.write_batch = original
+    assert main([*args, "--out", str(tmp_path / "c"), "--resume"]) == 0
+    c_images, c_layouts = open_dataset(tmp_path / "c").load_split("train")
+    assert np.array_equal(a_images, c_images) and np.array_equal(a_layouts, c_layouts)
+    assert (tmp_path / "c" / "qc.csv").read_text() == (tmp_path / "a" / "qc.csv").read_text()
+
+
+def test_sample_qc_stops_at_the_cap_with_the_figures(tiny_run, tmp_path, capsys):
+    _, run = tiny_run
+    code = main(["sample", "--run", str(run), "--num", "4", "--batch-size", "4", "--qc", "--device", "cpu",
+                 "--qc-steps", "100", "--min-dice", "1.5", "--qc-max-candidates", "8", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "passed quality control in 8 candidates" in err and "inconsistent" in err
+    assert not (tmp_path / "x").exists()

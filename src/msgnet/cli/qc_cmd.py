@@ -27,11 +27,16 @@ def add_threshold_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--segmenter", type=Path, default=None, metavar="DIR",
                    help="where the consistency segmenter is cached [RUN/qc/segmenter]")
     g.add_argument("--qc-seed", type=int, default=0, help="seed of the consistency segmenter's training")
+    g.add_argument("--qc-steps", type=int, default=None, metavar="N",
+                   help="train the consistency segmenter for at least N steps (and one epoch) [1500]")
 
 
 def qc_settings_from_args(args: argparse.Namespace):
     from msgnet.errors import UsageError
+    import dataclasses
+
     from msgnet.qc.checker import QCSettings
+    from msgnet.qc.segmenter import QC_PROTOCOL
     from msgnet.qc.thresholds import parse_overrides
 
     if not 0.0 < args.real_keep <= 1.0:
@@ -39,7 +44,12 @@ def qc_settings_from_args(args: argparse.Namespace):
     names = ("min_dice", "min_found_fraction", "min_pixel_distance", "min_feature_distance", "min_object_pixels",
              "min_contrast", "max_saturation")
     overrides = parse_overrides({n: getattr(args, n) for n in names})
-    return QCSettings(real_keep=args.real_keep, overrides=overrides, seed=args.qc_seed)
+    protocol = QC_PROTOCOL
+    if args.qc_steps is not None:
+        if args.qc_steps < 1:
+            raise UsageError("--qc-steps: must be at least 1")
+        protocol = dataclasses.replace(QC_PROTOCOL, min_steps=args.qc_steps)
+    return QCSettings(real_keep=args.real_keep, overrides=overrides, seed=args.qc_seed, protocol=protocol)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

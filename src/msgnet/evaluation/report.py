@@ -58,6 +58,13 @@ def _quality_sections(real, syn, args: argparse.Namespace, out: Path, report: di
     md += [f"Real (validation): ![real]({report['previews']['real']})", "",
            f"Synthetic: ![synthetic]({report['previews']['synthetic']})", ""]
 
+    from msgnet.qc.report import find_qc, qc_section
+
+    qc_dir = find_qc(syn.root)
+    if qc_dir is not None:
+        report["qc"], qc_lines = qc_section(qc_dir, out)
+        md += qc_lines
+
     log("coherency ...")
     coh_real = check_coherency(real, ["val"], progress=False)
     coh_syn = check_coherency(syn, progress=False)

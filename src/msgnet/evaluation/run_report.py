@@ -60,6 +60,7 @@ def stage_summary(run: Path, stage: str, title: str) -> dict[str, Any] | None:
 def samples_summary(run: Path, samples: Path) -> dict[str, Any]:
     from msgnet.data.format import open_dataset
     from msgnet.evaluation.coherency import check_coherency
+    from msgnet.qc.report import find_qc, qc_section
 
     ds = open_dataset(samples)
     src = ds.info.source
@@ -72,6 +73,9 @@ def samples_summary(run: Path, samples: Path) -> dict[str, Any]:
         (run / "report").mkdir(parents=True, exist_ok=True)
         shutil.copy2(samples / "preview.png", run / "report" / "samples_preview.png")
         out["preview"] = "report/samples_preview.png"
+    qc_dir = find_qc(samples)
+    if qc_dir is not None:
+        out["qc"], out["qc_markdown"] = qc_section(qc_dir, run / "report", "report")
     if ds.info.rule:
         coh = check_coherency(ds, progress=False)
         out["rule"] = ds.info.rule.get("description", ds.info.rule)
@@ -127,6 +131,7 @@ def write_run_report(run: Path, samples: Path | None, timings: dict[str, float])
         if sample_info.get("preview"):
             lines += ["Each image is followed by its generated layout overlaid on it:", "",
                       f"![samples]({sample_info['preview']})", ""]
+        lines += ["#" + line if line.startswith("## ") else line for line in sample_info.pop("qc_markdown", [])]
     md = run / "report.md"
     atomic_write_text(md, "\n".join(lines))
     atomic_write_json(run / "report.json", {"timings": timings, "stages": stages, "samples": sample_info})

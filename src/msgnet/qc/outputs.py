@@ -81,7 +81,7 @@ def rejected_grid(images: Sequence[np.ndarray], layouts: Sequence[np.ndarray], c
         return None
     tiles = []
     for img, lay, cap in zip(images, layouts, captions):
-        scale = max(1, 96 // img.shape[0])
+        scale = max(1, 128 // img.shape[0])  # wide enough for the caption
         pair = np.concatenate([to_rgb(img), overlay(img, lay, palette)], axis=1)
         pair = np.asarray(Image.fromarray(pair).resize((pair.shape[1] * scale, pair.shape[0] * scale), Image.NEAREST))
         tiles.append(_caption(pair, cap))

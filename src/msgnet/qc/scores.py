@@ -1,8 +1,7 @@
 """The scores quality control gives every image + annotation pair, as columns of one table.
 
 * **consistency** — ``dice``: the pair's DICE between the consistency segmenter's prediction
-  and the pair's own layout (mean over the object classes present in either; background
-  excluded); ``objects`` / ``objects_found``: connected components of the layout, and how many
+  and the pair's own layout (pooled over its object classes; background excluded); ``objects`` / ``objects_found``: connected components of the layout, and how many
   of them the segmenter labels with their own class on at least half of their pixels.
 * **rule** — ``rule_broken``: the parts of the dataset's rule (dataset.json ``"rule"``) the
   pair breaks, ``""`` when it obeys, ``"n/a"`` when the dataset declares no rule.
@@ -59,21 +58,19 @@ class ScoreTable:
 
 
 def pair_dice(pred: torch.Tensor, layout: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Per-pair DICE (N,) of class maps (N, H, W): mean over object classes present in either map.
+    """Per-pair DICE (N,) of class maps (N, H, W), pooled over the object classes of the pair:
+    ``2 * sum_c TP_c / sum_c (|pred = c| + |layout = c|)`` for c >= 1.
 
-    A pair where neither map holds an object scores 1 (nothing to disagree on); an empty layout
-    is caught by the degenerate-output checks instead.
+    Pooled rather than averaged per class: a stray blob of a class the layout lacks then costs
+    what its pixels weigh, instead of a whole class's worth. A pair where neither map holds an
+    object scores 1 (nothing to disagree on); an empty layout is caught by the degenerate checks.
     """
     n, c = pred.shape[0], num_classes
     key = (torch.arange(n, device=pred.device).view(n, 1, 1) * c + layout.long()) * c + pred.long()
     joint = torch.bincount(key.reshape(-1), minlength=n * c * c).reshape(n, c, c).double()
-    tp = joint.diagonal(dim1=1, dim2=2)[:, 1:]
-    ref = joint.sum(2)[:, 1:]
-    prd = joint.sum(1)[:, 1:]
-    present = (ref + prd) > 0
-    dice = torch.where(present, 2 * tp / (ref + prd).clamp_min(1), torch.zeros_like(tp))
-    count = present.sum(1)
-    out = torch.where(count > 0, dice.sum(1) / count.clamp_min(1), torch.ones_like(count, dtype=dice.dtype))
+    tp = joint.diagonal(dim1=1, dim2=2)[:, 1:].sum(1)
+    total = joint.sum(2)[:, 1:].sum(1) + joint.sum(1)[:, 1:].sum(1)
+    out = torch.where(total > 0, 2 * tp / total.clamp_min(1), torch.ones_like(total))
     return out.cpu().numpy()
 
 
