@@ -13,10 +13,10 @@ from msgnet.cli import main
 from msgnet.data.format import DatasetWriter, ObjectAnnotation, open_dataset
 from msgnet.evaluation.benchmark.protocol import UNetProtocol
 from msgnet.layouts.boxes import boxes_to_layout
-from msgnet.qc.checker import QCSettings, QualityControl
-from msgnet.qc.request import QCRequest, run_qc
-from msgnet.qc.scores import ScoreTable, objects_found, pair_dice
-from msgnet.qc.thresholds import calibrate
+from msgnet.evaluation.qc.checker import QCSettings, QualityControl
+from msgnet.evaluation.qc.request import QCRequest, run_qc
+from msgnet.evaluation.qc.scores import ScoreTable, objects_found, pair_dice
+from msgnet.evaluation.qc.thresholds import calibrate
 from tests.fixtures import tiny_info
 
 SIZE = 32

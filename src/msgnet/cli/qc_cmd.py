@@ -17,7 +17,8 @@ def add_threshold_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-found-fraction", type=float, default=None,
                    help="reject a pair in which the segmenter finds a smaller share of its objects")
     g.add_argument("--min-pixel-distance", type=float, default=None,
-                   help="flag a near-copy: RMS pixel distance to the nearest training image below this")
+                   help="flag a near-copy: pixel distance, sqrt(2 - 2 x correlation), to the nearest training "
+                   "image below this")
     g.add_argument("--min-feature-distance", type=float, default=None,
                    help="flag a near-copy: segmenter-feature distance to the nearest training image below this")
     g.add_argument("--min-object-pixels", type=int, default=None, help="reject objects smaller than this")
@@ -35,9 +36,9 @@ def qc_settings_from_args(args: argparse.Namespace):
     from msgnet.errors import UsageError
     import dataclasses
 
-    from msgnet.qc.checker import QCSettings
-    from msgnet.qc.segmenter import QC_PROTOCOL
-    from msgnet.qc.thresholds import parse_overrides
+    from msgnet.evaluation.qc.checker import QCSettings
+    from msgnet.evaluation.qc.segmenter import QC_PROTOCOL
+    from msgnet.evaluation.qc.thresholds import parse_overrides
 
     if not 0.0 < args.real_keep <= 1.0:
         raise UsageError("--real-keep: must be in (0, 1]")
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _qc(args: argparse.Namespace) -> int:
-    from msgnet.qc.request import QCRequest, format_summary, run_qc
+    from msgnet.evaluation.qc.request import QCRequest, format_summary, run_qc
 
     req = QCRequest(data=args.data, real=args.real, out=args.out, segmenter=args.segmenter,
                     settings=qc_settings_from_args(args), device=args.device)

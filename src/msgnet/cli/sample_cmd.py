@@ -54,7 +54,7 @@ def _sample(args: argparse.Namespace) -> int:
         out = generate(args.run, args.out, settings, resume=args.resume, device=args.device)
         print(f"wrote {args.num} generated pairs to {out} (preview: {out / 'preview.png'})")
         return 0
-    from msgnet.qc.request import format_summary
+    from msgnet.evaluation.qc.request import format_summary
     from msgnet.sampling.checked import generate_checked
 
     out, record = generate_checked(args.run, args.out, settings, qc_settings_from_args(args), real=args.qc_real,

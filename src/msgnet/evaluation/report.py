@@ -58,7 +58,7 @@ def _quality_sections(real, syn, args: argparse.Namespace, out: Path, report: di
     md += [f"Real (validation): ![real]({report['previews']['real']})", "",
            f"Synthetic: ![synthetic]({report['previews']['synthetic']})", ""]
 
-    from msgnet.qc.report import find_qc, qc_section
+    from msgnet.evaluation.qc.report import find_qc, qc_section
 
     qc_dir = find_qc(syn.root)
     if qc_dir is not None:

@@ -60,7 +60,7 @@ def stage_summary(run: Path, stage: str, title: str) -> dict[str, Any] | None:
 def samples_summary(run: Path, samples: Path) -> dict[str, Any]:
     from msgnet.data.format import open_dataset
     from msgnet.evaluation.coherency import check_coherency
-    from msgnet.qc.report import find_qc, qc_section
+    from msgnet.evaluation.qc.report import find_qc, qc_section
 
     ds = open_dataset(samples)
     src = ds.info.source

@@ -1,7 +1,7 @@
 """`msgnet sample --qc`: sample until ``num`` pairs pass quality control.
 
 Batches are drawn exactly as plain sampling draws them (batch ``b`` from a generator seeded by
-``(seed, b)``), every candidate is scored by :class:`msgnet.qc.checker.QualityControl`, and the
+``(seed, b)``), every candidate is scored by :class:`msgnet.evaluation.qc.checker.QualityControl`, and the
 passing ones are written in candidate order until ``num`` are kept; so a seed always gives the
 same pairs, and an interrupted run resumes to the same result. Every candidate, kept or not,
 gets a row in ``qc.csv``; the worst rejected ones are kept aside for ``rejected.png``.
@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from msgnet.data.format import image_name, open_dataset, write_files
 from msgnet.errors import UsageError
-from msgnet.qc.checker import QCSettings, QualityControl, pass_rate
-from msgnet.qc.outputs import csv_header, csv_rows, histograms_png, pair_caption, read_csv_table, rejected_grid
-from msgnet.qc.request import QC_KEY, REJECTED_SHOWN, check_compatible, qc_record
+from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
+from msgnet.evaluation.qc.outputs import csv_header, csv_rows, histograms_png, pair_caption, read_csv_table, rejected_grid
+from msgnet.evaluation.qc.request import QC_KEY, REJECTED_SHOWN, check_compatible, qc_record
 from msgnet.sampling.pipeline import GenerationSettings, SamplingJob
 from msgnet.sampling.run import read_run_info
 
@@ -109,7 +109,7 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
     record["candidates"] = state["candidates"]
 
     def write_qc_files(directory: Path) -> None:
-        from msgnet.qc.outputs import write_summary
+        from msgnet.evaluation.qc.outputs import write_summary
 
         (directory / "qc.csv").write_bytes(csv_header().encode() + (directory / ROWS_FILE).read_bytes())
         (directory / ROWS_FILE).unlink()

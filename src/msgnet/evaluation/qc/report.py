@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from msgnet.qc.outputs import read_csv_table
+from msgnet.evaluation.qc.outputs import read_csv_table
 
 QC_FILES = ("qc.json", "qc.csv")
 
@@ -62,7 +62,8 @@ def qc_section(qc_dir: Path, out: Path, link_dir: str = "") -> tuple[dict[str, A
                      f"{d['p1']:.3f} / {d['p5']:.3f} / {d['p50']:.3f} | "
                      f"{_pct(table[col], 5):.3f} / {_pct(table[col], 50):.3f} |")
     lines += ["", f"Memorisation: nearest real training image of each generated one (of "
-              f"{summary.get('memorisation_reference_images')} searched); pixel RMS distance min "
+              f"{summary.get('memorisation_reference_images')} searched); "
+              f"pixel distance (sqrt(2 - 2 x correlation)) min "
               f"{memo['pixel_distance']['min']:.4f}, median {memo['pixel_distance']['median']:.4f} (real unseen "
               f"images: median {real['distribution']['pixel_distance']['p50']:.4f}); "
               f"{memo['pixel_distance']['flagged']} flagged as near-copies in pixels, "

@@ -3,7 +3,7 @@
 :class:`QualityControl` is prepared once per real dataset: it loads (or trains and caches) the
 consistency segmenter, indexes the real training images for the memorisation search, scores
 the real validation pairs and derives the thresholds from them
-(:mod:`msgnet.qc.thresholds`). Then :meth:`QualityControl.score` scores any batch of pairs and
+(:mod:`msgnet.evaluation.qc.thresholds`). Then :meth:`QualityControl.score` scores any batch of pairs and
 :meth:`QualityControl.reasons` says why each would be rejected. ``msgnet qc`` scores a
 generated set on disk; ``msgnet sample --qc`` scores every batch as it is sampled.
 """
@@ -22,11 +22,11 @@ from msgnet.data.rules import validate_rule
 from msgnet.errors import UsageError
 from msgnet.evaluation.benchmark.protocol import UNetProtocol
 from msgnet.evaluation.stats import wilson_interval
-from msgnet.qc.memorisation import NearestReal, pixel_vectors
-from msgnet.qc.scores import ScoreTable, consistency_columns, image_statistics, rule_column
-from msgnet.qc.segmenter import (QC_PROTOCOL, Segmenter, load_segmenter, save_segmenter, train_segmenter,
+from msgnet.evaluation.qc.memorisation import NearestReal, pixel_vectors
+from msgnet.evaluation.qc.scores import ScoreTable, consistency_columns, image_statistics, rule_column
+from msgnet.evaluation.qc.segmenter import (QC_PROTOCOL, Segmenter, load_segmenter, save_segmenter, train_segmenter,
                                  training_fingerprint)
-from msgnet.qc.thresholds import Thresholds, calibrate, real_distribution
+from msgnet.evaluation.qc.thresholds import Thresholds, calibrate, real_distribution
 
 
 @dataclass(frozen=True)

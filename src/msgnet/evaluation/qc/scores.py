@@ -1,12 +1,13 @@
 """The scores quality control gives every image + annotation pair, as columns of one table.
 
 * **consistency** — ``dice``: the pair's DICE between the consistency segmenter's prediction
-  and the pair's own layout (pooled over its object classes; background excluded); ``objects`` / ``objects_found``: connected components of the layout, and how many
-  of them the segmenter labels with their own class on at least half of their pixels.
+  and the pair's own layout (pooled over its object classes; background excluded);
+  ``objects`` / ``objects_found``: connected components of the layout, and how many of them
+  the segmenter labels with their own class on at least half of their pixels.
 * **rule** — ``rule_broken``: the parts of the dataset's rule (dataset.json ``"rule"``) the
   pair breaks, ``""`` when it obeys, ``"n/a"`` when the dataset declares no rule.
 * **memorisation** — ``pixel_nn`` / ``pixel_distance`` and ``feature_nn`` / ``feature_distance``:
-  the nearest real training image and its distance (:mod:`msgnet.qc.memorisation`).
+  the nearest real training image and its distance (:mod:`msgnet.evaluation.qc.memorisation`).
 * **degenerate output** — ``contrast`` (pixel standard deviation, 0-1), ``saturation`` (fraction
   of pixels at full intensity), ``smallest_object`` (pixels of the smallest component, 0 if none).
 """

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from msgnet.data.format import Dataset, DatasetInfo, DatasetWriter, open_dataset
 from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training
 from msgnet.errors import UsageError
-from msgnet.qc.checker import QCSettings, QualityControl, pass_rate
-from msgnet.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid, severity_order,
+from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
+from msgnet.evaluation.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid, severity_order,
                                write_summary)
-from msgnet.qc.scores import ScoreTable
+from msgnet.evaluation.qc.scores import ScoreTable
 
 QC_KEY = "qc"
 REJECTED_SHOWN = 16

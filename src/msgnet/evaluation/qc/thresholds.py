@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from msgnet.errors import UsageError
-from msgnet.qc.scores import ScoreTable
+from msgnet.evaluation.qc.scores import ScoreTable
 
 GRADED = {  # threshold name -> score column (reject when the score is below the threshold)
     "min_dice": "dice",

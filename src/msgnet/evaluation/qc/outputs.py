@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from msgnet.io import atomic_write_text
 from msgnet.layouts.render import grid, overlay, save_png, to_rgb
-from msgnet.qc.scores import FLOAT_COLUMNS, INT_COLUMNS, TEXT_COLUMNS, ScoreTable
+from msgnet.evaluation.qc.scores import FLOAT_COLUMNS, INT_COLUMNS, TEXT_COLUMNS, ScoreTable
 
 CSV_COLUMNS = ("id", "kept", "kept_id", "reasons") + FLOAT_COLUMNS[:2] + ("objects", "objects_found") + \
     TEXT_COLUMNS + ("pixel_nn", "pixel_distance", "feature_nn", "feature_distance", "contrast", "saturation",
