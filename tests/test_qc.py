@@ -162,6 +162,12 @@ def test_swapped_images_are_rejected_originals_kept(real_set, prepared, tmp_path
     assert qc["thresholds"]["min_dice"] > 0 and "real_validation" in qc
     assert (tmp_path / "kept" / "rejected.png").is_file() and (tmp_path / "kept" / "qc_histograms.png").is_file()
     assert main(["data", "info", str(tmp_path / "kept"), "--no-preview"]) == 0
+    # eval report shows the QC section of a kept set: pass rate, thresholds, both figures
+    assert main(["eval", "report", "--real", str(real), "--synthetic", str(tmp_path / "kept"), "--no-augment",
+                 "--out", str(tmp_path / "rep"), "--device", "cpu"]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Quality control of the generated pairs" in md and f"{kept_originals} of {len(rows)} scored" in md
+    assert (tmp_path / "rep" / "qc_rejected.png").is_file() and (tmp_path / "rep" / "qc_histograms.png").is_file()
 
 
 def test_exact_copies_of_training_images_are_flagged(real_set, prepared, tmp_path):
@@ -260,6 +266,11 @@ def test_sample_qc_delivers_num_passing_pairs_deterministically_and_resumes(tiny
     meta = json.loads((tmp_path / "a" / "dataset.json").read_text())
     assert meta["source"]["qc"]["candidates"] == len(rows) and meta["source"]["qc"]["pass_rate"]["scored"] == len(rows)
     assert main(["data", "info", str(tmp_path / "a"), "--no-preview"]) == 0
+    assert main(["report", "--run", str(run), "--samples", str(tmp_path / "a")]) == 0
+    md = (run / "report.md").read_text()
+    assert "### Quality control of the generated pairs" in md and f"of {len(rows)} scored pairs pass" in md
+    # the grid of the worst rejected pairs exists exactly when some candidate was rejected
+    assert (run / "report" / "qc_rejected.png").is_file() == any(r["reasons"] for r in rows)
     # the kept pairs are exactly the passing candidates of plain sampling with the same seed, in order
     assert main(["sample", "--run", str(run), "--num", str(len(rows)), "--batch-size", "4", "--seed", "3",
                  "--device", "cpu", "--out", str(tmp_path / "plain")]) == 0
@@ -296,3 +307,12 @@ def test_sample_qc_stops_at_the_cap_with_the_figures(tiny_run, tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "passed quality control in 8 candidates" in err and "inconsistent" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_sample_qc_refuses_an_incompatible_real_set_and_leaves_nothing(tiny_run, tmp_path, capsys):
+    _, run = tiny_run
+    real = make_real(tmp_path / "real32", n=(8, 4, 0))  # 32x32: the run makes 16x16 images
+    code = main(["sample", "--run", str(run), "--num", "2", "--qc", "--qc-real", str(real), "--device", "cpu",
+                 "--out", str(tmp_path / "o")])
+    assert code == 2 and "32x32" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()

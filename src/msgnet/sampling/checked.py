@@ -24,7 +24,7 @@ from msgnet.errors import UsageError
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
 from msgnet.evaluation.qc.outputs import csv_header, csv_rows, histograms_png, pair_caption, read_csv_table, rejected_grid
 from msgnet.evaluation.qc.request import QC_KEY, REJECTED_SHOWN, check_compatible, qc_record
-from msgnet.sampling.pipeline import GenerationSettings, SamplingJob
+from msgnet.sampling.pipeline import GenerationSettings, SamplingJob, remove_partial
 from msgnet.sampling.run import read_run_info
 
 ROWS_FILE = "qc_rows.csv"
@@ -59,13 +59,19 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
         raise UsageError(f"--qc-max-candidates: {cap} is fewer than --num {settings.num}")
     job = SamplingJob.open(run_dir, out, settings, resume, device,
                            record_extra={"qc": qc_settings.to_json(), "qc_real": str(real_ds.root.resolve())})
-    check_compatible(job.run.info, job.run_dir / "dataset.json", real_ds)
-    qc = QualityControl.prepare(real_ds, segmenter_dir or run_dir / "qc" / "segmenter", qc_settings, job.run.device,
-                                training_ids if same_data else None, progress=progress)
+    try:
+        check_compatible(job.run.info, job.run_dir / "dataset.json", real_ds)
+        qc = QualityControl.prepare(real_ds, segmenter_dir or run_dir / "qc" / "segmenter", qc_settings,
+                                    job.run.device, training_ids if same_data else None, progress=progress)
+    except UsageError:
+        if not job.partial.state["done_batches"]:
+            remove_partial(out)  # refused before anything was sampled: leave nothing behind
+        raise
     print(qc.describe_text())
     partial, num, bs = job.partial, settings.num, settings.batch_size
     state = partial.state
-    for key, value in (("kept", 0), ("candidates", 0), ("csv_bytes", 0), ("worst", []), ("rejected_by", {})):
+    for key, value in (("kept", 0), ("passed", 0), ("candidates", 0), ("csv_bytes", 0), ("worst", []),
+                       ("rejected_by", {})):
         state.setdefault(key, value)
     rows_path, worst_dir = partial.dir / ROWS_FILE, partial.dir / WORST_DIR
     worst_dir.mkdir(exist_ok=True)
@@ -76,7 +82,7 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
     while state["kept"] < num:
         if state["candidates"] >= cap:
             bar.close()
-            rate = state["kept"] / max(1, state["candidates"])
+            rate = state["passed"] / max(1, state["candidates"])
             raise UsageError(
                 f"{out}: only {state['kept']} of {num} pairs passed quality control in {state['candidates']} "
                 f"candidates (pass rate {100 * rate:.1f}%; most rejected for "
@@ -86,7 +92,8 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
         images, layouts = job.batch(b, bs, b * bs)
         table = qc.score(images, layouts)
         reasons = qc.reasons(table)
-        take = [k for k, r in enumerate(reasons) if not r][: num - state["kept"]]
+        passing = [k for k, r in enumerate(reasons) if not r]
+        take = passing[: num - state["kept"]]
         kept_ids: list[int | None] = [None] * len(reasons)
         for j, k in enumerate(take):
             kept_ids[k] = state["kept"] + j
@@ -97,14 +104,15 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
         counts.update(r for rs in reasons for r in rs)
         worst = _update_worst(state["worst"], b * bs, table, reasons, images, layouts, worst_dir)
         partial.write_batch(b, state["kept"], images[take], layouts[take], time.perf_counter() - t0,
-                            extra={"kept": state["kept"] + len(take), "candidates": state["candidates"] + len(reasons),
+                            extra={"kept": state["kept"] + len(take), "passed": state["passed"] + len(passing),
+                                   "candidates": state["candidates"] + len(reasons),
                                    "csv_bytes": csv_bytes, "worst": worst, "rejected_by": dict(counts.most_common())})
         _prune(worst_dir, worst)  # only now: the saved record no longer names the dropped files
         bar.update(len(take))
-        bar.set_postfix(pass_rate=f"{state['kept'] / max(1, state['candidates']):.2f}", refresh=False)
+        bar.set_postfix(pass_rate=f"{state['passed'] / max(1, state['candidates']):.4f}", refresh=False)
         b += 1
     bar.close()
-    rate = pass_rate(_passed(rows_path), state["candidates"])
+    rate = pass_rate(state["passed"], state["candidates"])
     record = qc_record(qc, rate, state["rejected_by"])
     record["candidates"] = state["candidates"]
 
@@ -127,14 +135,6 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
         write_summary(directory / "qc.json", {"generated": str(out.resolve()), **record})
 
     return job.finish({QC_KEY: record}, write_qc_files), record
-
-
-def _passed(rows_path: Path) -> int:
-    """Candidates that passed (kept or surplus in the last batch), from the rows file."""
-    import csv
-
-    with open(rows_path, newline="") as fh:
-        return sum(1 for row in csv.reader(fh) if row and row[3] == "")
 
 
 def _update_worst(worst: list[dict], first_candidate: int, table, reasons, images: np.ndarray,

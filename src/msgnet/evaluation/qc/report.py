@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from msgnet.evaluation.qc.outputs import read_csv_table
+from msgnet.evaluation.stats import fmt_rate
 
 QC_FILES = ("qc.json", "qc.csv")
 
@@ -46,14 +47,14 @@ def qc_section(qc_dir: Path, out: Path, link_dir: str = "") -> tuple[dict[str, A
                   "flagged": int((table[col] < t[f"min_{col}"]).sum())}
             for col in ("pixel_distance", "feature_distance")}
     lines = ["## Quality control of the generated pairs", "",
-             f"{rate['kept']} of {rate['scored']} scored pairs pass: **{100 * rate['rate']:.1f}%** "
-             f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%). Thresholds from {real['pairs']} real validation pairs "
+             f"{rate['kept']} of {rate['scored']} scored pairs pass: **{fmt_rate(rate['rate'], lo, hi)}**. "
+             f"Thresholds from {real['pairs']} real validation pairs "
              f"scored the same way, which keep {100 * real['kept']:.1f}% of them"
              + (f" (real test pairs: {100 * summary['real_test_kept']:.1f}%)." if summary.get("real_test_kept")
                 is not None else "."),
              "", "| rejected for | pairs | share of scored |", "|---|---|---|"]
     for reason, count in summary["rejected_by"].items():
-        lines.append(f"| {reason} | {count} | {100 * count / max(1, rate['scored']):.1f}% |")
+        lines.append(f"| {reason} | {count} | {100 * count / max(1, rate['scored']):.2f}% |")
     lines += ["", "| score | cut (reject below) | from | real p1 / p5 / median | generated p5 / median |",
               "|---|---|---|---|---|"]
     for col in ("dice", "found_fraction", "pixel_distance", "feature_distance"):
@@ -71,7 +72,7 @@ def qc_section(qc_dir: Path, out: Path, link_dir: str = "") -> tuple[dict[str, A
     figures = {}
     for name in ("qc_histograms.png", "rejected.png"):
         if (qc_dir / name).is_file():
-            target = out / f"qc_{name}"
+            target = out / (name if name.startswith("qc_") else f"qc_{name}")
             out.mkdir(parents=True, exist_ok=True)
             shutil.copy2(qc_dir / name, target)
             figures[name] = f"{link_dir}/{target.name}" if link_dir else target.name

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from msgnet.data.format import Dataset, DatasetInfo, DatasetWriter, open_dataset
 from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training
 from msgnet.errors import UsageError
+from msgnet.evaluation.stats import fmt_rate
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
 from msgnet.evaluation.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid, severity_order,
                                write_summary)
@@ -160,8 +161,7 @@ def write_reports(directory: Path, qc: QualityControl, ids: list[int], table: Sc
 def format_summary(summary: dict[str, Any]) -> str:
     rate = summary["pass_rate"]
     lo, hi = rate["ci95"]
-    lines = [f"qc: {rate['kept']} of {rate['scored']} pairs pass: {100 * rate['rate']:.1f}% "
-             f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%)"]
+    lines = [f"qc: {rate['kept']} of {rate['scored']} pairs pass: {fmt_rate(rate['rate'], lo, hi)}"]
     for reason, count in summary["rejected_by"].items():
-        lines.append(f"  {reason:<22} {count:>7} pairs  {100 * count / max(1, rate['scored']):5.1f}%")
+        lines.append(f"  {reason:<22} {count:>7} pairs  {100 * count / max(1, rate['scored']):6.2f}%")
     return "\n".join(lines)
