@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 
 
-def add_preset_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, metavar="PRESET",
-                   help="preset name (see `msgnet presets`) or a YAML file")
+def add_preset_arguments(p: argparse.ArgumentParser, derivable: bool = False) -> None:
+    """``--config`` and dotted overrides; with ``derivable`` the preset may be left out and derived."""
+    p.add_argument("--config", required=not derivable, default=None, metavar="PRESET",
+                   help="preset name (see `msgnet presets`) or a YAML file"
+                   + ("; without it: the run's preset.yaml when resuming, else one derived from the dataset "
+                      "and --budget (written to RUN/preset.yaml with the reason for each choice)" if derivable else ""))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset value, e.g. --set vqvae_train.batch_size=32 (repeatable)")
     p.add_argument("overrides_positional", nargs="*", default=[], metavar="KEY=VALUE",

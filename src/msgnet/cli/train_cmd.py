@@ -31,7 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     }
     for name, (help_text, needs_data) in specs.items():
         p = tsub.add_parser(name, help=help_text, description=f"Train {help_text}.")
-        add_preset_arguments(p)
+        add_preset_arguments(p, derivable=name == "all")
+        if name == "all":
+            p.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                           help="for a derived preset (no --config): training minutes to fill, split among the "
+                           "three models [30]")
         if needs_data:
             p.add_argument("--data", type=Path, required=True, help="training dataset folder")
         elif name == "layout-prior":
@@ -60,8 +64,13 @@ def _check_run_dir(args: argparse.Namespace, stage_dir: str | None) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    preset = load_preset_from_args(args)
     stage = args.stage_name
+    if getattr(args, "config", None) is None:
+        preset = _derived_or_recorded_preset(args)
+    else:
+        if getattr(args, "budget", None) is not None:
+            raise UsageError("--budget: only for a derived preset (leave out --config)")
+        preset = load_preset_from_args(args)
     run: Path = args.run
     data: Path | None = getattr(args, "data", None)
     subset: int | None = getattr(args, "train_subset", None)
@@ -107,6 +116,39 @@ def _train(args: argparse.Namespace) -> int:
     if is_main_process():
         print(f"{stage}: done in {time.perf_counter() - start:.0f} s -> {run}")
     return 0
+
+
+def _derived_or_recorded_preset(args: argparse.Namespace):
+    """Without --config: the run's own preset.yaml when resuming, else one derived from the data."""
+    from msgnet.config import load_preset
+    from msgnet.data.format import open_dataset
+    from msgnet.preset_derivation import derive_preset
+    from msgnet.sampling.run import training_data_for
+    from msgnet.train.distributed import choose_device
+
+    overrides = list(args.overrides) + list(args.overrides_positional)
+    recorded = args.run / "preset.yaml"
+    if args.resume and recorded.is_file():
+        if args.budget is not None:
+            raise UsageError(f"--budget: {recorded} already fixes the run's steps (leave --budget out to resume)")
+        return load_preset(str(recorded), overrides)
+    if recorded.is_file():
+        raise UsageError(f"{recorded}: the run exists (--resume to continue it, or another --run)")
+    dataset = open_dataset(args.data)
+    training = training_data_for(args.run, args.data, args.train_subset)
+    num_train = len(training.ids) if training.ids is not None else len(dataset.ids("train"))
+    preset = derive_preset(dataset.info, num_train, choose_device(args.device), args.budget)
+    print(f"derived preset: {preset.source}")
+    if not overrides:
+        return preset
+    from msgnet.config import Preset, apply_override, from_dict, to_dict
+
+    data = to_dict(preset)
+    for item in overrides:
+        apply_override(data, item)
+    preset = from_dict(Preset, data, "")
+    preset.validate()
+    return preset
 
 
 def _check_enough_images(preset, stage: str, n: int, where: str) -> None:

@@ -1,0 +1,181 @@
+"""A preset derived from the dataset and the compute at hand, for `msgnet train all` without --config.
+
+A user with 135 RGB microscopy tiles should not have to learn six dotted overrides before
+anything trains. Everything a preset must agree with is in dataset.json, and the rest is a
+matter of how much compute there is:
+
+* **channels** and **classes** (condition classes of the codes prior, token classes of the
+  layout prior) come straight from dataset.json;
+* **image size** gives the number of stride-2 steps: the fewest that bring the latent grid to
+  16–24 cells a side, as in every paper preset (64 -> 16, 96 -> 24, 192 -> 24; 16–32 where no
+  halving lands in 16–24);
+* **the number of training images** and **the device** give the widths: the paper's widths on a
+  GPU, the CPU presets' (measured in ``benchmarks/``) on a CPU, narrower priors for small sets;
+* **the budget** (minutes) is split among the three models in the proportions the CPU main job
+  measured (VQ-VAE 8.2, layout prior 10.9, codes prior 15.3 minutes); each stage's step count
+  fills its share at a step time measured here, on this device, with the models just derived.
+
+``source`` states each choice in one sentence; it is written to ``RUN/preset.yaml``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+import torch
+
+from msgnet.config import PixelSNAILConfig, Preset, TrainConfig, VQVAEConfig
+from msgnet.data.format import DatasetInfo
+from msgnet.errors import UsageError
+
+LATENT_RANGE = (16, 32)
+# Shares of training time, measured by the CPU main job (README "Main job"): 8.2 / 10.9 / 15.3 minutes.
+STAGE_SHARES = {"vqvae": 8.2 / 34.4, "layout_prior": 10.9 / 34.4, "prior": 15.3 / 34.4}
+DEFAULT_BUDGET_MINUTES = 30.0
+MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
+
+
+def latent_size_for(image_size: int) -> int:
+    """The latent side reached by the fewest stride-2 steps (at least one) that land in 16-24 cells,
+    as the paper's presets do (64 -> 16, 96 -> 24, 192 -> 24); failing that, in 16-32."""
+    sides = []
+    side = image_size
+    while side % 2 == 0 and side // 2 >= LATENT_RANGE[0]:
+        side //= 2
+        sides.append(side)
+    for low, high in ((16, 24), LATENT_RANGE):
+        fitting = [s for s in sides if low <= s <= high]
+        if fitting:
+            return fitting[0]
+    raise UsageError(f"image size {image_size}: no number of halvings gives a latent grid of "
+                     f"{LATENT_RANGE[0]}-{LATENT_RANGE[1]} cells (use sizes like 32, 48, 64, 96, 128, 192, 256)")
+
+
+def _widths(num_train: int, gpu: bool) -> tuple[VQVAEConfig, PixelSNAILConfig, str]:
+    """VQ-VAE and prior widths (sizes filled in later) with the sentence that explains them."""
+    if gpu:
+        vq = VQVAEConfig(hidden_dim=128, residual_dim=64, embedding_dim=64, num_embeddings=256)
+        channels = 256 if num_train >= 2000 else 128
+        prior = PixelSNAILConfig(channels=channels, res_channels=channels, num_blocks=4, num_res_blocks=3,
+                                 kernel_size=5, attention_dim=128, attention_heads=8, dropout=0.1)
+        why = (f"on a GPU the paper's widths (VQ-VAE hidden 128, 64-dim codes; priors 4x3 gated blocks, kernel 5, "
+               f"dropout 0.1), priors {channels} channels for {num_train} training images"
+               + (" (fewer than 2,000: halved against overfitting)" if channels < 256 else ""))
+        return vq, prior, why
+    codes = 256 if num_train >= 1000 else 128
+    vq = VQVAEConfig(hidden_dim=64, residual_dim=32, embedding_dim=32, num_embeddings=codes, restart_dead_codes=True)
+    prior = PixelSNAILConfig(channels=64, res_channels=64, num_blocks=2, num_res_blocks=1, kernel_size=3,
+                             attention_dim=32, attention_heads=4, dropout=0.0)
+    why = (f"on a CPU the multi-mnist-cpu widths (VQ-VAE hidden 64, 32-dim codes, dead-code restarts; priors 64 "
+           f"channels, 2x1 gated blocks, kernel 3, no dropout: benchmarks/prior_training.py), {codes} codes per "
+           f"codebook for {num_train} training images")
+    return vq, prior, why
+
+
+def derive_structure(info: DatasetInfo, num_train: int, gpu: bool) -> tuple[Preset, list[str]]:
+    """Models derived from the data, with placeholder step counts; and the sentences explaining them."""
+    h, w = info.image_size
+    if h != w:
+        raise UsageError(f"{info.name}: derived presets need square images, these are {w}x{h} "
+                         "(import with --size, or write a preset)")
+    latent = latent_size_for(h)
+    vq, prior, width_why = _widths(num_train, gpu)
+    # Self-attention where the maps are small enough to afford it: the latent-size maps on a CPU
+    # (as multi-mnist-cpu), one level up on a GPU (as the paper's 64 px presets).
+    attention_below = 2 * latent if not gpu else 4 * latent
+    vq = replace(vq, in_channels=info.channels, image_size=h, latent_size=latent, attention_below=attention_below)
+    k = info.num_classes
+    codes_prior = replace(prior, height=2 * latent, width=latent, num_classes=vq.num_embeddings,
+                          num_condition_classes=k, condition_embedding_dim=32 if not gpu else 64,
+                          condition_res_dim=32 if not gpu else 64, embedding_dim=32 if not gpu else 0)
+    layout_prior = replace(prior, height=latent, width=latent, num_classes=k, num_condition_classes=0,
+                           embedding_dim=32, channels=min(prior.channels, 64 if not gpu else 128),
+                           res_channels=min(prior.res_channels, 64 if not gpu else 128),
+                           attention_dim=min(prior.attention_dim, 64))
+    steps = h.bit_length() - latent.bit_length()
+    why = [
+        f"{info.channels} channel(s) and {k} classes (background included) from dataset.json.",
+        f"{h}x{h} images: {steps} stride-2 step(s) to a {latent}x{latent} latent grid, the fewest that reach "
+        f"16-24 cells a side as in the paper's presets; the codes prior models the {2 * latent}x{latent} stacked map.",
+        f"Widths: {width_why}.",
+    ]
+    placeholder = TrainConfig(iterations=1, batch_size=32 if not gpu else 64)
+    preset = Preset(name=f"derived-{info.name}", vqvae=vq, vqvae_train=placeholder, prior=codes_prior,
+                    prior_train=placeholder, layout_prior=layout_prior, layout_prior_train=placeholder)
+    preset.validate()
+    return preset, why
+
+
+def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = 3) -> dict[str, float]:
+    """Seconds per optimiser step of each of the preset's models at its batch size, on ``device``."""
+    from msgnet.models.layout_prior import LayoutPixelSNAIL
+    from msgnet.models.pixelsnail import PixelSNAIL
+    from msgnet.models.vqvae import DoublePathVQVAE
+
+    def vqvae_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x).loss
+
+    def prior_loss(model: torch.nn.Module, *tokens: torch.Tensor) -> torch.Tensor:
+        return model.loss(*tokens)[0]
+
+    out: dict[str, float] = {}
+    lat = preset.vqvae.latent_size
+    for stage, model, loss_of, make_batch in (
+        ("vqvae", DoublePathVQVAE(preset.vqvae), vqvae_loss,
+         lambda b: (torch.rand(b, preset.vqvae.in_channels, preset.vqvae.image_size, preset.vqvae.image_size),)),
+        ("layout_prior", LayoutPixelSNAIL(preset.layout_prior), prior_loss,
+         lambda b: (torch.randint(0, preset.layout_prior.num_classes, (b, lat, lat)),)),
+        ("prior", PixelSNAIL(preset.prior), prior_loss,
+         lambda b: (torch.randint(0, preset.prior.num_classes, (b, 2 * lat, lat)),
+                    torch.randint(0, preset.prior.num_condition_classes, (b, 2 * lat, lat)))),
+    ):
+        batch = getattr(preset, f"{stage}_train").batch_size
+        model = model.to(device).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        inputs = [t.to(device) for t in make_batch(batch)]
+        times = []
+        for k in range(repeats + 1):  # the first step warms up (allocations, kernels)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            loss = loss_of(model, *inputs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if k:
+                times.append(time.perf_counter() - t0)
+        out[stage] = sorted(times)[len(times) // 2]
+    return out
+
+
+def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budget_minutes: float | None = None,
+                  step_seconds: Callable[[Preset, torch.device], dict[str, float]] = measure_step_seconds) -> Preset:
+    """The whole preset: structure from the data, step counts filling ``budget_minutes`` on ``device``."""
+    budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else float(budget_minutes)
+    if not budget > 0:
+        raise UsageError("--budget: must be a positive number of minutes")
+    gpu = device.type == "cuda"
+    preset, why = derive_structure(info, num_train, gpu)
+    seconds = step_seconds(preset, device)
+    trains = {}
+    lrs = {"vqvae": 2e-3, "layout_prior": 2e-3, "prior": 1e-3} if not gpu else {"vqvae": 1e-3, "layout_prior": 1e-3,
+                                                                               "prior": 3e-4}
+    parts = []
+    for stage, share in STAGE_SHARES.items():
+        minutes = budget * share
+        steps = max(MIN_STEPS, int(minutes * 60 / max(seconds[stage], 1e-6)))
+        base = getattr(preset, f"{stage}_train")
+        trains[f"{stage}_train"] = replace(base, iterations=steps, learning_rate=lrs[stage], schedule="linear",
+                                           max_minutes=round(minutes * 1.25, 2), log_every=25,
+                                           checkpoint_every=max(50, steps // 4), image_every=max(100, steps // 2),
+                                           val_samples=1000)
+        parts.append(f"{stage} {steps} steps ({minutes:.1f} min at {seconds[stage]:.3f} s/step measured here)")
+    why.append(f"A {budget:g}-minute budget on {device.type}, split {', '.join(parts)}; linear decay to 0; each "
+               "stage stops at 1.25x its share if the machine is slower than measured.")
+    preset = replace(preset, **trains, source=" ".join(why))
+    preset.validate()
+    return preset

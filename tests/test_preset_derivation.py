@@ -1,0 +1,105 @@
+"""Presets derived from the dataset and a time budget (`msgnet train all` without --config)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import yaml
+
+from msgnet.cli import main
+from msgnet.config import load_preset
+from msgnet.errors import UsageError
+from msgnet.models.layout_prior import LayoutPixelSNAIL
+from msgnet.models.pixelsnail import PixelSNAIL
+from msgnet.models.vqvae import DoublePathVQVAE
+from msgnet.preset_derivation import derive_preset, latent_size_for, measure_step_seconds
+from tests.fixtures import make_tiny_dataset, tiny_info
+
+
+def fixed_seconds(preset, device):
+    """A step time for the arithmetic tests (the real probe is tested on its own below)."""
+    return {"vqvae": 0.5, "layout_prior": 0.25, "prior": 1.0}
+
+
+def test_latent_side_follows_the_paper_presets():
+    assert [latent_size_for(s) for s in (32, 48, 64, 96, 128, 192, 256)] == [16, 24, 16, 24, 16, 24, 16]
+    assert latent_size_for(56) == 28  # no halving lands in 16-24: the wider range
+    for bad in (16, 33, 100 * 3):
+        with pytest.raises(UsageError):
+            latent_size_for(bad)
+
+
+@pytest.mark.parametrize("channels,size,classes", [
+    (c, s, k) for (c, s), k in zip(itertools.product((1, 2, 3), (32, 64, 96, 128, 256)), itertools.cycle((2, 7, 25)))
+])
+def test_derived_presets_build_all_three_models_and_train_one_step(channels, size, classes):
+    info = tiny_info(size, channels, classes)
+    preset = derive_preset(info, 300, torch.device("cpu"), 10, step_seconds=fixed_seconds)
+    assert preset.vqvae.in_channels == channels and preset.vqvae.image_size == size
+    lat = preset.vqvae.latent_size
+    assert 16 <= lat <= 32 and preset.layout_prior.num_classes == classes
+    assert (preset.prior.height, preset.prior.width) == (2 * lat, lat)
+    assert preset.prior.num_condition_classes == classes and preset.prior.num_classes == preset.vqvae.num_embeddings
+    torch.manual_seed(0)
+    vq, lp, cp = DoublePathVQVAE(preset.vqvae), LayoutPixelSNAIL(preset.layout_prior), PixelSNAIL(preset.prior)
+    for model, loss in (
+        (vq, lambda: vq(torch.rand(2, channels, size, size)).loss),
+        (lp, lambda: lp.loss(torch.randint(0, classes, (2, lat, lat)))[0]),
+        (cp, lambda: cp.loss(torch.randint(0, preset.prior.num_classes, (2, 2 * lat, lat)),
+                             torch.randint(0, classes, (2, 2 * lat, lat)))[0]),
+    ):
+        before = [p.detach().clone() for p in model.parameters()]
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        value = loss()
+        value.backward()
+        opt.step()
+        assert torch.isfinite(value)
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_budget_fills_each_stage_in_the_measured_proportions():
+    info = tiny_info(64, 1, 11)
+    preset = derive_preset(info, 5000, torch.device("cpu"), 60, step_seconds=fixed_seconds)
+    minutes = {s: getattr(preset, f"{s}_train").iterations * fixed_seconds(None, None)[s] / 60
+               for s in ("vqvae", "layout_prior", "prior")}
+    assert sum(minutes.values()) == pytest.approx(60, rel=0.01)
+    assert minutes["prior"] > minutes["layout_prior"] > minutes["vqvae"]
+    half = derive_preset(info, 5000, torch.device("cpu"), 30, step_seconds=fixed_seconds)
+    assert half.prior_train.iterations == pytest.approx(preset.prior_train.iterations / 2, abs=1)
+    for sentence in ("1 channel(s) and 11 classes", "64x64 images", "Widths:", "60-minute budget"):
+        assert sentence in preset.source
+    with pytest.raises(UsageError):
+        derive_preset(info, 5000, torch.device("cpu"), 0, step_seconds=fixed_seconds)
+    with pytest.raises(UsageError):
+        derive_preset(tiny_info(64, 1, 11).__class__(**{**vars(info), "image_size": (64, 48)}), 10,
+                      torch.device("cpu"), 5, step_seconds=fixed_seconds)
+
+
+def test_step_time_probe_measures_every_model():
+    info = tiny_info(32, 1, 3)
+    preset = derive_preset(info, 100, torch.device("cpu"), 5, step_seconds=fixed_seconds)
+    seconds = measure_step_seconds(preset, torch.device("cpu"), repeats=1)
+    assert set(seconds) == {"vqvae", "layout_prior", "prior"} and all(v > 0 for v in seconds.values())
+
+
+def test_train_all_without_a_preset_derives_one_writes_it_and_resumes(tmp_path, capsys):
+    data = make_tiny_dataset(tmp_path / "data", n=48, size=32, channels=3, num_classes=4, n_val=8)
+    run = tmp_path / "run"
+    args = ["train", "all", "--data", str(data), "--run", str(run), "--budget", "0.02", "--device", "cpu",
+            "prior_train.batch_size=8", "layout_prior_train.batch_size=8", "vqvae_train.batch_size=8"]
+    assert main(args) == 0
+    written = yaml.safe_load((run / "preset.yaml").read_text())
+    assert written["vqvae"]["in_channels"] == 3 and written["layout_prior"]["num_classes"] == 4
+    assert written["prior_train"]["batch_size"] == 8  # overrides apply on top of the derived preset
+    assert "0.02-minute budget" in written["source"]
+    for stage in ("vqvae", "layout_prior", "prior"):
+        assert (run / stage / "model.safetensors").is_file()
+    # resuming without --config takes the run's own preset, not a new derivation
+    assert load_preset(str(run / "preset.yaml")).prior_train.iterations == written["prior_train"]["iterations"]
+    assert main(["train", "all", "--data", str(data), "--run", str(run), "--device", "cpu", "--resume"]) == 0
+    assert main(args) == 2  # the run exists
+    assert main(["train", "all", "--data", str(data), "--run", str(tmp_path / "r2"), "--config", "tiny",
+                 "--budget", "5"]) == 2  # a budget belongs to a derived preset
+    assert main(["train", "vqvae", "--data", str(data), "--run", str(tmp_path / "r3")]) == 2  # only `all` derives
