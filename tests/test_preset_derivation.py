@@ -94,8 +94,13 @@ def test_train_all_without_a_preset_derives_one_writes_it_and_resumes(tmp_path, 
     assert written["vqvae"]["in_channels"] == 3 and written["layout_prior"]["num_classes"] == 4
     assert written["prior_train"]["batch_size"] == 8  # overrides apply on top of the derived preset
     assert "0.02-minute budget" in written["source"]
+    import json
+
     for stage in ("vqvae", "layout_prior", "prior"):
         assert (run / stage / "model.safetensors").is_file()
+        kept = json.loads((run / stage / "selected.json").read_text())
+        assert kept["kept"] == "best validation" and kept["averaged"] == (stage != "vqvae")
+    assert written["prior_train"]["keep_best"] and written["prior_train"]["ema_decay"] >= 0.9
     # resuming without --config takes the run's own preset, not a new derivation
     assert load_preset(str(run / "preset.yaml")).prior_train.iterations == written["prior_train"]["iterations"]
     assert main(["train", "all", "--data", str(data), "--run", str(run), "--device", "cpu", "--resume"]) == 0

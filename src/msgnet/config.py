@@ -121,6 +121,13 @@ class TrainConfig:
     image_every: int = 1000
     num_workers: int = 0
     val_samples: int = 0  # validate on the first N validation items (0: all); CPU presets use it
+    # Small-data training (msgnet.train.selection): moving average of the weights (0: off),
+    # keep the best-validated weights, stop after `patience` validations without improvement
+    # (0: never), validate every `val_every` steps (0: only with checkpoints and image grids).
+    ema_decay: float = 0.0
+    keep_best: bool = False
+    patience: int = 0
+    val_every: int = 0
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -131,6 +138,10 @@ class TrainConfig:
             raise UsageError(f"train: unknown schedule {self.schedule!r} (linear, cyclical, constant)")
         if (self.iterations > 0) == (self.epochs > 0):
             raise UsageError("train: set exactly one of iterations and epochs")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UsageError("train: ema_decay must be in [0, 1)")
+        if self.patience < 0 or self.val_every < 0:
+            raise UsageError("train: patience and val_every must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -169,13 +169,19 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
         minutes = budget * share
         steps = max(MIN_STEPS, int(minutes * 60 / max(seconds[stage], 1e-6)))
         base = getattr(preset, f"{stage}_train")
+        # Small-data training: validate 20 times, keep the best-validated weights, stop after 5
+        # validations without improvement; the priors also average their weights over ~10% of the run.
+        ema = min(0.999, max(0.9, 1.0 - 10.0 / steps)) if stage != "vqvae" else 0.0
         trains[f"{stage}_train"] = replace(base, iterations=steps, learning_rate=lrs[stage], schedule="linear",
                                            max_minutes=round(minutes * 1.25, 2), log_every=25,
                                            checkpoint_every=max(50, steps // 4), image_every=max(100, steps // 2),
-                                           val_samples=1000)
+                                           val_samples=1000, val_every=max(5, steps // 20), keep_best=True,
+                                           patience=5, ema_decay=round(ema, 4))
         parts.append(f"{stage} {steps} steps ({minutes:.1f} min at {seconds[stage]:.3f} s/step measured here)")
     why.append(f"A {budget:g}-minute budget on {device.type}, split {', '.join(parts)}; linear decay to 0; each "
                "stage stops at 1.25x its share if the machine is slower than measured.")
+    why.append("Small data: every stage validates 20 times, keeps its best-validated weights and stops after 5 "
+               "validations without improvement; the priors sample with a moving average of their weights.")
     preset = replace(preset, **trains, source=" ".join(why))
     preset.validate()
     return preset

@@ -9,6 +9,7 @@ training data declares a rule.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ def stage_summary(run: Path, stage: str, title: str) -> dict[str, Any] | None:
         return None
     last = _last_rows(csv_path)
     plot = plot_metrics(csv_path, run / "report" / f"{stage}_curves.png", title)
+    selected = run / stage / "selected.json"
     return {
+        "selected": json.loads(selected.read_text()) if selected.is_file() else None,
         "stage": stage,
         "title": title,
         "train": _clean(last.get("train", {})),
@@ -116,6 +119,12 @@ def write_run_report(run: Path, samples: Path | None, timings: dict[str, float])
         ]
         if s["epoch_end"]:
             lines.append(f"- last end-of-epoch metrics: {_fmt_metrics(s['epoch_end'])}")
+        if s.get("selected"):
+            k = s["selected"]
+            lines.append(f"- kept weights: step {k['step']} ({k['kept']}"
+                         + (f", val {k['metric']} {k['best_value']:.4g}" if k.get("best_value") is not None else "")
+                         + (", moving average" if k.get("averaged") else "")
+                         + (", stopped early: no improvement" if k.get("stopped_early_no_improvement") else "") + ")")
         if s["curves"]:
             lines += ["", f"![{s['stage']} curves]({s['curves']})"]
         lines.append("")

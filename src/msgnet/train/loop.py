@@ -56,6 +56,7 @@ from msgnet.io import atomic_write_text, save_model
 from msgnet.train import distributed as D
 from msgnet.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from msgnet.train.schedules import lr_factor
+from msgnet.train.selection import WeightSelection
 
 Batch = Any
 
@@ -107,6 +108,7 @@ class BaseStage:
 
     name: str = "stage"
     kind: str = "model"
+    selection_metric: str = "loss"  # the validation metric (lower is better) that picks kept weights
 
     def write_images(self, model: nn.Module, batch: Batch, path: Path) -> None:
         return None
@@ -128,7 +130,7 @@ class TrainResult:
     model_dir: Path  # RUN_DIR/<stage>/ with model.safetensors + config.json
     step: int
     total_steps: int
-    stopped_early: bool = False  # the max_minutes budget ran out
+    stopped_early: bool = False  # the max_minutes budget ran out, or validation stopped improving
     metrics: dict[str, float] = field(default_factory=dict)  # last validation metrics
 
 
@@ -295,12 +297,16 @@ def _train(
     step = 0
     last_val: dict[str, float] = {}
     resumed_from: int | None = None
+    finished_early = False  # a checkpoint of a run that early stopping ended: nothing left to train
+    selection = WeightSelection(model, cfg, getattr(stage, "selection_metric", "loss"))
     if resume and find_checkpoint(ckpt_dir) is not None:
         weights, state = load_checkpoint(ckpt_dir)
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         stage.load_state_dict(state.get("stage", {}))
+        selection.load_state_dict(state.get("selection", {}))
+        finished_early = bool(state.get("stopped_no_improvement", False))
         last_val = dict(state.get("last_val", {}))
         set_rng_state(state["rng"])
         if info.enabled:  # only rank 0's RNG state is saved: ranks re-derive theirs
@@ -328,29 +334,33 @@ def _train(
             group["lr"] = lr
         return lr
 
-    def validate_and_images(s: int, images: bool) -> None:
+    def validate_and_images(s: int, images: bool) -> bool:
+        """Validate (rank 0) and record it; True when early stopping says to stop (all ranks)."""
         nonlocal last_val
+        stop = False
         if main and len(val_set):
+            evaluated = selection.eval_model
             with torch.random.fork_rng(devices=_fork_devices(info)):
-                model.eval()
+                evaluated.eval()
                 with torch.no_grad():
                     last_val = stage.evaluate(
-                        model,
+                        evaluated,
                         (to_device(b, info.device) for b in iterate_batches(val_set, local_bs, cfg.val_samples)),
                     )
                     last_val = {k: _scalar(v) for k, v in last_val.items()}
                     if images and image_batch is not None:
                         stage.write_images(
-                            model, to_device(image_batch, info.device), stage_dir / "images" / f"step_{s:07d}.png"
+                            evaluated, to_device(image_batch, info.device), stage_dir / "images" / f"step_{s:07d}.png"
                         )
                 model.train()
+            stop = selection.observe(s, last_val)
             assert metrics_log is not None
             metrics_log.append(
                 {"step": s, "epoch": s // steps_per_epoch, "split": "val", "time_s": time.monotonic() - start_time,
                  "lr": optimizer.param_groups[0]["lr"], **last_val}
             )
             bar.write(f"{stage.name} step {s}: " + ", ".join(f"val_{k}={v:.4g}" for k, v in last_val.items()))
-        D.barrier(info)
+        return D.any_rank(stop, info)
 
     def checkpoint(s: int) -> None:
         if main:
@@ -358,19 +368,20 @@ def _train(
                 ckpt_dir, model, stage.config, stage.kind,
                 {"optimizer": optimizer.state_dict(), "scheduler": {"step": s}, "step": s,
                  "epoch": s // steps_per_epoch, "position": s % steps_per_epoch, "stage": stage.state_dict(),
-                 "rng": rng_state(), "last_val": last_val, "total_steps": total},
+                 "rng": rng_state(), "last_val": last_val, "total_steps": total,
+                 "selection": selection.state_dict(), "stopped_no_improvement": no_improvement},
             )
         D.barrier(info)
 
     bar = tqdm(total=total, initial=step, desc=stage.name, disable=not main, dynamic_ncols=True)
     sums: dict[str, float] = {}
     count = 0
-    stopped_early = False
+    stopped_early = no_improvement = finished_early
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
     model.train()
     try:
         with _InterruptFlag() as interrupt:
-            while step < total:
+            while step < total and not no_improvement:
                 epoch, pos = divmod(step, steps_per_epoch)
                 if epoch != perm_epoch:
                     perm_epoch, perm = epoch, epoch_permutation(n, cfg.seed, epoch)
@@ -384,6 +395,7 @@ def _train(
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
+                selection.update()
                 step += 1
                 bar.update(1)
                 if not math.isfinite(_scalar(loss)):
@@ -426,17 +438,26 @@ def _train(
                     raise KeyboardInterrupt
                 periodic_ckpt = step % max(cfg.checkpoint_every, 1) == 0 and step < total
                 periodic_img = cfg.image_every > 0 and step % cfg.image_every == 0 and step < total
-                if periodic_ckpt or periodic_img:
-                    validate_and_images(step, periodic_img)
+                periodic_val = cfg.val_every > 0 and step % cfg.val_every == 0 and step < total
+                if periodic_ckpt or periodic_img or periodic_val:
+                    no_improvement = validate_and_images(step, periodic_img)
                 if periodic_ckpt:
                     checkpoint(step)
+                if no_improvement:
+                    stopped_early = True
+                    if main:
+                        bar.write(f"{stage.name}: validation {selection.metric} has not improved for "
+                                  f"{cfg.patience} validations, stopping at step {step}/{total}")
+                    break
         # End of training (or of the time budget): validate, image, checkpoint, final save.
-        if not (resumed_from == step and last_val):
+        if not (resumed_from == step and last_val) and not no_improvement:
             validate_and_images(step, True)
         checkpoint(step)
         if main:
-            save_model(model, stage.config, stage_dir, stage.kind)
-            bar.write(f"{stage.name}: saved {stage_dir} at step {step}/{total}")
+            save_model(selection.final_model(), stage.config, stage_dir, stage.kind)
+            kept = selection.write_record(stage_dir, step, no_improvement)
+            bar.write(f"{stage.name}: saved {stage_dir} ({'averaged ' if kept['averaged'] else ''}weights of "
+                      f"step {kept['step']}, {kept['kept']}) after step {step}/{total}")
         D.barrier(info)
     finally:
         bar.close()

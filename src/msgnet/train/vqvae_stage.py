@@ -38,6 +38,8 @@ def _images(batch: Any) -> torch.Tensor:
 class VQVAEStage(BaseStage):
     """Loop stage for :class:`DoublePathVQVAE` (batches: images, or (images, layouts))."""
 
+    selection_metric = "mse"  # validation reconstruction error decides the kept weights
+
     name = "vqvae"
     kind = "vqvae"
 
