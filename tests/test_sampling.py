@@ -27,6 +27,8 @@ def _model(kernel, attention, conditional, embedding_dim, shape, seed=0) -> Pixe
         height=shape[0], width=shape[1], kernel_size=kernel, attention=attention,
         num_condition_classes=3 if conditional else 0, embedding_dim=embedding_dim,
         num_res_blocks=2, dropout=0.1,
+        # the learned position embedding in part of the cases (it must be folded into the caches)
+        position_embedding=kernel != 3 or not attention,
     )
     model = PixelSNAIL(cfg)
     with torch.no_grad():  # non-trivial weights, biases and gains

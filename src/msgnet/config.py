@@ -87,6 +87,10 @@ class PixelSNAILConfig:
     # Embedding of the modelled tokens ("Layout embedding dim" for the layout prior);
     # 0 means one-hot input as in the reference PixelSNAIL.
     embedding_dim: int = 0
+    # A learned embedding per map position, added to the input features. Not in the paper: a small
+    # causal prior otherwise cannot tell a bottom or right border row from an inner one (causal
+    # padding marks only the top and left) and draws inner codes there — dotted edge artefacts.
+    position_embedding: bool = False
 
     @property
     def conditional(self) -> bool:

@@ -140,6 +140,7 @@ class PixelSNAIL(nn.Module):
         rows = ((torch.arange(h, dtype=torch.float32) - h / 2) / h).view(h, 1).expand(h, w)
         cols = ((torch.arange(w, dtype=torch.float32) - w / 2) / w).view(1, w).expand(h, w)
         self.register_buffer("background", torch.stack([rows, cols])[None], persistent=False)
+        self.position = nn.Parameter(torch.zeros(1, config.channels, h, w)) if config.position_embedding else None
         self.blocks = nn.ModuleList(PixelBlock(config) for _ in range(config.num_blocks))
         self.condition_stack = ConditionStack(config) if config.conditional else None
         self.out_blocks = nn.ModuleList(
@@ -182,6 +183,8 @@ class PixelSNAIL(nn.Module):
         self._check_tokens(tokens)
         cond = self.condition_features(condition)
         x = self.input_conv(self.embed(tokens))
+        if self.position is not None:
+            x = x + self.position
         background = self.background.expand(x.shape[0], -1, -1, -1)
         for block in self.blocks:
             x = block(x, background, cond)

@@ -129,6 +129,9 @@ class CachedSampler:
             else cond.permute(2, 0, 3, 1).reshape(self.height, self.batch_size * self.width, -1).contiguous()
         )
         self.acc.copy_(self.input_bias.expand_as(self.acc))
+        if self.model.position is not None:  # what the full pass adds after the input convolution
+            right = self.model.input_conv.right
+            self.acc[:, : self.height, right : right + self.width] += self.model.position.detach()[0].permute(1, 2, 0)
         self.tokens_flat.zero_()
         for block in self.blocks:
             block.reset()
