@@ -89,7 +89,8 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool) -> tuple[Pres
     k = info.num_classes
     codes_prior = replace(prior, height=2 * latent, width=latent, num_classes=vq.num_embeddings,
                           num_condition_classes=k, condition_embedding_dim=32 if not gpu else 64,
-                          condition_res_dim=32 if not gpu else 64, embedding_dim=32 if not gpu else 0)
+                          condition_res_dim=32 if not gpu else 64, embedding_dim=32 if not gpu else 0,
+                          position_embedding=not gpu)
     layout_prior = replace(prior, height=latent, width=latent, num_classes=k, num_condition_classes=0,
                            embedding_dim=32, channels=min(prior.channels, 64 if not gpu else 128),
                            res_channels=min(prior.res_channels, 64 if not gpu else 128),

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "msgnet.cli.qc_cmd",
     "msgnet.cli.eval_cmd",
     "msgnet.cli.report_cmd",
+    "msgnet.cli.run_cmd",
 )
 
 

@@ -1,0 +1,117 @@
+"""`msgnet run DIR --run RUN`: the user's whole job — train, sample through QC, benchmark, report.
+
+Each step resumes where it stopped, so rerunning the same command after an interruption
+finishes the job: training resumes from its checkpoints, sampling from ``RUN/generated.partial``,
+the benchmark from ``RUN/benchmark.json``; the report is rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from msgnet.cli.common import add_device_argument
+from msgnet.errors import UsageError
+
+SETTINGS = ["real", "augment", "copy-paste", "augment+synthetic"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="the whole job on your dataset: train, sample through QC, benchmark, report",
+        description="Train msgnet on DIR (a preset derived from the data and --budget unless --config), sample "
+        "--num pairs through quality control, run the U-Net benchmark on DIR's own splits (real, real + "
+        "standard augmentation, real + copy-paste, real + augmentation + msgnet pairs) and write "
+        "RUN/report/report.md and report.html, whose first line says whether the pairs helped. Rerun the same "
+        "command to resume.",
+    )
+    p.add_argument("data", type=Path, help="your dataset (msgnet format: train, val and test splits)")
+    p.add_argument("--run", type=Path, required=True, help="run directory (created; reused on a rerun)")
+    p.add_argument("--config", default=None, metavar="PRESET", help="a named preset instead of a derived one")
+    p.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                   help="training minutes for a derived preset [30]")
+    p.add_argument("--num", type=int, default=1000, help="generated pairs that pass QC [1000]")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed [0]")
+    p.add_argument("--seeds", type=int, default=3, help="U-Net seeds of the benchmark [3]")
+    p.add_argument("--min-steps", type=int, default=1500, help="U-Net steps at least [1500]")
+    p.add_argument("--qc-steps", type=int, default=None, metavar="N", help="QC segmenter steps at least [1500]")
+    p.add_argument("--qc-max-candidates", type=int, default=None, metavar="N",
+                   help="give up sampling after N candidates [20 x --num]")
+    add_device_argument(p)
+    p.set_defaults(func=_run)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from msgnet.cli import main as cli
+
+    cmd = ["train", "all", "--data", str(args.data), "--run", str(args.run)]
+    if args.config:
+        cmd += ["--config", args.config]
+    elif args.budget is not None and not (args.run / "preset.yaml").is_file():
+        cmd += ["--budget", str(args.budget)]
+    if args.run.exists():
+        cmd.append("--resume")
+    if args.device:
+        cmd += ["--device", args.device]
+    return cli(cmd)  # on failure train has printed its one-line reason
+
+
+def _sample(args: argparse.Namespace) -> tuple[Path | None, str | None]:
+    """The QC-kept pairs, or None and why there are none."""
+    import dataclasses
+
+    from msgnet.evaluation.qc.checker import QCSettings
+    from msgnet.evaluation.qc.segmenter import QC_PROTOCOL
+    from msgnet.sampling.checked import generate_checked
+    from msgnet.sampling.pipeline import GenerationSettings
+
+    out = args.run / "generated"
+    if out.is_dir():
+        return out, None
+    protocol = QC_PROTOCOL if args.qc_steps is None else dataclasses.replace(QC_PROTOCOL, min_steps=args.qc_steps)
+    settings = GenerationSettings(num=args.num, seed=args.seed, batch_size=64)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        generate_checked(args.run, out, settings, QCSettings(protocol=protocol), max_candidates=args.qc_max_candidates,
+                         resume=partial.is_dir(), device=args.device)
+    except UsageError as exc:
+        if "passed quality control" not in str(exc):
+            raise
+        print(f"msgnet run: {exc}")
+        return None, str(exc).split(": ", 1)[-1].split("; the cap")[0]
+    return out, None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.request import AugmentRequest, run_augment_benchmark
+    from msgnet.evaluation.job_report import write_job_report
+
+    if args.num < 1 or args.seeds < 1 or args.min_steps < 1:
+        raise UsageError("--num, --seeds and --min-steps: must be at least 1")
+    if args.config and args.budget is not None:
+        raise UsageError("--budget: only for a derived preset (leave out --config)")
+    from msgnet.data.format import open_dataset
+
+    dataset = open_dataset(args.data)
+    if not dataset.info.splits.get("val") or not dataset.info.splits.get("test"):
+        raise UsageError(f"{args.data / 'dataset.json'}: `msgnet run` needs train, val and test splits "
+                         "(import with --val-fraction and --test-fraction)")
+    print("msgnet run: 1/4 training")
+    code = _train(args)
+    if code:
+        return code
+    print("msgnet run: 2/4 sampling through quality control")
+    generated, note = _sample(args)
+    print("msgnet run: 3/4 U-Net benchmark")
+    json_path = args.run / "benchmark.json"
+    settings = SETTINGS if generated is not None else [s for s in SETTINGS if "synthetic" not in s]
+    result = run_augment_benchmark(AugmentRequest(
+        real=args.data, synthetic=generated, seeds=args.seeds, settings=settings,
+        protocol=UNetProtocol(min_steps=args.min_steps), device=args.device, json_path=json_path,
+        resume=json_path.is_file()))
+    print("msgnet run: 4/4 report")
+    summary = write_job_report(args.run / "report", args.data, args.run, result, generated, note)
+    print(summary["headline"])
+    print(f"report: {args.run / 'report' / 'report.md'} and report.html")
+    return 0

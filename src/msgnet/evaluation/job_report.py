@@ -1,0 +1,100 @@
+"""The report of `msgnet run`: did msgnet's pairs help this dataset? First line first.
+
+Markdown (``report.md``) and one self-contained HTML page (``report.html``): the answer with
+its intervals, how the models were chosen and which weights were kept, the quality control of
+the generated pairs, previews, and the U-Net benchmark against standard augmentation and
+copy-paste with its plots.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from msgnet.evaluation.benchmark.report import markdown_section
+from msgnet.evaluation.benchmark.verdict import paired_gain
+from msgnet.evaluation.html_page import markdown_to_html
+from msgnet.io import atomic_write_json, atomic_write_text
+
+WITH_PAIRS = "augment+synthetic"  # the setting a user would adopt: their augmentation plus msgnet's pairs
+
+
+def _gain_text(g: dict | None, ref: str) -> str:
+    if g is None:
+        return f"{ref}: not run"
+    if g["low"] is None:
+        return f"{g['gain']:+.3f} over {ref} (one seed, no interval)"
+    return f"{g['gain']:+.3f} over {ref} (95% CI {g['low']:+.3f} to {g['high']:+.3f})"
+
+
+def headline(result: dict | None, note: str | None = None) -> tuple[str, dict[str, Any]]:
+    """One sentence: did real + augmentation + msgnet's pairs beat both baselines? And its figures."""
+    if result is None or not result.get("results"):
+        return f"msgnet's pairs were not benchmarked: {note or 'no benchmark result'}.", {"helped": None}
+    entry = result["results"][-1]
+    rows = {r["name"].split("@")[0]: r for r in entry["settings"]}
+    pairs, augment, copy_paste = rows.get(WITH_PAIRS), rows.get("augment"), rows.get("copy-paste")
+    if pairs is None:
+        return (f"msgnet's pairs were not benchmarked on {entry['n']} real images: {note or 'no generated set'}.",
+                {"helped": None})
+    vs_aug = paired_gain(pairs["runs"], augment["runs"]) if augment else None
+    vs_cp = paired_gain(pairs["runs"], copy_paste["runs"]) if copy_paste else None
+    above = [g is not None and g["low"] is not None and g["low"] > 0 for g in (vs_aug, vs_cp)]
+    below = [g is not None and g["high"] is not None and g["high"] < 0 for g in (vs_aug, vs_cp)]
+    helped = all(above)
+    verdict = ("helped" if helped else "hurt" if any(below) else "did not measurably help")
+    text = (f"msgnet's pairs {verdict} on {entry['n']} real training images: real + standard augmentation + "
+            f"msgnet pairs reaches DICE {pairs['dice_mean']:.3f}, {_gain_text(vs_aug, 'real + standard augmentation')}"
+            f" and {_gain_text(vs_cp, 'real + copy-paste')}.")
+    return text, {"helped": helped, "verdict": verdict, "vs_augment": vs_aug, "vs_copy_paste": vs_cp,
+                  "dice_with_pairs": pairs["dice_mean"], "n": entry["n"]}
+
+
+def _training_lines(run: Path) -> list[str]:
+    lines = ["## How the models were chosen and trained", ""]
+    preset_file = run / "preset.yaml"
+    if preset_file.is_file():
+        preset = yaml.safe_load(preset_file.read_text()) or {}
+        lines += [f"Preset `{preset.get('name')}`: {preset.get('source', '').strip()}", ""]
+    for stage in ("vqvae", "layout_prior", "prior"):
+        sel = run / stage / "selected.json"
+        if sel.is_file():
+            k = json.loads(sel.read_text())
+            value = "" if k.get("best_value") is None else f", val {k['metric']} {k['best_value']:.4g}"
+            lines.append(f"- {stage}: kept the weights of step {k['step']} of {k['last_step']} ({k['kept']}{value}"
+                         + (", moving average" if k.get("averaged") else "")
+                         + (", stopped early: no improvement" if k.get("stopped_early_no_improvement") else "") + ")")
+    return lines + [""]
+
+
+def write_job_report(out: Path, data: Path, run: Path, result: dict | None, generated: Path | None,
+                     note: str | None = None) -> dict[str, Any]:
+    """Write ``out/report.md``, ``out/report.html`` and ``out/report.json``; returns the JSON summary."""
+    from msgnet.evaluation.qc.report import find_qc, qc_section
+
+    out.mkdir(parents=True, exist_ok=True)
+    line, figures = headline(result, note)
+    md = [f"**{line}**", "", "# msgnet run report", "", f"- real data: `{data}`", f"- run: `{run}`",
+          f"- generated pairs: `{generated}`" if generated else f"- generated pairs: none ({note})", ""]
+    md += _training_lines(run)
+    summary: dict[str, Any] = {"headline": line, **figures}
+    if generated is not None:
+        qc_dir = find_qc(generated)
+        if qc_dir is not None:
+            summary["qc"], qc_lines = qc_section(qc_dir, out)
+            md += qc_lines
+        if (generated / "preview.png").is_file():
+            shutil.copy2(generated / "preview.png", out / "generated_preview.png")
+            md += ["Generated pairs (each image followed by its layout):", "",
+                   "![generated](generated_preview.png)", ""]
+    if result is not None:
+        md += markdown_section(result, out)
+    text = "\n".join(md) + "\n"
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "report.html", markdown_to_html(text, out, "msgnet run report"))
+    atomic_write_json(out / "report.json", summary)
+    return summary

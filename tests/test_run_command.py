@@ -1,0 +1,41 @@
+"""`msgnet run`: the whole job on an imported dataset, with no preset and no override."""
+
+from __future__ import annotations
+
+import json
+
+from msgnet.cli import main
+from tests.fixtures_importers import make_folder_fixture
+
+
+def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
+    fx = make_folder_fixture(tmp_path / "src", num=10, size=(64, 64), channels=3, num_classes=3)
+    data = tmp_path / "tiles"
+    assert main(["data", "import", "folder", str(fx["root"]), "--out", str(data), "--classes", "a,b",
+                 "--mode", "tile", "--size", "32", "--overlap", "0.5", "--val-fraction", "0.2",
+                 "--test-fraction", "0.2"]) == 0
+    run = tmp_path / "run"
+    cmd = ["run", str(data), "--run", str(run), "--budget", "0.02", "--num", "4", "--seeds", "1",
+           "--min-steps", "20", "--qc-steps", "20", "--qc-max-candidates", "128", "--device", "cpu"]
+    assert main(cmd) == 0
+    out = capsys.readouterr().out
+    report = run / "report"
+    md = (report / "report.md").read_text()
+    first = md.splitlines()[0]
+    assert first.startswith("**msgnet's pairs ") and first.strip("*") in out
+    summary = json.loads((report / "report.json").read_text())
+    bench = json.loads((run / "benchmark.json").read_text())
+    names = {s["name"] for s in bench["results"][0]["settings"]}
+    assert {"real", "augment", "copy-paste@1"} <= names
+    if (run / "generated").is_dir():  # enough pairs passed QC: they were benchmarked against both baselines
+        assert "augment+synthetic@1" in names and summary["verdict"] in first
+        assert "over real + standard augmentation" in first and "over real + copy-paste" in first
+        assert "## Quality control of the generated pairs" in md
+    else:  # the cap was reached: the report says so instead of a verdict
+        assert "were not benchmarked" in first and "passed quality control" in first
+    assert "derived-" in md and "kept the weights of step" in md  # derived preset and kept weights reported
+    page = (report / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page and "<table>" in page
+    # a rerun finishes at once from what is there, with the same answer
+    assert main(cmd) == 0
+    assert (report / "report.md").read_text().splitlines()[0] == first
