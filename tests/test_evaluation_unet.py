@@ -245,3 +245,22 @@ def test_gpu_path_trains_on_the_device_and_agrees_with_the_plan():
     for key, run in runs["cuda"].items():
         assert run["real_batches_sha1"] == runs["cpu"][key]["real_batches_sha1"]
     assert runs["cuda"]["24/real/0"]["dice"] > 0.5
+
+
+def test_a_benchmark_without_synthetic_pairs_resumes_with_them(tmp_path):
+    """Baseline runs (real, augment, copy-paste) stay valid when a synthetic set is added later."""
+    from msgnet.errors import UsageError
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.request import _load_done
+
+    protocol = UNetProtocol(min_steps=5)
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"protocol": protocol.to_json(), "real": str(tmp_path / "real"), "synthetic": None,
+                                "runs": {"100/real/0": {"dice": 0.5}}}))
+    assert _load_done(path, protocol, tmp_path / "real", tmp_path / "syn") == {"100/real/0": {"dice": 0.5}}
+    path.write_text(json.dumps({"protocol": protocol.to_json(), "real": str(tmp_path / "real"),
+                                "synthetic": str(tmp_path / "syn"), "runs": {}}))
+    with pytest.raises(UsageError):
+        _load_done(path, protocol, tmp_path / "real", tmp_path / "other")  # another synthetic set
+    with pytest.raises(UsageError):
+        _load_done(path, protocol, tmp_path / "other-real", tmp_path / "syn")  # another real set

@@ -316,3 +316,14 @@ def test_sample_qc_refuses_an_incompatible_real_set_and_leaves_nothing(tiny_run,
                  "--out", str(tmp_path / "o")])
     assert code == 2 and "32x32" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_sample_qc_can_accept_fewer_pairs_at_the_cap(tiny_run, tmp_path):
+    _, run = tiny_run
+    out = tmp_path / "few"
+    assert main(["sample", "--run", str(run), "--num", "50", "--batch-size", "4", "--qc", "--device", "cpu",
+                 *LENIENT, "--qc-max-candidates", "8", "--qc-accept-fewer", "--out", str(out)]) == 0
+    meta = json.loads((out / "dataset.json").read_text())["source"]["qc"]
+    kept = meta["pass_rate"]["kept"]
+    assert meta["stopped_at_cap"] is True and meta["requested"] == 50 and meta["candidates"] == 8
+    assert 1 <= kept <= 8 and len(open_dataset(out).ids("train")) == kept

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the real set to check against [the run's training data]")
     p.add_argument("--qc-max-candidates", type=int, default=None, metavar="N",
                    help="stop with a message after N candidates [20 x --num]")
+    p.add_argument("--qc-accept-fewer", action="store_true",
+                   help="at the cap, keep the pairs that passed (at least one) instead of failing")
     add_threshold_arguments(p)
     add_device_argument(p)
     p.set_defaults(func=_sample)
@@ -59,8 +61,9 @@ def _sample(args: argparse.Namespace) -> int:
 
     out, record = generate_checked(args.run, args.out, settings, qc_settings_from_args(args), real=args.qc_real,
                                    segmenter_dir=args.segmenter, max_candidates=args.qc_max_candidates,
-                                   resume=args.resume, device=args.device)
+                                   resume=args.resume, device=args.device, accept_fewer=args.qc_accept_fewer)
     print(format_summary(record))
-    print(f"wrote {args.num} generated pairs that pass quality control to {out} "
+    print(f"wrote {record['pass_rate']['kept'] if record['stopped_at_cap'] else args.num} generated pairs "
+          f"that pass quality control to {out} "
           f"(qc.csv, rejected.png, preview.png)")
     return 0

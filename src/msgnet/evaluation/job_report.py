@@ -50,6 +50,8 @@ def headline(result: dict | None, note: str | None = None) -> tuple[str, dict[st
     text = (f"msgnet's pairs {verdict} on {entry['n']} real training images: real + standard augmentation + "
             f"msgnet pairs reaches DICE {pairs['dice_mean']:.3f}, {_gain_text(vs_aug, 'real + standard augmentation')}"
             f" and {_gain_text(vs_cp, 'real + copy-paste')}.")
+    if note:
+        text += f" ({note[0].upper()}{note[1:]}.)"
     return text, {"helped": helped, "verdict": verdict, "vs_augment": vs_aug, "vs_copy_paste": vs_cp,
                   "dice_with_pairs": pairs["dice_mean"], "n": entry["n"]}
 
@@ -79,7 +81,8 @@ def write_job_report(out: Path, data: Path, run: Path, result: dict | None, gene
     out.mkdir(parents=True, exist_ok=True)
     line, figures = headline(result, note)
     md = [f"**{line}**", "", "# msgnet run report", "", f"- real data: `{data}`", f"- run: `{run}`",
-          f"- generated pairs: `{generated}`" if generated else f"- generated pairs: none ({note})", ""]
+          f"- generated pairs: `{generated}`" + (f" ({note})" if note else "") if generated
+          else f"- generated pairs: none ({note})", ""]
     md += _training_lines(run)
     summary: dict[str, Any] = {"headline": line, **figures}
     if generated is not None:

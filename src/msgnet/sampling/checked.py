@@ -44,11 +44,13 @@ def run_training_data(run_dir: Path) -> tuple[Path, list[int] | None]:
 def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationSettings, qc_settings: QCSettings,
                      real: Path | None = None, segmenter_dir: Path | None = None,
                      max_candidates: int | None = None, resume: bool = False, device: str | None = None,
-                     progress: bool = True) -> tuple[Path, dict]:
+                     progress: bool = True, accept_fewer: bool = False) -> tuple[Path, dict]:
     """Sample until ``settings.num`` pairs pass QC; returns the dataset and its QC record.
 
     ``real``: the real set to check against (default: the run's training data).
-    ``max_candidates``: stop after this many candidates (default ``20 x num``).
+    ``max_candidates``: stop after this many candidates (default ``20 x num``): with fewer than
+    ``num`` kept that is an error, unless ``accept_fewer`` (then the set holds the pairs kept so
+    far, at least one, and its record says so).
     """
     run_dir, out = Path(run_dir), Path(out)
     recorded, training_ids = run_training_data(run_dir)
@@ -83,6 +85,10 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
         if state["candidates"] >= cap:
             bar.close()
             rate = state["passed"] / max(1, state["candidates"])
+            if accept_fewer and state["kept"] > 0:
+                print(f"qc: the cap of {cap} candidates is reached with {state['kept']} of {num} pairs kept "
+                      f"(pass rate {100 * rate:.2f}%); keeping those")
+                break
             raise UsageError(
                 f"{out}: only {state['kept']} of {num} pairs passed quality control in {state['candidates']} "
                 f"candidates (pass rate {100 * rate:.1f}%; most rejected for "
@@ -115,6 +121,8 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
     rate = pass_rate(state["passed"], state["candidates"])
     record = qc_record(qc, rate, state["rejected_by"])
     record["candidates"] = state["candidates"]
+    record["requested"] = num
+    record["stopped_at_cap"] = state["kept"] < num
 
     def write_qc_files(directory: Path) -> None:
         from msgnet.evaluation.qc.outputs import write_summary

@@ -97,8 +97,9 @@ def _load_done(path: Path, protocol: UNetProtocol, real: Path, synthetic: Path |
         raise UsageError(f"--json {path}: not the JSON of `msgnet eval augment --json`") from None
     if old.get("protocol") != json.loads(json.dumps(protocol.to_json())):
         raise UsageError(f"--json {path}: written with another U-Net protocol; resume with the same options")
-    same_data = (old.get("real") == str(real)) and (old.get("synthetic") == (None if synthetic is None else str(synthetic)))
-    if not same_data:
+    # Runs made without a synthetic set (real, augment, copy-paste) stay valid when one is added later.
+    same_synthetic = old.get("synthetic") in (None, None if synthetic is None else str(synthetic))
+    if old.get("real") != str(real) or not same_synthetic:
         raise UsageError(f"--json {path}: written for --real {old.get('real')} --synthetic {old.get('synthetic')}; "
                          "resume with the same datasets")
     return runs
