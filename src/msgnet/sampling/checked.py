@@ -57,7 +57,7 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
     real_ds = open_dataset(real or recorded)
     same_data = real is None or Path(real).resolve() == recorded.resolve()
     cap = max_candidates if max_candidates is not None else 20 * settings.num
-    if cap < settings.num:
+    if cap < settings.num and not accept_fewer:
         raise UsageError(f"--qc-max-candidates: {cap} is fewer than --num {settings.num}")
     job = SamplingJob.open(run_dir, out, settings, resume, device,
                            record_extra={"qc": qc_settings.to_json(), "qc_real": str(real_ds.root.resolve())})
