@@ -1,8 +1,10 @@
-"""Small datasets built on the fly for tests (no downloads)."""
+"""Small datasets built on the fly for tests (no downloads), and an interruption of sampling."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -40,3 +42,25 @@ def make_tiny_dataset(path: Path, n: int = 24, size: int = 16, channels: int = 1
                 image[..., c] = (layout * (255 // num_classes) + 20 * c).clip(0, 255)
             writer.add("val" if k < n_val else "train", image, layout, objects=objects)
     return path
+
+
+@contextlib.contextmanager
+def interrupt_sampling_after(batches: int) -> Iterator[None]:
+    """Make sampling raise KeyboardInterrupt (as Ctrl-C would) when it is about to write batch
+    number ``batches`` (counting from 0) into ``OUT.partial/``: an interrupted run to resume."""
+    from msgnet.sampling import pipeline
+
+    calls = {"n": 0}
+    original = pipeline._PartialOutput.write_batch
+
+    def failing(self, *args, **kwargs):
+        if calls["n"] == batches:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return original(self, *args, **kwargs)
+
+    pipeline._PartialOutput.write_batch = failing
+    try:
+        yield
+    finally:
+        pipeline._PartialOutput.write_batch = original

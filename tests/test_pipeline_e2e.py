@@ -8,7 +8,7 @@ from PIL import Image
 
 from msgnet.cli import main
 from msgnet.data.format import open_dataset
-from tests.fixtures import make_tiny_dataset
+from tests.fixtures import interrupt_sampling_after, make_tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -57,22 +57,8 @@ def test_sampling_is_deterministic_for_a_seed_and_resumable(trained_run, tmp_pat
     b, lb = open_dataset(tmp_path / "b").load_split("train")
     assert np.array_equal(a, b) and np.array_equal(la, lb)
     # interrupt after the first batch: simulate by sampling 2 of the batches then resuming
-    from msgnet.sampling import pipeline
-
-    calls = {"n": 0}
-    original = pipeline._PartialOutput.write_batch
-
-    def failing(self, *a_, **k_):
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        return original(self, *a_, **k_)
-
-    pipeline._PartialOutput.write_batch = failing
-    try:
+    with interrupt_sampling_after(1):
         assert main([*args, "--out", str(tmp_path / "c")]) == 130
-    finally:
-        pipeline._PartialOutput.write_batch = original
     assert (tmp_path / "c.partial").is_dir() and not (tmp_path / "c").exists()
     assert main([*args, "--out", str(tmp_path / "c")]) == 2  # refuses without --resume
     assert main([*args, "--out", str(tmp_path / "c"), "--resume"]) == 0

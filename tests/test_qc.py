@@ -17,7 +17,7 @@ from msgnet.evaluation.qc.checker import QCSettings, QualityControl
 from msgnet.evaluation.qc.request import QCRequest, run_qc
 from msgnet.evaluation.qc.scores import ScoreTable, objects_found, pair_dice
 from msgnet.evaluation.qc.thresholds import calibrate
-from tests.fixtures import tiny_info
+from tests.fixtures import interrupt_sampling_after, tiny_info
 
 SIZE = 32
 RULE = {"object_count": {"min": 1, "max": 3}, "no_overlap": True}
@@ -278,22 +278,8 @@ def test_sample_qc_delivers_num_passing_pairs_deterministically_and_resumes(tiny
     passing = [int(r["id"]) for r in rows if r["kept_id"] != ""]
     assert np.array_equal(plain_images[passing], a_images)
 
-    from msgnet.sampling import pipeline
-
-    calls = {"n": 0}
-    original = pipeline._PartialOutput.write_batch
-
-    def failing(self, *a_, **k_):
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        return original(self, *a_, **k_)
-
-    pipeline._PartialOutput.write_batch = failing
-    try:
+    with interrupt_sampling_after(1):
         assert main([*args, "--out", str(tmp_path / "c")]) == 130
-    finally:
-        pipeline._PartialOutput.write_batch = original
     assert main([*args, "--out", str(tmp_path / "c"), "--resume"]) == 0
     c_images, c_layouts = open_dataset(tmp_path / "c").load_split("train")
     assert np.array_equal(a_images, c_images) and np.array_equal(a_layouts, c_layouts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import pytest
 import torch
 from torch import nn
 
@@ -71,7 +72,7 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     # three validations without improvement after the best one, then the stop
     assert [s for s, _ in losses if s > best_step] == [best_step + 5, best_step + 10, best_step + 15]
     saved = load_state_dict(result.model_dir)["weight"].item()
-    assert (saved - 1.0) ** 2 == pytest_approx(best_loss)
+    assert (saved - 1.0) ** 2 == pytest.approx(best_loss, rel=1e-4, abs=1e-7)
     last = stage.model.weight.item()
     assert abs(saved - 1.0) < abs(last - 1.0)  # the last weights overshot; the saved ones did not
 
@@ -122,8 +123,3 @@ def test_selection_state_survives_resume(tmp_path):
     assert (json.loads((full.model_dir / "selected.json").read_text())["step"]
             == json.loads((resumed.model_dir / "selected.json").read_text())["step"])
 
-
-def pytest_approx(v):
-    import pytest
-
-    return pytest.approx(v, rel=1e-4, abs=1e-7)

@@ -248,6 +248,11 @@ def load_preset(name_or_path: str, overrides: list[str] | None = None) -> Preset
         raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a preset must be a mapping")
+    return preset_from_dict(data, overrides)
+
+
+def preset_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Preset:
+    """A validated preset from a nested mapping, after ``a.b=value`` overrides."""
     for item in overrides or []:
         apply_override(data, item)
     preset = from_dict(Preset, data, "")

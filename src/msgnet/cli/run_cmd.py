@@ -62,7 +62,7 @@ def _sample(args: argparse.Namespace) -> tuple[Path | None, str | None]:
 
     from msgnet.evaluation.qc.checker import QCSettings
     from msgnet.evaluation.qc.segmenter import QC_PROTOCOL
-    from msgnet.sampling.checked import generate_checked
+    from msgnet.sampling.checked import TooFewPassed, generate_checked
     from msgnet.sampling.pipeline import GenerationSettings
 
     out = args.run / "generated"
@@ -75,11 +75,9 @@ def _sample(args: argparse.Namespace) -> tuple[Path | None, str | None]:
         _, record = generate_checked(args.run, out, settings, QCSettings(protocol=protocol),
                                      max_candidates=args.qc_max_candidates, resume=partial.is_dir(),
                                      device=args.device, accept_fewer=True)
-    except UsageError as exc:
-        if "passed quality control" not in str(exc):
-            raise
+    except TooFewPassed as exc:
         print(f"msgnet run: {exc}")  # not a single pair passed within the cap
-        return None, str(exc).split(": ", 1)[-1].split("; the cap")[0]
+        return None, exc.summary
     return out, _fewer_note(record)
 
 

@@ -139,16 +139,9 @@ def _derived_or_recorded_preset(args: argparse.Namespace):
     num_train = len(training.ids) if training.ids is not None else len(dataset.ids("train"))
     preset = derive_preset(dataset.info, num_train, choose_device(args.device), args.budget)
     print(f"derived preset: {preset.source}")
-    if not overrides:
-        return preset
-    from msgnet.config import Preset, apply_override, from_dict, to_dict
+    from msgnet.config import preset_from_dict, to_dict
 
-    data = to_dict(preset)
-    for item in overrides:
-        apply_override(data, item)
-    preset = from_dict(Preset, data, "")
-    preset.validate()
-    return preset
+    return preset_from_dict(to_dict(preset), overrides)
 
 
 def _check_enough_images(preset, stage: str, n: int, where: str) -> None:

@@ -19,6 +19,7 @@ from msgnet.evaluation.benchmark.report import markdown_section
 from msgnet.evaluation.benchmark.verdict import paired_gain
 from msgnet.evaluation.html_page import markdown_to_html
 from msgnet.io import atomic_write_json, atomic_write_text
+from msgnet.train.selection import describe_kept
 
 WITH_PAIRS = "augment+synthetic"  # the setting a user would adopt: their augmentation plus msgnet's pairs
 
@@ -65,11 +66,7 @@ def _training_lines(run: Path) -> list[str]:
     for stage in ("vqvae", "layout_prior", "prior"):
         sel = run / stage / "selected.json"
         if sel.is_file():
-            k = json.loads(sel.read_text())
-            value = "" if k.get("best_value") is None else f", val {k['metric']} {k['best_value']:.4g}"
-            lines.append(f"- {stage}: kept the weights of step {k['step']} of {k['last_step']} ({k['kept']}{value}"
-                         + (", moving average" if k.get("averaged") else "")
-                         + (", stopped early: no improvement" if k.get("stopped_early_no_improvement") else "") + ")")
+            lines.append(f"- {stage}: kept the weights of {describe_kept(json.loads(sel.read_text()))}")
     return lines + [""]
 
 

@@ -120,11 +120,9 @@ def write_run_report(run: Path, samples: Path | None, timings: dict[str, float])
         if s["epoch_end"]:
             lines.append(f"- last end-of-epoch metrics: {_fmt_metrics(s['epoch_end'])}")
         if s.get("selected"):
-            k = s["selected"]
-            lines.append(f"- kept weights: step {k['step']} ({k['kept']}"
-                         + (f", val {k['metric']} {k['best_value']:.4g}" if k.get("best_value") is not None else "")
-                         + (", moving average" if k.get("averaged") else "")
-                         + (", stopped early: no improvement" if k.get("stopped_early_no_improvement") else "") + ")")
+            from msgnet.train.selection import describe_kept
+
+            lines.append(f"- kept weights: {describe_kept(s['selected'])}")
         if s["curves"]:
             lines += ["", f"![{s['stage']} curves]({s['curves']})"]
         lines.append("")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -22,12 +23,21 @@ from tqdm.auto import tqdm
 from msgnet.data.format import image_name, open_dataset, write_files
 from msgnet.errors import UsageError
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
-from msgnet.evaluation.qc.outputs import csv_header, csv_rows, histograms_png, pair_caption, read_csv_table, rejected_grid
-from msgnet.evaluation.qc.request import QC_KEY, REJECTED_SHOWN, check_compatible, qc_record
+from msgnet.evaluation.qc.outputs import csv_header, csv_rows, pair_caption, read_csv_table, severity_key
+from msgnet.evaluation.qc.request import (QC_KEY, REJECTED_SHOWN, check_compatible, qc_record,
+                                          write_figures_and_summary)
 from msgnet.sampling.pipeline import GenerationSettings, SamplingJob, remove_partial
 from msgnet.sampling.run import read_run_info
 
 ROWS_FILE = "qc_rows.csv"
+
+
+class TooFewPassed(UsageError):
+    """The candidate cap was reached before enough pairs passed quality control (``summary``: why)."""
+
+    def __init__(self, message: str, summary: str):
+        super().__init__(message)
+        self.summary = summary
 WORST_DIR = "rejected"
 
 
@@ -89,11 +99,11 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
                 print(f"qc: the cap of {cap} candidates is reached with {state['kept']} of {num} pairs kept "
                       f"(pass rate {100 * rate:.2f}%); keeping those")
                 break
-            raise UsageError(
-                f"{out}: only {state['kept']} of {num} pairs passed quality control in {state['candidates']} "
-                f"candidates (pass rate {100 * rate:.1f}%; most rejected for "
-                f"{', '.join(list(state['rejected_by'])[:3]) or 'nothing'}); the cap --qc-max-candidates {cap} "
-                f"is reached. Train the run longer, loosen the thresholds, or raise the cap and --resume")
+            summary = (f"only {state['kept']} of {num} pairs passed quality control in {state['candidates']} "
+                       f"candidates (pass rate {100 * rate:.1f}%; most rejected for "
+                       f"{', '.join(list(state['rejected_by'])[:3]) or 'nothing'})")
+            raise TooFewPassed(f"{out}: {summary}; the cap --qc-max-candidates {cap} is reached. Train the run "
+                               "longer, loosen the thresholds, or raise the cap and --resume", summary)
         t0 = time.perf_counter()
         images, layouts = job.batch(b, bs, b * bs)
         table = qc.score(images, layouts)
@@ -125,22 +135,15 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
     record["stopped_at_cap"] = state["kept"] < num
 
     def write_qc_files(directory: Path) -> None:
-        from msgnet.evaluation.qc.outputs import write_summary
-
         (directory / "qc.csv").write_bytes(csv_header().encode() + (directory / ROWS_FILE).read_bytes())
         (directory / ROWS_FILE).unlink()
         shown = state["worst"]
         pairs = [_read_pair(directory / WORST_DIR, w["candidate"]) for w in shown]
-        rejected_grid([p[0] for p in pairs], [p[1] for p in pairs], [w["caption"] for w in shown],
-                      job.run.info.palette, directory / "rejected.png")
-        for f in (directory / WORST_DIR).rglob("*.png"):
-            f.unlink()
-        for sub in ("images", "layouts", ""):
-            if (directory / WORST_DIR / sub).is_dir():
-                (directory / WORST_DIR / sub).rmdir()
+        shutil.rmtree(directory / WORST_DIR)
         generated, _ = read_csv_table(directory / "qc.csv")
-        histograms_png(qc.real_scores, generated, qc.thresholds.to_json(), directory / "qc_histograms.png")
-        write_summary(directory / "qc.json", {"generated": str(out.resolve()), **record})
+        write_figures_and_summary(directory, qc, generated, [p[0] for p in pairs], [p[1] for p in pairs],
+                                  [w["caption"] for w in shown], job.run.info.palette,
+                                  {"generated": str(out.resolve()), **record})
 
     return job.finish({QC_KEY: record}, write_qc_files), record
 
@@ -154,7 +157,7 @@ def _update_worst(worst: list[dict], first_candidate: int, table, reasons, image
             row = table.row(k)
             entries.append({"candidate": first_candidate + k, "failed": len(r), "dice": float(row["dice"]),
                             "caption": pair_caption(row, r), "_new": k})
-    entries.sort(key=lambda e: (-e["failed"], e["dice"], e["candidate"]))
+    entries.sort(key=lambda e: severity_key(e["failed"], e["dice"], e["candidate"]))
     top = entries[:REJECTED_SHOWN]
     for e in top:
         k = e.pop("_new", None)

@@ -116,3 +116,11 @@ class WeightSelection:
         best = state.get("best_state")
         self.best_state = None if best is None else {k: v.to(device) for k, v in best.items()}
         self.since_best = int(state.get("since_best", 0))
+
+
+def describe_kept(record: dict[str, Any]) -> str:
+    """One line on the weights a stage kept, from its ``selected.json`` record (for reports)."""
+    value = "" if record.get("best_value") is None else f", val {record['metric']} {record['best_value']:.4g}"
+    return (f"step {record['step']} of {record['last_step']} ({record['kept']}{value}"
+            + (", moving average" if record.get("averaged") else "")
+            + (", stopped early: no improvement" if record.get("stopped_early_no_improvement") else "") + ")")

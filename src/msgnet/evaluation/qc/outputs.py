@@ -58,10 +58,16 @@ def read_csv_table(path: Path) -> tuple[ScoreTable, np.ndarray]:
     return ScoreTable(cols), np.array([r["kept"] == "1" for r in rows], dtype=bool)
 
 
+def severity_key(failed: int, dice: float, index: int) -> tuple[int, float, int]:
+    """Sort key of a rejected pair, worst first: most failed checks, then lowest consistency DICE."""
+    return (-failed, dice, index)
+
+
 def severity_order(table: ScoreTable, reasons: Sequence[Sequence[str]]) -> np.ndarray:
-    """Indices of rejected pairs, worst first: most failed checks, then lowest consistency DICE."""
+    """Indices of rejected pairs, worst first (:func:`severity_key`)."""
     rejected = [i for i, r in enumerate(reasons) if r]
-    return np.array(sorted(rejected, key=lambda i: (-len(reasons[i]), float(table["dice"][i]))), dtype=np.int64)
+    return np.array(sorted(rejected, key=lambda i: severity_key(len(reasons[i]), float(table["dice"][i]), i)),
+                    dtype=np.int64)
 
 
 def _caption(tile: np.ndarray, lines: Sequence[str], height: int = 24) -> np.ndarray:

@@ -21,8 +21,8 @@ from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training
 from msgnet.errors import UsageError
 from msgnet.evaluation.stats import fmt_rate
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
-from msgnet.evaluation.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid, severity_order,
-                               write_summary)
+from msgnet.evaluation.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid,
+                                          severity_order, write_summary)
 from msgnet.evaluation.qc.scores import ScoreTable
 
 QC_KEY = "qc"
@@ -151,10 +151,17 @@ def write_reports(directory: Path, qc: QualityControl, ids: list[int], table: Sc
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / "qc.csv", csv_header() + csv_rows(ids, table, reasons, kept_ids))
     worst = severity_order(table, reasons)[:REJECTED_SHOWN]
-    rejected_grid([images[i] for i in worst], [layouts[i] for i in worst],
-                  [pair_caption(table.row(int(i)), reasons[int(i)]) for i in worst], palette,
-                  directory / "rejected.png")
-    histograms_png(qc.real_scores, table, qc.thresholds.to_json(), directory / "qc_histograms.png")
+    write_figures_and_summary(directory, qc, table, [images[i] for i in worst], [layouts[i] for i in worst],
+                              [pair_caption(table.row(int(i)), reasons[int(i)]) for i in worst], palette, summary)
+
+
+def write_figures_and_summary(directory: Path, qc: QualityControl, generated: ScoreTable, worst_images: list,
+                              worst_layouts: list, captions: list, palette: np.ndarray,
+                              summary: dict[str, Any]) -> None:
+    """rejected.png (the worst rejected pairs given), qc_histograms.png and qc.json: shared by `msgnet qc`
+    and `sample --qc`, whatever way each holds its scores."""
+    rejected_grid(worst_images, worst_layouts, captions, palette, directory / "rejected.png")
+    histograms_png(qc.real_scores, generated, qc.thresholds.to_json(), directory / "qc_histograms.png")
     write_summary(directory / "qc.json", summary)
 
 
