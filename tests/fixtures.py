@@ -13,20 +13,22 @@ from msgnet.layouts.boxes import boxes_to_layout
 from msgnet.layouts.render import default_palette
 
 
-def tiny_info(size: int, channels: int, num_classes: int = 3, rule: dict | None = None) -> DatasetInfo:
+def tiny_info(size: int, channels: int, num_classes: int = 3, rule: dict | None = None,
+              augmentations: list[str] | None = None) -> DatasetInfo:
     pal = default_palette(num_classes)
     classes = [ClassInfo(0, "background", (0, 0, 0))] + [
         ClassInfo(i, f"class{i}", tuple(int(v) for v in pal[i])) for i in range(1, num_classes)
     ]
     return DatasetInfo(name="tiny", image_size=(size, size), channels=channels, classes=classes,
-                       splits={"train": [], "val": []}, source={"builder": "tests"}, rule=rule)
+                       splits={"train": [], "val": []}, source={"builder": "tests"}, rule=rule,
+                       augmentations=augmentations)
 
 
 def make_tiny_dataset(path: Path, n: int = 24, size: int = 16, channels: int = 1, num_classes: int = 3,
-                      seed: int = 0, n_val: int | None = None) -> Path:
+                      seed: int = 0, n_val: int | None = None, augmentations: list[str] | None = None) -> Path:
     """Images with one or two bright rectangles whose brightness encodes the class."""
     rng = np.random.default_rng(seed)
-    info = tiny_info(size, channels, num_classes)
+    info = tiny_info(size, channels, num_classes, augmentations=augmentations)
     n_val = max(2, n // 4) if n_val is None else n_val
     with DatasetWriter(path, info) as writer:
         for k in range(n):

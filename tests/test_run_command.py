@@ -39,3 +39,24 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
     # a rerun finishes at once from what is there, with the same answer
     assert main(cmd) == 0
     assert (report / "report.md").read_text().splitlines()[0] == first
+
+
+def test_run_on_a_subset_trains_generator_qc_and_unets_on_the_same_images(tmp_path, capsys):
+    fx = make_folder_fixture(tmp_path / "src", num=10, size=(64, 64), channels=3, num_classes=3)
+    data = tmp_path / "tiles"
+    assert main(["data", "import", "folder", str(fx["root"]), "--out", str(data), "--classes", "a,b",
+                 "--mode", "tile", "--size", "32", "--overlap", "0.5", "--val-fraction", "0.2",
+                 "--test-fraction", "0.2"]) == 0
+    run = tmp_path / "run"
+    assert main(["run", str(data), "--run", str(run), "--budget", "0.02", "--num", "2", "--seeds", "1",
+                 "--min-steps", "10", "--qc-steps", "10", "--qc-max-candidates", "64", "--device", "cpu",
+                 "--train-subset", "24"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((run / "dataset.json").read_text())
+    ids = record["source"]["training_ids"]
+    assert len(ids) == 24
+    assert "qc: training the consistency segmenter on 24 real training pairs" in out
+    bench = json.loads((run / "benchmark.json").read_text())
+    runs = [r for setting in bench["results"][0]["settings"] for r in setting["runs"]]
+    assert bench["results"][0]["n"] == 24 and runs and all(r["train_real"] == 24 for r in runs)
+    assert "24 training images" in (run / "preset.yaml").read_text()  # the preset was derived for 24

@@ -132,6 +132,12 @@ class TrainConfig:
     keep_best: bool = False
     patience: int = 0
     val_every: int = 0
+    # Train on the geometric transforms dataset.json declares valid, image and layout alike
+    # (msgnet.augmentation.standard). The VQ-VAE draws a fresh transform for every batch; a
+    # prior cannot (its tokens are the codes of the transformed image), so it learns from
+    # `augment_copies` transformed copies of each training image encoded once, beside the originals.
+    augment: bool = False
+    augment_copies: int = 0
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -146,6 +152,8 @@ class TrainConfig:
             raise UsageError("train: ema_decay must be in [0, 1)")
         if self.patience < 0 or self.val_every < 0:
             raise UsageError("train: patience and val_every must be >= 0")
+        if self.augment_copies < 0:
+            raise UsageError("train: augment_copies must be >= 0")
 
 
 @dataclass(frozen=True)

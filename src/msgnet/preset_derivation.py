@@ -11,6 +11,8 @@ matter of how much compute there is:
   halving lands in 16–24);
 * **the number of training images** and **the device** give the widths: the paper's widths on a
   GPU, the CPU presets' (measured in ``benchmarks/``) on a CPU, narrower priors for small sets;
+* **small sets** (under 4,000 training images) train all three models on the geometric
+  transforms dataset.json declares valid, image and layout alike;
 * **the budget** (minutes) is split among the three models in the proportions the CPU main job
   measured (VQ-VAE 8.2, layout prior 10.9, codes prior 15.3 minutes); each stage's step count
   fills its share at a step time measured here, on this device, with the models just derived.
@@ -35,6 +37,17 @@ LATENT_RANGE = (16, 32)
 STAGE_SHARES = {"vqvae": 8.2 / 34.4, "layout_prior": 10.9 / 34.4, "prior": 15.3 / 34.4}
 DEFAULT_BUDGET_MINUTES = 30.0
 MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
+# Small sets train on transformed copies (the dataset's declared transforms), up to about
+# 4,000 code maps: a chosen figure, not a tuned one (README "Low-data result" measures the whole).
+AUGMENT_BELOW, AUGMENT_TARGET, MAX_COPIES = 4000, 4000, 8
+
+
+def augment_copies_for(num_train: int) -> int:
+    """Transformed copies of each training image for the priors: enough to bring a small set near
+    ``AUGMENT_TARGET`` code maps (at most ``MAX_COPIES``); none from ``AUGMENT_BELOW`` images up."""
+    if num_train >= AUGMENT_BELOW:
+        return 0
+    return min(MAX_COPIES, max(1, -(-AUGMENT_TARGET // max(num_train, 1)) - 1))
 
 
 def latent_size_for(image_size: int) -> int:
@@ -102,7 +115,8 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool) -> tuple[Pres
         f"16-24 cells a side as in the paper's presets; the codes prior models the {2 * latent}x{latent} stacked map.",
         f"Widths: {width_why}.",
     ]
-    placeholder = TrainConfig(iterations=1, batch_size=32 if not gpu else 64)
+    # A batch never larger than the training set: 24 tiles must train, not be refused.
+    placeholder = TrainConfig(iterations=1, batch_size=min(32 if not gpu else 64, max(1, num_train)))
     preset = Preset(name=f"derived-{info.name}", vqvae=vq, vqvae_train=placeholder, prior=codes_prior,
                     prior_train=placeholder, layout_prior=layout_prior, layout_prior_train=placeholder)
     preset.validate()
@@ -166,6 +180,9 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
     lrs = {"vqvae": 2e-3, "layout_prior": 2e-3, "prior": 1e-3} if not gpu else {"vqvae": 1e-3, "layout_prior": 1e-3,
                                                                                "prior": 3e-4}
     parts = []
+    copies = augment_copies_for(num_train)
+    declared = tuple(info.augmentations or ())
+    augment = bool(copies and declared)
     for stage, share in STAGE_SHARES.items():
         minutes = budget * share
         steps = max(MIN_STEPS, int(minutes * 60 / max(seconds[stage], 1e-6)))
@@ -177,12 +194,21 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
                                            max_minutes=round(minutes * 1.25, 2), log_every=25,
                                            checkpoint_every=max(50, steps // 4), image_every=max(100, steps // 2),
                                            val_samples=1000, val_every=max(5, steps // 20), keep_best=True,
-                                           patience=5, ema_decay=round(ema, 4))
+                                           patience=5, ema_decay=round(ema, 4), augment=augment,
+                                           augment_copies=copies if augment and stage != "vqvae" else 0)
         parts.append(f"{stage} {steps} steps ({minutes:.1f} min at {seconds[stage]:.3f} s/step measured here)")
     why.append(f"A {budget:g}-minute budget on {device.type}, split {', '.join(parts)}; linear decay to 0; each "
                "stage stops at 1.25x its share if the machine is slower than measured.")
     why.append("Small data: every stage validates 20 times, keeps its best-validated weights and stops after 5 "
                "validations without improvement; the priors sample with a moving average of their weights.")
+    if augment:
+        why.append(f"{num_train} training images, fewer than {AUGMENT_BELOW}: all three models train on the "
+                   f"transforms dataset.json declares valid ({', '.join(declared)}), image and layout alike; the "
+                   f"VQ-VAE draws a fresh one per batch, the priors learn the codes of {copies} transformed "
+                   f"copies of each image as well ({num_train * (1 + copies)} code maps).")
+    elif copies:
+        why.append(f"{num_train} training images, but dataset.json declares no geometric transform valid: "
+                   "the models train on the images as they are.")
     preset = replace(preset, **trains, source=" ".join(why))
     preset.validate()
     return preset

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -115,9 +115,23 @@ class StandardAugmentation:
         if not self.settings.geometric:
             return images, layouts
         theta = self.matrices(images.shape[0])
-        warped = self._warp_image(images, theta)
+        return self._warp_image(images, theta), self._warp_layouts(layouts, theta)
+
+    def geometric_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Warp (B, C, H, W) float images alone, drawing the same transforms ``geometric`` would."""
+        if not self.settings.geometric:
+            return images
+        return self._warp_image(images, self.matrices(images.shape[0]))
+
+    def geometric_layouts(self, layouts: torch.Tensor) -> torch.Tensor:
+        """Warp (B, H, W) integer layouts alone, drawing the same transforms ``geometric`` would."""
+        if not self.settings.geometric:
+            return layouts
+        return self._warp_layouts(layouts, self.matrices(layouts.shape[0]))
+
+    def _warp_layouts(self, layouts: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         lay = self._warp_layout(layouts.unsqueeze(1).float(), theta)
-        return warped, lay.squeeze(1).round().to(layouts.dtype)
+        return lay.squeeze(1).round().to(layouts.dtype)
 
     def intensity(self, images: torch.Tensor) -> torch.Tensor:
         """Contrast, brightness and gamma per sample on [0, 1] images; the layout is untouched."""
@@ -134,6 +148,29 @@ class StandardAugmentation:
     def __call__(self, images: torch.Tensor, layouts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images, layouts = self.geometric(images, layouts)
         return self.intensity(images), layouts
+
+
+def geometric_copies(images: torch.Tensor | None, layouts: torch.Tensor, settings: AugmentationSettings, copies: int,
+                     seed: int, batch_size: int = 256) -> Iterator[tuple[torch.Tensor | None, torch.Tensor]]:
+    """``copies`` transformed versions of every (image, layout), copy after copy, in batches.
+
+    A prior learns codes, and the codes of a transformed image are not a transform of the
+    codes, so its augmented training data is made once, before training: this yields the
+    batches to encode. ``images``: (N, C, H, W) uint8 or float in [0, 1], or None for layouts
+    alone (the layout prior); yields float images in [0, 1] and layouts of ``layouts``' dtype,
+    on ``layouts``' device. Copy ``k`` of image ``i`` comes at row ``k * N + i`` of the
+    concatenation; one seed fixes all of them.
+    """
+    augmentation = StandardAugmentation(settings, layouts.device, seed)
+    for _ in range(copies):
+        for start in range(0, layouts.shape[0], batch_size):
+            lay = layouts[start : start + batch_size]
+            if images is None:
+                yield None, augmentation.geometric_layouts(lay)
+                continue
+            x = images[start : start + batch_size].to(layouts.device)
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            yield augmentation.geometric(x, lay)
 
 
 def _rotation(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

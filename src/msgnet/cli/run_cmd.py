@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgnet.cli.common import add_device_argument
+from msgnet.cli.common import add_device_argument, add_train_subset_argument
 from msgnet.errors import UsageError
 
 SETTINGS = ["real", "augment", "copy-paste", "augment+synthetic"]
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qc-steps", type=int, default=None, metavar="N", help="QC segmenter steps at least [1500]")
     p.add_argument("--qc-max-candidates", type=int, default=None, metavar="N",
                    help="give up sampling after N candidates [20 x --num]")
+    add_train_subset_argument(p)  # the generator, the QC segmenter and every U-Net see the same N images
     add_device_argument(p)
     p.set_defaults(func=_run)
 
@@ -49,6 +50,8 @@ def _train(args: argparse.Namespace) -> int:
         cmd += ["--config", args.config]
     elif args.budget is not None and not (args.run / "preset.yaml").is_file():
         cmd += ["--budget", str(args.budget)]
+    if args.train_subset is not None:
+        cmd += ["--train-subset", str(args.train_subset)]
     if args.run.exists():
         cmd.append("--resume")
     if args.device:
@@ -115,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = SETTINGS if generated is not None else [s for s in SETTINGS if "synthetic" not in s]
     result = run_augment_benchmark(AugmentRequest(
         real=args.data, synthetic=generated, seeds=args.seeds, settings=settings,
+        subsets=[args.train_subset] if args.train_subset is not None else None,
         protocol=UNetProtocol(min_steps=args.min_steps), device=args.device, json_path=json_path,
         resume=json_path.is_file()))
     print("msgnet run: 4/4 report")

@@ -93,7 +93,8 @@ def _train(args: argparse.Namespace) -> int:
     if stage in ("vqvae", "all"):
         run_vqvae(preset, data, run, args.resume, args.device, subset)
     if stage == "all":
-        run_extract(run, data, args.device, skip_existing=args.resume, train_ids=train_ids)
+        run_extract(run, data, args.device, skip_existing=args.resume, train_ids=train_ids,
+                    copies=prior_copies(preset), seed=preset.prior_train.seed)
     if stage in ("layout-prior", "all"):
         layout_data = data if stage == "layout-prior" else None
         if layout_data is None:
@@ -172,11 +173,17 @@ def run_vqvae(preset, data: Path, run: Path, resume: bool, device: str | None, s
     train_vqvae(preset, data, run, resume=resume, device=device, train_ids=training.ids)
 
 
+def prior_copies(preset) -> int:
+    """Transformed copies of each training image to encode: as many as either prior learns from."""
+    return max((t.augment_copies for t in (preset.prior_train, preset.layout_prior_train) if t.augment), default=0)
+
+
 def run_extract(run: Path, data: Path, device: str | None, skip_existing: bool = False,
-                train_ids: list[int] | None = None) -> None:
+                train_ids: list[int] | None = None, copies: int = 0, seed: int = 0) -> None:
     """Extract codes on rank 0; other ranks (under torchrun) wait for the files.
 
     ``train_ids``: the run's training images (from its record); None encodes the whole train split.
+    ``copies``: transformed copies of each training image the priors learn from as well.
     """
     from msgnet.train.codes import extract_codes
 
@@ -184,7 +191,7 @@ def run_extract(run: Path, data: Path, device: str | None, skip_existing: bool =
     if skip_existing and target.is_file():
         return
     if is_main_process():
-        extract_codes(run, data, device=device, train_ids=train_ids)
+        extract_codes(run, data, device=device, train_ids=train_ids, copies=copies, seed=seed)
     else:
         while not target.is_file():
             time.sleep(1.0)

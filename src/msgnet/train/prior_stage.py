@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msgnet.config import PixelSNAILConfig, Preset
+from msgnet.config import PixelSNAILConfig, Preset, TrainConfig
 from msgnet.errors import UsageError
 from msgnet.models.latents import stack_layout
 from msgnet.models.layout_prior import LayoutPixelSNAIL
@@ -149,15 +149,25 @@ def _check_tokens(tokens: torch.Tensor, config: PixelSNAILConfig, what: str, whe
         )
 
 
-def _load_split(run_dir: Path, split: str, required: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _copies(tc: TrainConfig) -> int:
+    """Transformed copies of each training image a prior learns from (0 without ``augment``)."""
+    return tc.augment_copies if tc.augment else 0
+
+
+def _load_split(run_dir: Path, split: str, required: bool, copies: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:
     if not required and not (run_dir / "codes" / f"{split}.safetensors").is_file():
         return None
-    codes, layouts, _ = load_codes(run_dir, split)
+    codes, layouts, meta = load_codes(run_dir, split, copies)
+    if split == "train" and copies:
+        used = int(meta["copies_used"])
+        print(f"{meta['num_images']} training images and {used} transformed cop{'y' if used == 1 else 'ies'} "
+              f"of each ({codes.shape[0]} code maps)" + ("" if used == copies else
+              f"; {copies} asked for, but {run_dir / 'codes'} holds {meta.get('copies', 0)}"))
     return codes, layouts
 
 
-def _datasets(run_dir: Path, build: Any) -> tuple[_Tensors, Any]:
-    train_split = _load_split(run_dir, "train", required=True)
+def _datasets(run_dir: Path, build: Any, copies: int = 0) -> tuple[_Tensors, Any]:
+    train_split = _load_split(run_dir, "train", required=True, copies=copies)
     assert train_split is not None
     val_split = _load_split(run_dir, "val", required=False)
     where = str(run_dir / "codes")
@@ -179,28 +189,34 @@ def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, devic
         _check_tokens(condition, cfg, "stacked layouts", where, cfg.num_condition_classes)
         return _Tensors(codes, condition)
 
-    train_set, val_set = _datasets(run_dir, build)
     tc = preset.prior_train
+    train_set, val_set = _datasets(run_dir, build, _copies(tc))
     seed_everything(tc.seed)
     stage = PriorStage(cfg, val_set=val_set, val_samples=tc.val_samples, batch_size=tc.batch_size)
     return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir
 
 
-def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig,
-                          train_ids: Sequence[int] | None = None) -> tuple[_Tensors, Any]:
-    """Layouts of a dataset brought to the layout prior's grid (no VQ-VAE needed)."""
+def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig, train_ids: Sequence[int] | None = None,
+                          copies: int = 0, seed: int = 0) -> tuple[_Tensors, Any]:
+    """Layouts of a dataset brought to the layout prior's grid (no VQ-VAE needed), with ``copies``
+    transformed copies of the training layouts after them (as :func:`extract_codes` makes them)."""
+    from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
     from msgnet.data.format import open_dataset
     from msgnet.data.torch_dataset import load_split_ids
     from msgnet.layouts import downsample_layout
 
     ds = open_dataset(data_dir)
+    settings = AugmentationSettings.for_dataset(ds.info.augmentations)
     sets = []
     for split in ("train", "val"):
         if split == "val" and not ds.info.splits.get("val"):
             sets.append([])
             continue
         _, layouts = load_split_ids(ds, split, train_ids if split == "train" else None)
-        small = downsample_layout(torch.from_numpy(layouts), (cfg.height, cfg.width), ds.info.num_classes)
+        full = torch.from_numpy(layouts)
+        if split == "train" and copies and settings.geometric:
+            full = torch.cat([full] + [lay for _, lay in geometric_copies(None, full, settings, copies, seed)])
+        small = downsample_layout(full, (cfg.height, cfg.width), ds.info.num_classes)
         _check_tokens(small, cfg, "layouts", str(data_dir / "layouts"), cfg.num_classes)
         sets.append(_Tensors(_compact(small)))
     return sets[0], sets[1]
@@ -223,11 +239,11 @@ def train_layout_prior(
         _check_tokens(layouts, cfg, "layouts", where, cfg.num_classes)
         return _Tensors(layouts)
 
-    if data_dir is not None and not (run_dir / "codes" / "train.safetensors").is_file():
-        train_set, val_set = _layouts_from_dataset(Path(data_dir), cfg, train_ids)
-    else:
-        train_set, val_set = _datasets(run_dir, build)
     tc = preset.layout_prior_train
+    if data_dir is not None and not (run_dir / "codes" / "train.safetensors").is_file():
+        train_set, val_set = _layouts_from_dataset(Path(data_dir), cfg, train_ids, _copies(tc), tc.seed)
+    else:
+        train_set, val_set = _datasets(run_dir, build, _copies(tc))
     seed_everything(tc.seed)
     stage = LayoutPriorStage(cfg, val_set=val_set, val_samples=tc.val_samples, batch_size=tc.batch_size)
     return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir

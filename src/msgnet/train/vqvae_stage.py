@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
 from msgnet.config import Preset, VQVAEConfig
 from msgnet.errors import UsageError
 from msgnet.models.vqvae import DoublePathVQVAE, load_vqvae
@@ -43,18 +44,32 @@ class VQVAEStage(BaseStage):
     name = "vqvae"
     kind = "vqvae"
 
-    def __init__(self, config: VQVAEConfig, seed: int = 0) -> None:
+    def __init__(self, config: VQVAEConfig, seed: int = 0, augmentation: AugmentationSettings | None = None) -> None:
+        """``augmentation``: train on these geometric transforms (a fresh one per image and batch)."""
         self.config = config
         self.model = DoublePathVQVAE(config)
         self.seed = seed
+        self.augmentation_settings = augmentation if augmentation is not None and augmentation.geometric else None
+        self._augmentation: StandardAugmentation | None = None  # made on the first batch's device
+        self._augmentation_state: torch.Tensor | None = None  # its generator state, from a checkpoint
         # Code histograms of both codebooks (kept on the model's device): over the running
         # epoch (dead-code report) and since the last restart (restart decisions).
         self.usage = torch.zeros(2, config.num_embeddings, dtype=torch.long)
         self.window_usage = torch.zeros(2, config.num_embeddings, dtype=torch.long)
         self.restarted = 0  # codes restarted during the running epoch
 
-    def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _augmented(self, batch: Any) -> torch.Tensor:
         images = _images(batch)
+        if self.augmentation_settings is None:
+            return images
+        if self._augmentation is None:
+            self._augmentation = StandardAugmentation(self.augmentation_settings, images.device, self.seed)
+            if self._augmentation_state is not None:
+                self._augmentation.generator.set_state(self._augmentation_state)
+        return self._augmentation.geometric_images(images)
+
+    def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        images = self._augmented(batch)
         if self.usage.device != images.device:
             self.usage = self.usage.to(images.device)
             self.window_usage = self.window_usage.to(images.device)
@@ -119,7 +134,10 @@ class VQVAEStage(BaseStage):
         return restarted
 
     def state_dict(self) -> dict[str, Any]:
-        return {"usage": self.usage.cpu(), "window_usage": self.window_usage.cpu(), "restarted": self.restarted}
+        state = {"usage": self.usage.cpu(), "window_usage": self.window_usage.cpu(), "restarted": self.restarted}
+        if self._augmentation is not None:  # a resumed run draws the transforms it would have drawn
+            state["augmentation_generator"] = self._augmentation.generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "usage" in state:
@@ -127,6 +145,8 @@ class VQVAEStage(BaseStage):
         if "window_usage" in state:
             self.window_usage = state["window_usage"].clone()
         self.restarted = int(state.get("restarted", 0))
+        self._augmentation_state = state.get("augmentation_generator")
+        self._augmentation = None
 
 
 def _current_dist(device: torch.device) -> D.DistInfo:
@@ -199,9 +219,14 @@ def train_vqvae(
 ) -> Path:
     """Train the preset's VQ-VAE on ``data_dir`` (only ``train_ids`` of its train split, if given);
     returns ``run_dir/vqvae`` (weights + config)."""
+    from msgnet.data.format import open_dataset
+
     train_set, val_set = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)
     seed_everything(preset.vqvae_train.seed)
-    stage = VQVAEStage(preset.vqvae, seed=preset.vqvae_train.seed)
+    augmentation = None
+    if preset.vqvae_train.augment:
+        augmentation = AugmentationSettings.for_dataset(open_dataset(data_dir).info.augmentations)
+    stage = VQVAEStage(preset.vqvae, seed=preset.vqvae_train.seed, augmentation=augmentation)
     result = train(stage, train_set, val_set, preset.vqvae_train, Path(run_dir), resume=resume, device=device)
     return result.model_dir
 

@@ -73,22 +73,15 @@ class QualityControl:
                 reference_ids: Sequence[int] | None = None, progress: bool = True) -> "QualityControl":
         """Load or train the segmenter (cached in ``segmenter_dir``) and index the reference images.
 
-        ``reference_ids``: the real training images to search for near-copies (the generator's
-        own training images when known); default the whole train split.
+        ``reference_ids``: the real training images the segmenter learns from and the near-copy
+        search looks through (the generator's own training images when known); default the whole
+        train split.
         """
         if not real.info.splits.get("val"):
             raise UsageError(f"{real.root / 'dataset.json'}: quality control derives its thresholds from the "
                              "'val' split, which is empty here")
         train_ids = [int(i) for i in real.ids("train")]
         images, layouts = real.load_split("train")
-        fingerprint = training_fingerprint(real.root, train_ids, settings.protocol, settings.seed)
-        segmenter = load_segmenter(segmenter_dir, fingerprint, device)
-        if segmenter is None:
-            print(f"qc: training the consistency segmenter on {len(train_ids)} real training pairs "
-                  f"(cached in {segmenter_dir})")
-            segmenter = train_segmenter((images, layouts), real.load_split("val"), real.info.num_classes, device,
-                                        fingerprint, settings.protocol, settings.seed, progress)
-            save_segmenter(segmenter, segmenter_dir)
         rows = np.arange(len(train_ids))
         if reference_ids is not None:
             row_of = {iid: r for r, iid in enumerate(train_ids)}
@@ -97,6 +90,18 @@ class QualityControl:
                 raise UsageError(f"{real.root}: image {missing[0]} (a generator training image) is not in its "
                                  "train split")
             rows = np.array([row_of[int(i)] for i in reference_ids], dtype=np.int64)
+        # The segmenter learns from the generator's own training images only: a run on a subset
+        # of N images must not select its pairs with labels of images it was never given.
+        used_ids = [train_ids[r] for r in rows]
+        fingerprint = training_fingerprint(real.root, used_ids, settings.protocol, settings.seed)
+        segmenter = load_segmenter(segmenter_dir, fingerprint, device)
+        if segmenter is None:
+            print(f"qc: training the consistency segmenter on {len(used_ids)} real training pairs "
+                  f"(cached in {segmenter_dir})")
+            segmenter = train_segmenter((images[rows], layouts[rows]), real.load_split("val"),
+                                        real.info.num_classes, device, fingerprint, settings.protocol,
+                                        settings.seed, progress)
+            save_segmenter(segmenter, segmenter_dir)
         ref_images = _images_nchw(images[rows])
         _, feats = segmenter.segment(ref_images)
         reference = NearestReal(np.asarray(train_ids, dtype=np.int64)[rows],
