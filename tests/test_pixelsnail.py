@@ -122,14 +122,14 @@ def test_condition_changes_the_distribution():
 def test_condition_required_and_refused():
     model = PixelSNAIL(tiny_config())
     tokens = torch.zeros(1, 5, 7, dtype=torch.long)
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         model(tokens)
     uncond = PixelSNAIL(tiny_config(num_condition_classes=0))
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         uncond(tokens, torch.zeros(1, 5, 7, dtype=torch.long))
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         uncond(torch.zeros(1, 4, 7, dtype=torch.long))
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         LayoutPixelSNAIL(tiny_config())
 
 

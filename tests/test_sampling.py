@@ -7,7 +7,6 @@ import itertools
 import pytest
 import torch
 
-from msgnet.errors import UsageError
 from msgnet.models.layout_prior import LayoutPixelSNAIL
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.sampling.cached import CachedSampler, sample_cached
@@ -129,14 +128,14 @@ def test_layout_prior_sampling():
 
 def test_sampler_input_errors():
     model = _model(3, False, True, 0, (5, 7))
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         sample_cached(model, 2)  # condition missing
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         sample_cached(model, 2, torch.zeros(3, 5, 7, dtype=torch.long))  # 3 conditions, 2 samples
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         sample_cached(model, 2, torch.full((5, 7), 9))  # class out of range
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         sample_reference(model, 2, torch.zeros(5, 7, dtype=torch.long), temperature=0.0)
     uncond = _model(3, False, False, 0, (5, 7))
-    with pytest.raises(UsageError):
+    with pytest.raises(ValueError):
         sample_cached(uncond, 2, torch.zeros(5, 7, dtype=torch.long))

@@ -49,6 +49,9 @@ class VQVAEConfig:
         return max(ratio.bit_length() - 1, 0)
 
     def validate(self) -> None:
+        _check_numbers(self, "vqvae", allow_zero=("commitment", "attention_below"))
+        if self.commitment < 0:
+            raise UsageError("vqvae.commitment: must be >= 0")
         ratio = self.image_size / self.latent_size
         if self.image_size % self.latent_size or ratio < 1 or int(ratio) & (int(ratio) - 1):
             raise UsageError(
@@ -96,13 +99,15 @@ class PixelSNAILConfig:
     def conditional(self) -> bool:
         return self.num_condition_classes > 0
 
-    def validate(self) -> None:
+    def validate(self, where: str = "prior") -> None:
+        _check_numbers(self, where, allow_zero=("num_out_res_blocks", "num_condition_classes", "embedding_dim",
+                                                 "condition_res_blocks", "dropout"))
         if self.kernel_size < 2:
-            raise UsageError("prior: kernel_size must be at least 2")
+            raise UsageError(f"{where}.kernel_size: must be at least 2")
         if self.attention and self.attention_dim % self.attention_heads:
-            raise UsageError("prior: attention_dim must be divisible by attention_heads")
+            raise UsageError(f"{where}.attention_dim: must be divisible by attention_heads")
         if not 0.0 <= self.dropout < 1.0:
-            raise UsageError("prior: dropout must be in [0, 1)")
+            raise UsageError(f"{where}.dropout: must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,10 @@ class TrainConfig:
     augment: bool = False
     augment_copies: int = 0
 
-    def validate(self) -> None:
+    def validate(self, where: str = "train") -> None:
+        _check_numbers(self, where, allow_zero=("iterations", "epochs", "max_minutes", "weight_decay", "grad_clip",
+                                                 "seed", "num_workers", "val_samples", "ema_decay", "patience",
+                                                 "val_every", "augment_copies"))
         if self.batch_size < 1:
             raise UsageError("train: batch_size must be positive")
         if self.learning_rate <= 0:
@@ -174,11 +182,46 @@ class Preset:
     )
 
     def validate(self) -> None:
+        """Every value and the agreements between the three models, before anything trains."""
         self.vqvae.validate()
-        self.prior.validate()
-        self.layout_prior.validate()
-        for t in (self.vqvae_train, self.prior_train, self.layout_prior_train):
-            t.validate()
+        self.prior.validate("prior")
+        self.layout_prior.validate("layout_prior")
+        for name in ("vqvae_train", "prior_train", "layout_prior_train"):
+            getattr(self, name).validate(name)
+        lat, prior, layout = self.vqvae.latent_size, self.prior, self.layout_prior
+        agreements = [
+            ((prior.height, prior.width) == (2 * lat, lat), "prior.height, prior.width",
+             f"must be {2 * lat}, {lat}: the two stacked {lat}x{lat} code maps of vqvae.latent_size {lat}"),
+            (prior.num_classes == self.vqvae.num_embeddings, "prior.num_classes",
+             f"must equal vqvae.num_embeddings {self.vqvae.num_embeddings} (the prior models the codes)"),
+            ((layout.height, layout.width) == (lat, lat), "layout_prior.height, layout_prior.width",
+             f"must be {lat}, {lat}: layouts live on the {lat}x{lat} latent grid"),
+            (not layout.conditional, "layout_prior.num_condition_classes",
+             "must be 0: the layout prior draws layouts unconditioned"),
+            (not prior.conditional or prior.num_condition_classes == layout.num_classes,
+             "prior.num_condition_classes",
+             f"must equal layout_prior.num_classes {layout.num_classes} (the layout is the condition)"),
+        ]
+        for ok, key, why in agreements:
+            if not ok:
+                raise UsageError(f"{key}: {why}")
+
+
+def _check_numbers(config: Any, where: str, allow_zero: tuple[str, ...]) -> None:
+    """Numbers must be finite; counts and sizes positive (those in ``allow_zero`` may be 0); none negative."""
+    import math
+
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if f.type in ("int", "float") and not isinstance(value, bool):
+                raise UsageError(f"{where}.{f.name}: expected a number, got {value!r}")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{where}.{f.name}: must be a finite number, got {value}")
+        if value < 0 or (value == 0 and f.name not in allow_zero):
+            raise UsageError(f"{where}.{f.name}: must be {'>= 0' if f.name in allow_zero else 'positive'}, "
+                             f"got {value}")
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
@@ -190,8 +233,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
             raise UsageError(f"{where or cls.__name__}: unknown key {key!r}")
         f = known[key]
         sub = _dataclass_type(f.type)
-        if sub is not None and isinstance(value, Mapping):
-            kwargs[key] = from_dict(sub, value, f"{where}.{key}" if where else key)
+        name = f"{where}.{key}" if where else key
+        if sub is not None:
+            if not isinstance(value, Mapping):
+                raise UsageError(f"{name}: expected a section of settings, got {value!r}")
+            kwargs[key] = from_dict(sub, value, name)
         else:
             kwargs[key] = _coerce(value, f.type, f"{where}.{key}" if where else key)
     return cls(**kwargs)

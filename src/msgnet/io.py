@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -70,7 +70,7 @@ def save_model(model: torch.nn.Module, config: Any, directory: Path | str, kind:
 def read_model_config(directory: Path | str) -> tuple[str, dict[str, Any]]:
     path = Path(directory) / "config.json"
     if not path.is_file():
-        raise UsageError(f"{path}: missing (not a saved msgnet model)")
+        raise UsageError(f"{path}: {why_not_found(path)} (not a saved msgnet model)")
     try:
         data = json.loads(path.read_text())
         return data["kind"], data["config"]
@@ -81,7 +81,7 @@ def read_model_config(directory: Path | str) -> tuple[str, dict[str, Any]]:
 def load_state_dict(directory: Path | str) -> dict[str, torch.Tensor]:
     path = Path(directory) / "model.safetensors"
     if not path.is_file():
-        raise UsageError(f"{path}: missing")
+        raise UsageError(f"{path}: {why_not_found(path)}")
     try:
         return load_file(str(path))
     except Exception as exc:
@@ -101,8 +101,71 @@ def read_json(path: Path | str) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: missing")
+        raise DataError(f"{path}: {why_not_found(path)}")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({type(exc).__name__} at char {getattr(exc, 'pos', '?')})") from None
+
+
+def check_can_write(path: Path | str) -> None:
+    """Refuse, before any work, an output that cannot be written: under a file, or where writing
+    fails. The test creates (and removes) a temporary file in the nearest existing folder."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{path}: cannot be written: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".msgnet-write-test.", dir=folder)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be written ({folder}: {exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def is_msgnet_dataset(directory: Path | str) -> bool:
+    """Whether ``directory`` holds a dataset msgnet wrote (a dataset.json with classes and splits)."""
+    marker = Path(directory) / "dataset.json"
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "classes" in data and "splits" in data
+
+
+def prepare_output_dir(out: Path | str, overwrite: bool, inputs: Iterable[Path | str] = ()) -> None:
+    """Check a dataset output folder before any work: never an input, inside one or holding one;
+    replaced (``overwrite``) only when it is a dataset msgnet wrote; writable."""
+    out = Path(out)
+    target = out.resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        if target == src or src in target.parents or target in src.parents:
+            raise UsageError(f"{out}: the output must lie apart from the input {given} (not it, inside it or "
+                             "around it)")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise UsageError(f"{out}: already exists (choose another --out, or --overwrite)")
+        if not out.is_dir() or out.is_symlink() or not is_msgnet_dataset(out):
+            raise UsageError(f"{out}: --overwrite replaces only a dataset msgnet wrote, and this is not one "
+                             "(no msgnet dataset.json); choose another --out")
+    check_can_write(out)
+
+
+def why_not_found(path: Path | str, want: str = "file") -> str:
+    """Why ``path`` is not the existing ``want`` ("file" or "folder"): the words for one error line."""
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "a symbolic link loop"
+        except OSError:
+            return "a broken symbolic link"
+    if want == "file" and path.is_dir():
+        return "a folder, not a file"
+    if want == "folder" and path.exists() and not path.is_dir():
+        return "a file, not a folder"
+    return "missing" if want == "file" else "no such folder"

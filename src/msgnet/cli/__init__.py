@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from msgnet import __version__
@@ -47,14 +48,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # a command group not written yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every command's --out/--json is an output: one that cannot be written fails now, not after the work."""
+    from pathlib import Path
+
+    from msgnet.io import check_can_write
+
+    from msgnet.device import choose_device
+
+    for attr in ("out", "json"):
+        value = getattr(args, attr, None)
+        if isinstance(value, Path):
+            check_can_write(value)
+    if getattr(args, "device", None):
+        choose_device(args.device)  # an unknown or absent device is refused before any work
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,13 +75,25 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a one-line usage error (status 2)
         return int(exc.code or 0)
     try:
+        _check_outputs(args)
         return int(args.func(args) or 0)
     except UsageError as exc:
         print(f"msgnet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("msgnet: interrupted (what was finished is kept; rerun with --resume to continue)", file=sys.stderr)
+        if hasattr(args, "resume"):
+            print("msgnet: interrupted (what was finished is kept; rerun with --resume to continue)", file=sys.stderr)
+        else:
+            print("msgnet: interrupted (nothing half-written was kept; rerun the command)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `msgnet data info D | head -1`: the reader left, which is no error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not raise again
+        return 0
+    except Exception:
+        # Not the user's input but a bug in msgnet: say so in one line, then keep the traceback.
+        print("msgnet: internal error (a bug in msgnet, not in your input; the traceback follows)", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

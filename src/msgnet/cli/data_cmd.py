@@ -59,10 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--no-preview", action="store_true")
     info.set_defaults(func=_info)
 
-    try:
-        from msgnet.data.importers.cli import register_import
-    except ModuleNotFoundError:
-        return
+    from msgnet.data.importers.cli import register_import
+
     register_import(dsub)
 
 
@@ -71,13 +69,13 @@ def _build_multi_mnist(args: argparse.Namespace) -> int:
 
     from msgnet.data.mnist_source import load_bundled, load_user_mnist
     from msgnet.data.multi_mnist import MultiMnistSpec, build_multi_mnist
+    from msgnet.io import prepare_output_dir
 
     spec = MultiMnistSpec(variant=args.variant, num=args.num, size=args.size, digit_min=args.digit_size[0],
                           digit_max=args.digit_size[1], val_fraction=args.val_fraction,
                           test_fraction=args.test_fraction, seed=args.seed)
     spec.validate()
-    if args.out.exists() and not args.overwrite:
-        raise UsageError(f"{args.out}: already exists (choose another --out, or --overwrite)")
+    prepare_output_dir(args.out, args.overwrite, [args.mnist] if args.mnist else [])
     start = time.perf_counter()
     digits = load_user_mnist(args.mnist) if args.mnist else load_bundled()
     out = build_multi_mnist(spec, digits, args.out, overwrite=args.overwrite)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -72,14 +73,37 @@ def _train(args: argparse.Namespace) -> int:
             raise UsageError("--budget: only for a derived preset (leave out --config)")
         preset = load_preset_from_args(args)
     run: Path = args.run
+    created = not run.exists()
+    try:
+        return _train_stages(args, preset, stage)
+    except UsageError:
+        if created and is_main_process() and not _anything_trained(run):
+            shutil.rmtree(run, ignore_errors=True)  # refused before training: leave no half-made run
+        raise
+
+
+def _anything_trained(run: Path) -> bool:
+    return any((run / name / sub).exists() for name in ("vqvae", "layout_prior", "prior")
+               for sub in ("checkpoint", "config.json"))
+
+
+def _train_stages(args: argparse.Namespace, preset, stage: str) -> int:
+    run: Path = args.run
     data: Path | None = getattr(args, "data", None)
     subset: int | None = getattr(args, "train_subset", None)
     start = time.perf_counter()
     stage_dir = {"vqvae": "vqvae", "all": "vqvae", "layout-prior": "layout_prior", "prior": "prior"}[stage]
     _check_run_dir(args, stage_dir)
+    if args.resume:
+        _check_resume_fits(preset, run, stage)
     if subset is not None and data is None:
         raise UsageError("--train-subset: needs --data (without it the layout prior trains on the run's codes)")
     train_ids = None
+    if data is not None and stage in ("vqvae", "all"):
+        from msgnet.data.format import open_dataset
+        from msgnet.train.vqvae_stage import check_dataset_fits
+
+        check_dataset_fits(preset.vqvae, open_dataset(data).info, data)  # before anything is written
     if data is not None:
         # Before anything is written: the run's record decides the training images, and a
         # --train-subset that contradicts it (a resume, a later stage) is refused here.
@@ -119,13 +143,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_resume_fits(preset, run: Path, stage: str) -> None:
+    """Before anything is written: a resumed stage must have the architecture it was saved with."""
+    from msgnet.train.checkpoint import check_same_architecture, check_saved_config
+
+    stages = {"vqvae": ["vqvae"], "layout-prior": ["layout_prior"], "prior": ["prior"],
+              "all": ["vqvae", "layout_prior", "prior"]}[stage]
+    for name in stages:
+        config = getattr(preset, name)
+        check_same_architecture(run / name / "checkpoint", config)
+        check_saved_config(run / name, config)
+
+
 def _derived_or_recorded_preset(args: argparse.Namespace):
     """Without --config: the run's own preset.yaml when resuming, else one derived from the data."""
     from msgnet.config import load_preset
     from msgnet.data.format import open_dataset
     from msgnet.preset_derivation import derive_preset
     from msgnet.sampling.run import training_data_for
-    from msgnet.train.distributed import choose_device
+    from msgnet.device import choose_device
 
     overrides = list(args.overrides) + list(args.overrides_positional)
     recorded = args.run / "preset.yaml"

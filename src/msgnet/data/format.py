@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from msgnet.errors import DataError, UsageError
-from msgnet.io import atomic_path, read_json
+from msgnet.io import atomic_path, is_msgnet_dataset, read_json, why_not_found
 from msgnet.layouts.boxes import ObjectAnnotation, layout_to_objects  # noqa: F401 (ObjectAnnotation is part of the format's API)
 
 FORMAT_NAME = "msgnet-dataset"
@@ -137,6 +137,10 @@ class DatasetInfo:
 
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise bad(f"not a {FORMAT_NAME} description (missing \"format\": \"{FORMAT_NAME}\")")
+        for key, kind in (("splits", dict), ("source", dict), ("classes", list), ("image_size", list)):
+            value = data.get(key)
+            if value is not None and not isinstance(value, kind):
+                raise bad(f"\"{key}\" must be {'a mapping' if kind is dict else 'a list'}, got {type(value).__name__}")
         try:
             h, w = (int(v) for v in data["image_size"])
             channels = int(data["channels"])
@@ -144,7 +148,7 @@ class DatasetInfo:
                 ClassInfo(int(c["id"]), str(c["name"]), tuple(int(x) for x in c["color"]))  # type: ignore[arg-type]
                 for c in data["classes"]
             ]
-            splits = {str(k): [int(i) for i in v] for k, v in data.get("splits", {}).items()}
+            splits = {str(k): [int(i) for i in v] for k, v in (data.get("splits") or {}).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"malformed field ({type(exc).__name__}: {exc})") from None
         if h < 1 or w < 1:
@@ -176,7 +180,7 @@ def image_name(image_id: int) -> str:
 
 def _read_png(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise DataError(f"{path}: missing")
+        raise DataError(f"{path}: {why_not_found(path)}")
     try:
         with Image.open(path) as im:
             im.load()
@@ -316,7 +320,7 @@ class Dataset:
         """Objects per image id from annotations.json, validated against the declared classes."""
         path = self.root / "annotations.json"
         if not path.is_file():
-            raise DataError(f"{path}: missing")
+            raise DataError(f"{path}: {why_not_found(path)}")
         try:
             data = json.loads(path.read_text())
             anns = data["annotations"]
@@ -341,10 +345,10 @@ def open_dataset(root: Path | str) -> Dataset:
     """Open and validate ``root/dataset.json``."""
     root = Path(root)
     meta = root / "dataset.json"
-    if not root.exists():
-        raise DataError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise DataError(f"{root}: {why_not_found(root, 'folder')}")
     if not meta.is_file():
-        raise DataError(f"{meta}: missing (not a msgnet dataset; see `msgnet data import`)")
+        raise DataError(f"{meta}: {why_not_found(meta)} (not a msgnet dataset; see `msgnet data import`)")
     info = DatasetInfo.from_json(read_json(meta), str(meta))
     if not any(info.splits.values()):
         raise DataError(f"{meta}: the dataset is empty (no images in any split)")
@@ -388,6 +392,16 @@ def write_files(root: Path, image_id: int, image: np.ndarray, layout: np.ndarray
         Image.fromarray(mask.astype(np.uint8), mode="L").save(root / "masks" / name, compress_level=1)
 
 
+TMP_PREFIX = ".msgnet-partial."  # a dataset being written; one left by a killed process is removed later
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Remove what a killed writer of ``root`` left: ``.msgnet-partial.<name>.*`` folders beside it."""
+    for leftover in root.parent.glob(f"{TMP_PREFIX}{root.name}.*"):
+        if leftover.is_dir() and not leftover.is_symlink() and (leftover / "images").is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 class DatasetWriter:
     """Write a dataset atomically: everything goes to a temporary sibling directory, renamed on close.
 
@@ -403,7 +417,8 @@ class DatasetWriter:
         self.info.splits = {s: list(v) for s, v in info.splits.items()}
         self.objects: dict[int, list[ObjectAnnotation]] = {}
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        _remove_stale_temporaries(self.root)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.root.name}.", dir=self.root.parent))
         for sub in ("images", "layouts"):
             (self.tmp / sub).mkdir()
         self._next_id = 0
@@ -435,6 +450,9 @@ class DatasetWriter:
         (self.tmp / "annotations.json").write_text(json.dumps(coco_document(self.info, self.objects)))
         (self.tmp / "dataset.json").write_text(json.dumps(self.info.to_json(), indent=2))
         if self.root.exists():
+            if not is_msgnet_dataset(self.root):  # never delete what msgnet did not write
+                self.abort()
+                raise UsageError(f"{self.root}: exists and is not a dataset msgnet wrote; not replaced")
             shutil.rmtree(self.root)
         os.replace(self.tmp, self.root)
         self._closed = True

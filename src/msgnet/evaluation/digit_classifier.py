@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from msgnet.errors import UsageError
-from msgnet.train.distributed import choose_device
+from msgnet.device import choose_device
 
 KIND = "digit-classifier"
 CELL = 28

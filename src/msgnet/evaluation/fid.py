@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from msgnet.evaluation.digit_classifier import DigitClassifier, crop_to_cell, to_gray
-from msgnet.train.distributed import choose_device
+from msgnet.device import choose_device
 
 if TYPE_CHECKING:
     from msgnet.data.format import Dataset

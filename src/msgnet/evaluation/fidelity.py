@@ -19,7 +19,7 @@ from msgnet.data.format import Dataset
 from msgnet.errors import UsageError
 from msgnet.evaluation.digit_classifier import DigitClassifier, classify, crop_to_cell, digit_of_class
 from msgnet.evaluation.stats import fmt_rate, wilson_interval
-from msgnet.train.distributed import choose_device
+from msgnet.device import choose_device
 
 
 def collect_cells(dataset: Dataset, ids: Sequence[int], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:

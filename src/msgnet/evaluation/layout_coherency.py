@@ -79,7 +79,7 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
     from msgnet.models.priors import load_prior
     from msgnet.sampling.cached import sample_cached
     from msgnet.sampling.run import read_run_info
-    from msgnet.train.distributed import choose_device
+    from msgnet.device import choose_device
 
     if num < 1:
         raise UsageError("--num: must be at least 1")

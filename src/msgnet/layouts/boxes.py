@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -35,6 +36,43 @@ def boxes_to_layout(
         if x1 > x0 and y1 > y0:
             layout[y0:y1, x0:x1] = cid
     return layout
+
+
+def coco_box(value: Any, image_size: tuple[int, int], where: str) -> tuple[float, float, float, float]:
+    """A COCO ``[x, y, w, h]`` a user handed us, checked: four finite numbers, no negative size,
+    some part inside the ``(H, W)`` image (a box wholly outside would silently lose its object)."""
+    from msgnet.errors import DataError
+
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise DataError(f"{where}: bbox must be [x, y, w, h], got {value!r:.60}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+        raise DataError(f"{where}: bbox must hold four finite numbers, got {value!r:.60}")
+    x, y, bw, bh = (float(v) for v in value)
+    if bw < 0 or bh < 0:
+        raise DataError(f"{where}: bbox has a negative size")
+    h, w = image_size
+    if x >= w or y >= h or x + bw <= 0 or y + bh <= 0:
+        raise DataError(f"{where}: bbox {[x, y, bw, bh]} lies wholly outside its {w}x{h} image")
+    return x, y, bw, bh
+
+
+def coco_id(value: Any, what: str, where: str) -> int:
+    """An integer id of a COCO file (``category_id``, ``image_id``): a string or a fraction is refused."""
+    from msgnet.errors import DataError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise DataError(f"{where}: {what} must be an integer, got {value!r:.40}")
+    return int(value)
+
+
+def coco_size(image: dict[str, Any], key: str, default: int, where: str) -> int:
+    """``width``/``height`` of a COCO image entry (``default`` when absent): a positive integer."""
+    from msgnet.errors import DataError
+
+    value = image.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1 or not float(value).is_integer():
+        raise DataError(f"{where}: {key} must be a positive integer, got {value!r:.40}")
+    return int(value)
 
 
 def layout_to_objects(layout: np.ndarray, min_pixels: int = 1) -> list[ObjectAnnotation]:

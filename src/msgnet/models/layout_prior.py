@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from msgnet.config import PixelSNAILConfig
-from msgnet.errors import UsageError
 from msgnet.models.pixelsnail import PixelSNAIL
 
 
@@ -19,7 +18,7 @@ class LayoutPixelSNAIL(PixelSNAIL):
 
     def __init__(self, config: PixelSNAILConfig) -> None:
         if config.conditional:
-            raise UsageError(
+            raise ValueError(
                 "layout_prior: the layout prior is unconditional "
                 f"(num_condition_classes must be 0, got {config.num_condition_classes})"
             )

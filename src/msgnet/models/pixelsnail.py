@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from msgnet.config import PixelSNAILConfig
-from msgnet.errors import UsageError
 from msgnet.io import save_model
 from msgnet.nn.causal import CausalConv2d, WNConv2d
 from msgnet.nn.causal_attention import CausalSelfAttention
@@ -153,11 +152,11 @@ class PixelSNAIL(nn.Module):
     def _check_tokens(self, tokens: torch.Tensor, what: str = "tokens") -> None:
         cfg = self.config
         if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (cfg.height, cfg.width):
-            raise UsageError(
+            raise ValueError(
                 f"prior: {what} must be (B, {cfg.height}, {cfg.width}), got {tuple(tokens.shape)}"
             )
         if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise UsageError(f"prior: {what} must be an integer tensor, got {tokens.dtype}")
+            raise ValueError(f"prior: {what} must be an integer tensor, got {tokens.dtype}")
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens (B, H, W) -> input features (B, embedding_dim or num_classes, H, W)."""
@@ -171,10 +170,10 @@ class PixelSNAIL(nn.Module):
         """Class map (B, H, W) -> (B, condition_res_dim, H, W); None when unconditional."""
         if self.condition_stack is None:
             if condition is not None:
-                raise UsageError("prior: this prior is unconditional but a condition was given")
+                raise ValueError("prior: this prior is unconditional but a condition was given")
             return None
         if condition is None:
-            raise UsageError("prior: this prior is conditional: a layout condition is required")
+            raise ValueError("prior: this prior is conditional: a layout condition is required")
         self._check_tokens(condition, "condition")
         return self.condition_stack(condition.long())
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from msgnet.errors import UsageError
 
 
 def draw_uniforms(
@@ -20,19 +19,19 @@ def draw_uniforms(
 ) -> torch.Tensor:
     """All uniforms a sampling run consumes, (num, H, W) float64 on the CPU."""
     if num < 1:
-        raise UsageError(f"sampling: number of samples must be positive, got {num}")
+        raise ValueError(f"sampling: number of samples must be positive, got {num}")
     return torch.rand((num, height, width), generator=generator, dtype=torch.float64)
 
 
 def check_temperature(temperature: float) -> float:
     if not temperature > 0:
-        raise UsageError(f"sampling: temperature must be positive, got {temperature}")
+        raise ValueError(f"sampling: temperature must be positive, got {temperature}")
     return float(temperature)
 
 
 def check_batch_size(batch_size: int) -> int:
     if batch_size < 1:
-        raise UsageError(f"sampling: batch_size must be positive, got {batch_size}")
+        raise ValueError(f"sampling: batch_size must be positive, got {batch_size}")
     return int(batch_size)
 
 
@@ -41,23 +40,23 @@ def prepare_condition(model: torch.nn.Module, condition: torch.Tensor | None, nu
     cfg = model.config  # type: ignore[attr-defined]
     if not cfg.conditional:
         if condition is not None:
-            raise UsageError("sampling: this prior is unconditional but a condition was given")
+            raise ValueError("sampling: this prior is unconditional but a condition was given")
         return None
     if condition is None:
-        raise UsageError("sampling: this prior is conditional: a layout condition is required")
+        raise ValueError("sampling: this prior is conditional: a layout condition is required")
     if condition.dim() == 2:
         condition = condition[None]
     if condition.dim() != 3 or tuple(condition.shape[1:]) != (cfg.height, cfg.width):
-        raise UsageError(
+        raise ValueError(
             f"sampling: condition must be (N, {cfg.height}, {cfg.width}), got {tuple(condition.shape)}"
         )
     if condition.shape[0] == 1:
         condition = condition.expand(num, -1, -1)
     if condition.shape[0] != num:
-        raise UsageError(f"sampling: {condition.shape[0]} conditions for {num} samples")
+        raise ValueError(f"sampling: {condition.shape[0]} conditions for {num} samples")
     condition = condition.long()
     if condition.numel() and (condition.min() < 0 or condition.max() >= cfg.num_condition_classes):
-        raise UsageError(
+        raise ValueError(
             f"sampling: condition classes must be in [0, {cfg.num_condition_classes}), "
             f"got [{int(condition.min())}, {int(condition.max())}]"
         )

@@ -9,6 +9,7 @@ and ``resume=True`` completes the rest. Each batch draws from its own generator 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -27,6 +28,7 @@ from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training_re
 from msgnet.errors import UsageError
 from msgnet.layouts import boxes_to_layout, downsample_layout, layout_to_objects, pairs_grid, save_png
 from msgnet.layouts import upsample_layout
+from msgnet.layouts.boxes import coco_box, coco_id, coco_size
 from msgnet.models.latents import split_codes, stack_layout
 from msgnet.sampling.run import GenerationRun, load_generation_run
 
@@ -48,8 +50,10 @@ class GenerationSettings:
             raise UsageError("--num: must be at least 1")
         if self.batch_size < 1:
             raise UsageError("--batch-size: must be at least 1")
-        if self.temperature_layout <= 0 or self.temperature_codes <= 0:
-            raise UsageError("--temperature-*: must be positive")
+        for flag, value in (("--temperature-layout", self.temperature_layout),
+                            ("--temperature-codes", self.temperature_codes)):
+            if not math.isfinite(value) or value <= 0:  # nan compares false both ways: check it by name
+                raise UsageError(f"{flag}: must be a positive finite number, got {value}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
 
@@ -81,20 +85,24 @@ def load_given_layouts(source: str, info: DatasetInfo) -> list[np.ndarray]:
     if path.is_file():
         try:
             coco = json.loads(path.read_text())
-            images = {int(im["id"]): im for im in coco["images"]}
+            images = {coco_id(im["id"], "image id", str(path)): im for im in coco["images"]}
             anns = coco["annotations"]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
             raise UsageError(f"{path}: not a COCO json with images and annotations") from None
         per_image: dict[int, list[ObjectAnnotation]] = {i: [] for i in images}
         for a in anns:
-            cid = int(a.get("category_id", -1))
+            where = f"{path} (annotation {a.get('id') if isinstance(a, dict) else a!r:.20})"
+            if not isinstance(a, dict):
+                raise UsageError(f"{where}: an annotation must be an object")
+            cid = coco_id(a.get("category_id"), "category_id", where)
             if cid not in known or cid == 0:
                 raise UsageError(f"{path}: category_id {cid} is not an object class of the trained run")
-            im = images.get(int(a.get("image_id", -1)))
+            im = images.get(coco_id(a.get("image_id"), "image_id", where))
             if im is None:
                 raise UsageError(f"{path}: annotation {a.get('id')} names an unknown image")
-            sx, sy = w / float(im.get("width", w)), h / float(im.get("height", h))
-            x, y, bw, bh = (float(v) for v in a["bbox"])
+            iw, ih = coco_size(im, "width", w, where), coco_size(im, "height", h, where)
+            x, y, bw, bh = coco_box(a.get("bbox"), (ih, iw), where)
+            sx, sy = w / iw, h / ih
             per_image[int(a["image_id"])].append(ObjectAnnotation(cid, (x * sx, y * sy, bw * sx, bh * sy)))  # type: ignore[arg-type]
         return [boxes_to_layout(objs, (h, w)) for _, objs in sorted(per_image.items())]
     raise UsageError(f"{path}: no such dataset folder or COCO json")

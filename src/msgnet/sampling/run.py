@@ -122,7 +122,7 @@ def _need(path: Path, what: str) -> Path:
 def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: str | None = None) -> GenerationRun:
     from msgnet.models.priors import load_prior
     from msgnet.models.vqvae import load_vqvae
-    from msgnet.train.distributed import choose_device
+    from msgnet.device import choose_device
 
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from msgnet.errors import UsageError
-from msgnet.io import atomic_torch_save, load_state_dict, load_training_state, save_model
+from msgnet.io import atomic_torch_save, load_state_dict, load_training_state, read_model_config, save_model
 
 STATE_FILE = "training_state.pt"
 
@@ -107,3 +107,27 @@ def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     if found is None:
         raise UsageError(f"{directory}: no checkpoint to resume from")
     return load_state_dict(found), load_training_state(found / STATE_FILE)
+
+
+def check_same_architecture(directory: Path, config: Any) -> None:
+    """Refuse to resume a checkpoint saved under another model config (``--resume`` with other
+    overrides): its weights would not fit, or worse, fit and mean something else."""
+    found = find_checkpoint(directory)
+    if found is not None:
+        check_saved_config(found, config)
+
+
+def check_saved_config(directory: Path, config: Any) -> None:
+    """``directory/config.json`` (a checkpoint or a trained model), if any, must hold ``config``;
+    keys the saved file lacks are fields added since, at their defaults."""
+    import dataclasses
+
+    if not (Path(directory) / "config.json").is_file():
+        return
+    _, saved = read_model_config(directory)
+    current = dataclasses.asdict(config)
+    differ = [k for k in sorted(set(saved) | set(current)) if k in saved and saved[k] != current.get(k)]
+    if differ:
+        shown = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in differ[:3])
+        raise UsageError(f"{Path(directory) / 'config.json'}: the run was trained with another model ({shown}); "
+                         "resume with the run's own settings (its preset.yaml), or train into another --run")

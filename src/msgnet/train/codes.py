@@ -27,7 +27,7 @@ from msgnet.errors import UsageError
 from msgnet.io import atomic_path
 from msgnet.models.latents import stack_codes
 from msgnet.models.vqvae import load_vqvae
-from msgnet.train.distributed import choose_device
+from msgnet.device import choose_device
 
 
 def vqvae_dir(run_dir: Path | str) -> Path:

@@ -54,7 +54,14 @@ from msgnet.config import TrainConfig
 from msgnet.errors import UsageError
 from msgnet.io import atomic_write_text, save_model
 from msgnet.train import distributed as D
-from msgnet.train.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from msgnet.train.checkpoint import (
+    check_same_architecture,
+    find_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from msgnet.train.schedules import lr_factor
 from msgnet.train.selection import WeightSelection
 
@@ -300,6 +307,7 @@ def _train(
     finished_early = False  # a checkpoint of a run that early stopping ended: nothing left to train
     selection = WeightSelection(model, cfg, getattr(stage, "selection_metric", "loss"))
     if resume and find_checkpoint(ckpt_dir) is not None:
+        check_same_architecture(ckpt_dir, stage.config)
         weights, state = load_checkpoint(ckpt_dir)
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])

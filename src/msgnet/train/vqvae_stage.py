@@ -194,7 +194,14 @@ def open_image_datasets(config: VQVAEConfig, data_dir: Path, train_ids: Sequence
     from msgnet.data.torch_dataset import ImageLayoutDataset
 
     dataset = open_dataset(data_dir)
-    info = dataset.info
+    check_dataset_fits(config, dataset.info, data_dir)
+    train_set = ImageLayoutDataset(dataset, "train", ids=train_ids)
+    val_set = ImageLayoutDataset(dataset, "val") if dataset.info.splits.get("val") else []
+    return train_set, val_set
+
+
+def check_dataset_fits(config: VQVAEConfig, info: Any, data_dir: Path) -> None:
+    """The dataset's channels and image size are the VQ-VAE's, and it has training images."""
     if info.channels != config.in_channels:
         raise UsageError(
             f"{data_dir}: dataset {info.name!r} has {info.channels}-channel images but the preset's "
@@ -208,9 +215,6 @@ def open_image_datasets(config: VQVAEConfig, data_dir: Path, train_ids: Sequence
         )
     if "train" not in info.splits or not info.splits["train"]:
         raise UsageError(f"{data_dir}: dataset {info.name!r} has no 'train' split")
-    train_set = ImageLayoutDataset(dataset, "train", ids=train_ids)
-    val_set = ImageLayoutDataset(dataset, "val") if info.splits.get("val") else []
-    return train_set, val_set
 
 
 def train_vqvae(

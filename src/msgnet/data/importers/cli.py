@@ -112,6 +112,10 @@ def _options(args: argparse.Namespace, default_augmentations: tuple[str, ...] | 
     """ImportOptions from the common flags; ``default_augmentations`` is the importer's own default."""
     from msgnet.data.format import parse_augmentations
     from msgnet.data.importers.common import GENERIC_AUGMENTATIONS, ImportOptions
+    from msgnet.io import prepare_output_dir
+
+    # Before anything is read: --out is none of the inputs, and --overwrite replaces only a msgnet dataset.
+    prepare_output_dir(args.out, args.overwrite, [v for k, v in vars(args).items() if isinstance(v, Path) and k != "out"])
 
     if args.augmentations is not None:
         augmentations = parse_augmentations(args.augmentations)

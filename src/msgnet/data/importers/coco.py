@@ -19,6 +19,7 @@ from msgnet.data.importers.common import Sample, Source
 from msgnet.data.importers.imagefiles import read_image
 from msgnet.errors import DataError, UsageError
 from msgnet.io import read_json
+from msgnet.layouts.boxes import coco_box, coco_id, coco_size
 
 
 # -- RLE ----------------------------------------------------------------------------------
@@ -182,12 +183,7 @@ def draw_annotation(layout: np.ndarray, ann: dict[str, Any], cid: int, where: st
             return float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
     if bbox is None:
         raise DataError(f"{where}: annotation {ann.get('id')} has neither bbox nor segmentation")
-    try:
-        x, y, bw, bh = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: bbox of annotation {ann.get('id')} must be [x, y, w, h]") from None
-    if bw < 0 or bh < 0:
-        raise DataError(f"{where}: bbox of annotation {ann.get('id')} has a negative size")
+    x, y, bw, bh = coco_box(bbox, (h, w), where)  # partly outside: drawn clipped to the image
     if mask is None:
         x0, y0 = max(int(round(x)), 0), max(int(round(y)), 0)
         x1, y1 = min(int(round(x + bw)), w), min(int(round(y + bh)), h)
@@ -205,6 +201,7 @@ def load_coco(path: Path) -> dict[str, Any]:
     for c in data["categories"]:
         if not isinstance(c, dict) or "id" not in c or "name" not in c:
             raise DataError(f"{path}: every category needs an \"id\" and a \"name\"")
+        coco_id(c["id"], "category id", str(path))
     return data
 
 
@@ -219,7 +216,7 @@ def resolve_image(images_dir: Path, file_name: str) -> Path:
 
 def coco_sources(path: Path, images_dir: Path, mapping: dict[int, int], data: dict[str, Any]) -> list[Source]:
     """One source per COCO image; annotations of unknown categories or images are refused."""
-    known_cats = {int(c["id"]) for c in data["categories"]}
+    known_cats = {coco_id(c["id"], "category id", str(path)) for c in data["categories"]}
     by_image: dict[int, list[dict[str, Any]]] = {}
     image_ids = set()
     for im in data["images"]:
@@ -229,6 +226,9 @@ def coco_sources(path: Path, images_dir: Path, mapping: dict[int, int], data: di
     for ann in data["annotations"]:
         if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
             raise DataError(f"{path}: every annotation needs \"image_id\" and \"category_id\"")
+        where = f"{path} (annotation {ann.get('id')})"
+        coco_id(ann["category_id"], "category_id", where)
+        coco_id(ann["image_id"], "image_id", where)
         if ann["category_id"] not in known_cats:
             raise DataError(f"{path}: annotation {ann.get('id')} has category_id {ann['category_id']} "
                             "not listed in \"categories\"")
@@ -242,7 +242,8 @@ def coco_sources(path: Path, images_dir: Path, mapping: dict[int, int], data: di
             file = resolve_image(images_dir, str(im["file_name"]))
             image = read_image(file)
             h, w = image.shape[:2]
-            if ("width" in im and int(im["width"]) != w) or ("height" in im and int(im["height"]) != h):
+            where = f"{path} (image {im['id']})"
+            if coco_size(im, "width", w, where) != w or coco_size(im, "height", h, where) != h:
                 raise DataError(f"{file}: image is {w}x{h} but {path.name} says {im.get('width')}x{im.get('height')}")
             layout = np.zeros((h, w), dtype=np.uint8)
             boxes = []

@@ -113,7 +113,7 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
     """Open, check, run and (with ``json_path``) write the benchmark; returns the result."""
     from msgnet.evaluation.inputs import check_compatible, load_ids, open_input, synthetic_ids
     from msgnet.io import atomic_write_json
-    from msgnet.train.distributed import choose_device
+    from msgnet.device import choose_device
 
     protocol = req.protocol
     protocol.validate()

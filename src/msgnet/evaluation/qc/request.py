@@ -83,7 +83,7 @@ def count_reasons(reasons: list[list[str]]) -> dict[str, int]:
 
 def run_qc(req: QCRequest) -> dict[str, Any]:
     """Score every pair of ``req.data``; write the report and, with ``req.out``, the kept set."""
-    from msgnet.train.distributed import choose_device
+    from msgnet.device import choose_device
 
     gen, real = open_dataset(req.data), open_dataset(req.real)
     check_compatible(gen.info, gen.root / "dataset.json", real)
