@@ -18,6 +18,19 @@ def tiny(tmp_path):
 
 @pytest.mark.parametrize("channels", [1, 2, 3])
 def test_write_then_read_round_trip(tmp_path, channels):
+    from msgnet.data.format import DatasetWriter
+    from tests.fixtures import tiny_info
+
+    rng = np.random.default_rng(channels)
+    written = [(rng.integers(0, 256, (16, 16, channels), dtype=np.uint8), rng.integers(0, 3, (16, 16), dtype=np.uint8))
+               for _ in range(4)]
+    with DatasetWriter(tmp_path / "exact", tiny_info(16, channels)) as writer:
+        for image, layout in written:
+            writer.add("train", image[..., 0] if channels == 1 else image, layout)
+    back_images, back_layouts = open_dataset(tmp_path / "exact").load_split("train")
+    for k, (image, layout) in enumerate(written):  # every pixel value of every channel (L, LA, RGB) survives
+        assert np.array_equal(back_images[k], image) and np.array_equal(back_layouts[k], layout)
+
     root = make_tiny_dataset(tmp_path / "ds", n=8, size=16, channels=channels)
     ds = open_dataset(root)
     images, layouts = ds.load_split("train")

@@ -130,14 +130,33 @@ def test_folder_16bit_tiff_and_two_channel_la(tmp_path):
     assert ds.info.channels == 2 and summarize(ds).channels == 2
 
 
+def test_folder_without_classes_names_them_from_the_mask_ids(tmp_path, capsys):
+    fx = make_folder_fixture(tmp_path / "src", num=3, size=(20, 24), num_classes=4)  # ids 1..3
+    out = tmp_path / "out"
+    assert main(["data", "import", "folder", str(fx["root"]), "--out", str(out), "--val-fraction", "0.34",
+                 "--test-fraction", "0"]) == 0
+    assert "no --classes given" in capsys.readouterr().out
+    found = max(int(lay.max()) for lay in fx["layouts"].values())
+    assert summarize(open_dataset(out)).class_names == ["background"] + [f"class_{k}" for k in range(1, found + 1)]
+
+
+def test_coco_from_a_folder_with_annotations_json_and_images(tmp_path):
+    fx = make_coco_fixture(tmp_path / "coco", num=3)
+    folder = tmp_path / "given"
+    folder.mkdir()
+    shutil.copy(fx["json"], folder / "annotations.json")
+    shutil.copytree(fx["images"], folder / "images")
+    out = tmp_path / "ds"
+    assert main(["data", "import", "coco", str(folder), "--out", str(out), "--val-fraction", "0.34"]) == 0
+    assert sum(len(v) for v in open_dataset(out).info.splits.values()) == 3
+
+
 def test_folder_refusals(tmp_path, capsys):
     fx = make_folder_fixture(tmp_path / "src", num=3, size=(20, 24))
     root = fx["root"]
     base = ["data", "import", "folder", str(root), "--out", str(tmp_path / "out")]
     # label outside the declared classes (fixture draws 1..2, declare one class)
     _refused(base + ["--classes", "a"], capsys, "img0", "outside the declared classes")
-    # no classes at all
-    _refused(base, capsys, "--classes")
     # mask size differs from its image
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / "img01.png")
     _refused(base + ["--classes", "a,b"], capsys, "img01.png", "mask is 10x10")

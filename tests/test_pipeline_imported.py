@@ -31,10 +31,17 @@ def _pipeline(tmp_path, data, channels, num_classes):
     assert main(["eval", "augment", "--real", str(data), "--synthetic", str(gen), "--seeds", "1",
                  "--epochs", "1", "--out", str(result)]) == 0
     report = json.loads(result.read_text())
-    assert report  # real-only, accuracy and diversity figures are all there
-    text = json.dumps(report)
-    for setting in ("real", "synthetic"):
-        assert setting in text
+    n_real = len(open_dataset(data).ids("train"))
+    (entry,) = report["results"]
+    assert entry["n"] == n_real and report["synthetic_images"] == 6 and report["complete"]
+    settings = {s["name"]: s for s in entry["settings"]}
+    assert "real" in settings and any("synthetic" in name for name in settings)
+    for name, setting in settings.items():
+        assert 0.0 <= setting["dice_mean"] <= 1.0, name
+        (run,) = setting["runs"]  # one seed
+        assert run["train_real"] == n_real
+        # the baselines without added images add nothing; generated pairs and copy-paste add images
+        assert (run["train_added"] > 0) == ("synthetic" in name or "copy-paste" in name), name
 
 
 @pytest.mark.slow

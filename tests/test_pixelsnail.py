@@ -156,7 +156,7 @@ def test_save_load_identical_logits(tmp_path, layout):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    model.save(tmp_path / "prior")
+    model.save_pretrained(tmp_path / "prior")
     loaded = load_prior(tmp_path / "prior")
     assert type(loaded) is type(model)
     assert loaded.config == model.config
@@ -169,7 +169,7 @@ def test_load_prior_errors(tmp_path):
     with pytest.raises(UsageError):
         load_prior(tmp_path / "missing")
     model = PixelSNAIL(tiny_config())
-    model.save(tmp_path / "p")
+    model.save_pretrained(tmp_path / "p")
     other = PixelSNAIL(tiny_config(channels=16))
     from safetensors.torch import save_file
 

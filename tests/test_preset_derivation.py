@@ -11,11 +11,8 @@ import yaml
 from msgnet.cli import main
 from msgnet.config import load_preset
 from msgnet.errors import UsageError
-from msgnet.models.layout_prior import LayoutPixelSNAIL
-from msgnet.models.pixelsnail import PixelSNAIL
-from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.preset_derivation import derive_preset, latent_size_for, measure_step_seconds
-from tests.fixtures import make_tiny_dataset, tiny_info
+from tests.fixtures import make_tiny_dataset, tiny_info, train_one_step_each
 
 
 def fixed_seconds(preset, device):
@@ -42,21 +39,7 @@ def test_derived_presets_build_all_three_models_and_train_one_step(channels, siz
     assert 16 <= lat <= 32 and preset.layout_prior.num_classes == classes
     assert (preset.prior.height, preset.prior.width) == (2 * lat, lat)
     assert preset.prior.num_condition_classes == classes and preset.prior.num_classes == preset.vqvae.num_embeddings
-    torch.manual_seed(0)
-    vq, lp, cp = DoublePathVQVAE(preset.vqvae), LayoutPixelSNAIL(preset.layout_prior), PixelSNAIL(preset.prior)
-    for model, loss in (
-        (vq, lambda: vq(torch.rand(2, channels, size, size)).loss),
-        (lp, lambda: lp.loss(torch.randint(0, classes, (2, lat, lat)))[0]),
-        (cp, lambda: cp.loss(torch.randint(0, preset.prior.num_classes, (2, 2 * lat, lat)),
-                             torch.randint(0, classes, (2, 2 * lat, lat)))[0]),
-    ):
-        before = [p.detach().clone() for p in model.parameters()]
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        value = loss()
-        value.backward()
-        opt.step()
-        assert torch.isfinite(value)
-        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    train_one_step_each(preset)
 
 
 def test_budget_fills_each_stage_in_the_measured_proportions():

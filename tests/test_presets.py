@@ -1,4 +1,5 @@
-"""Every shipped preset loads, is self-consistent, and its VQ-VAE maps a batch to the right shapes."""
+"""Every shipped preset loads, is self-consistent, its VQ-VAE maps a batch to the right shapes, and
+its three models each take a training step."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from msgnet.config import list_presets, load_preset
 from msgnet.errors import UsageError
 from msgnet.models.vqvae import DoublePathVQVAE
+from tests.fixtures import train_one_step_each
 
 EXPECTED = {  # name: (in_channels, image_size, latent_size, layout classes)
     "clevr-64": (3, 64, 16, 25),
@@ -94,6 +96,11 @@ def test_preset_vqvae_builds_and_maps_a_batch(name):
         out = model(x)
     assert out.reconstruction.shape == x.shape
     assert out.indices[0].shape == out.indices[1].shape == (1, cfg.latent_size, cfg.latent_size)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_preset_builds_all_three_models_and_each_takes_a_step(name):
+    train_one_step_each(load_preset(name), batch=1)
 
 
 def test_unknown_keys_are_refused(tmp_path):

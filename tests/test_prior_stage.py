@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from msgnet.config import load_preset
 from msgnet.errors import UsageError
@@ -88,10 +89,22 @@ def test_resume_continues_to_the_same_weights(tmp_path):
     write_codes(part)
     short = replace(preset, layout_prior_train=replace(preset.layout_prior_train, iterations=6, max_minutes=1e-9))
     train_layout_prior(short, part, device="cpu")  # stops after one step
+    from msgnet.io import load_training_state
+
+    assert int(load_training_state(part / "layout_prior" / "checkpoint" / "training_state.pt")["step"]) < 6
+    # A twin whose checkpoint weights are moved: a resume that really continues from the
+    # checkpoint ends elsewhere; one that silently started over would match the full run.
+    twin = tmp_path / "twin"
+    shutil.copytree(part, twin)
+    ckpt = twin / "layout_prior" / "checkpoint" / "model.safetensors"
+    save_file({k: v + 0.5 if v.is_floating_point() else v for k, v in load_file(str(ckpt)).items()}, str(ckpt))
     train_layout_prior(preset, part, resume=True, device="cpu")
+    train_layout_prior(preset, twin, resume=True, device="cpu")
     a = load_state_dict(full / "layout_prior")
     b = load_state_dict(part / "layout_prior")
+    c = load_state_dict(twin / "layout_prior")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_mismatched_codes_are_usage_errors(tmp_path):

@@ -9,7 +9,7 @@ from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentat
 from msgnet.cli import main
 from msgnet.config import load_preset
 from msgnet.models.latents import stack_codes
-from msgnet.models.vqvae import load_vqvae
+from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.preset_derivation import augment_copies_for, derive_preset
 from msgnet.train.codes import load_codes
 from msgnet.train.prior_stage import _layouts_from_dataset
@@ -81,7 +81,7 @@ def test_codes_hold_the_encoded_transformed_copies_after_the_originals(tmp_path)
     from msgnet.data.torch_dataset import ImageLayoutDataset
 
     ds = ImageLayoutDataset(open_dataset(data), "train")
-    model = load_vqvae(run / "vqvae").eval()
+    model = DoublePathVQVAE.from_pretrained(run / "vqvae")
     expected = []
     for images, _ in geometric_copies(ds.images, ds.layouts, AugmentationSettings(geometric=DIHEDRAL), 2, 0, 64):
         with torch.inference_mode():

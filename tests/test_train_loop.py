@@ -159,3 +159,22 @@ def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
         assert torch.allclose(wd[k], ws[k], atol=1e-5, rtol=1e-4), k
         moved += int(not torch.equal(ws[k], init[k]))
     assert moved > 10  # training changed the weights, so the comparison means something
+
+
+def test_steps_flag_sets_every_stage_to_that_many_steps(tmp_path):
+    from msgnet.cli import main
+    from msgnet.config import load_preset
+    from msgnet.io import load_training_state
+    from tests.fixtures import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "data", n=24, n_val=6)
+    run = tmp_path / "run"
+    assert main(["train", "all", "--config", "tiny", "--data", str(data), "--run", str(run), "--steps", "3",
+                 "--device", "cpu"]) == 0
+    preset = load_preset(str(run / "preset.yaml"))
+    for stage in ("vqvae", "layout_prior", "prior"):
+        train = getattr(preset, f"{stage}_train")
+        assert (train.iterations, train.epochs) == (3, 0)
+        assert int(load_training_state(run / stage / "checkpoint" / "training_state.pt")["step"]) == 3
+    assert main(["train", "vqvae", "--config", "tiny", "--data", str(data), "--run", str(tmp_path / "r2"),
+                 "--steps", "0"]) == 2

@@ -12,7 +12,7 @@ from msgnet.config import VQVAEConfig
 from msgnet.errors import UsageError
 from msgnet.io import save_model
 from msgnet.models.latents import split_codes, stack_codes, stack_layout
-from msgnet.models.vqvae import DoublePathVQVAE, load_vqvae
+from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.nn.quantizer import VectorQuantizer, perplexity_from_counts
 from msgnet.nn.self_attention import SelfAttention2d
 
@@ -163,7 +163,7 @@ def test_save_load_identical(tmp_path):
             if isinstance(m, SelfAttention2d):
                 m.gamma.fill_(0.5)  # make the attention layers matter
     save_model(model, TINY, tmp_path / "vqvae", "vqvae")
-    loaded = load_vqvae(tmp_path / "vqvae")
+    loaded = DoublePathVQVAE.from_pretrained(tmp_path / "vqvae")
     assert loaded.config == TINY
     x = torch.rand(3, 1, 16, 16)
     with torch.no_grad():
@@ -172,7 +172,7 @@ def test_save_load_identical(tmp_path):
         assert torch.equal(model.decode_indices(*codes), loaded.decode_indices(*codes))
     save_model(model, TINY, tmp_path / "other", "pixelsnail")
     with pytest.raises(UsageError):
-        load_vqvae(tmp_path / "other")
+        DoublePathVQVAE.from_pretrained(tmp_path / "other")
 
 
 def test_stack_split_round_trip():

@@ -128,7 +128,6 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     image_every: int = 1000
-    num_workers: int = 0
     val_samples: int = 0  # validate on the first N validation items (0: all); CPU presets use it
     # Small-data training (msgnet.train.selection): moving average of the weights (0: off),
     # keep the best-validated weights, stop after `patience` validations without improvement
@@ -146,8 +145,8 @@ class TrainConfig:
 
     def validate(self, where: str = "train") -> None:
         _check_numbers(self, where, allow_zero=("iterations", "epochs", "max_minutes", "weight_decay", "grad_clip",
-                                                 "seed", "num_workers", "val_samples", "ema_decay", "patience",
-                                                 "val_every", "augment_copies"))
+                                                 "seed", "val_samples", "ema_decay", "patience",
+                                                 "val_every", "augment_copies", "image_every"))
         if self.batch_size < 1:
             raise UsageError("train: batch_size must be positive")
         if self.learning_rate <= 0:
@@ -224,11 +223,17 @@ def _check_numbers(config: Any, where: str, allow_zero: tuple[str, ...]) -> None
                              f"got {value}")
 
 
+# Fields removed from a config, with the one value they ever held; older preset.yaml files carry them.
+RETIRED_KEYS: dict[str, dict[str, Any]] = {"TrainConfig": {"num_workers": 0}}
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, refusing unknown keys (typos must not pass)."""
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
     for key, value in (data or {}).items():
+        if key in RETIRED_KEYS.get(cls.__name__, {}) and value == RETIRED_KEYS[cls.__name__][key]:
+            continue  # a field msgnet no longer has, at the value it always had: files written before still load
         if key not in known:
             raise UsageError(f"{where or cls.__name__}: unknown key {key!r}")
         f = known[key]

@@ -35,7 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                           description="Sample --num layouts from RUN/layout_prior alone and check each against "
                           "the rule the training data declared (paper §4.2): the share that obeys, with a "
                           "95% Wilson interval, and which rule parts broke.")
-    lay.add_argument("--run", type=Path, required=True)
+    source = lay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="sample from this run's layout prior")
+    source.add_argument("--real", type=Path, metavar="DIR",
+                        help="instead, check DIR's real training layouts brought through the latent grid and back "
+                        "(the ceiling a prior on that grid can reach)")
+    lay.add_argument("--grid", type=int, default=16, help="with --real: the latent grid side [16]")
     lay.add_argument("--num", type=int, default=500)
     lay.add_argument("--seed", type=int, default=0)
     lay.add_argument("--temperature", type=float, default=1.0)
@@ -249,12 +254,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _layouts(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.layout_coherency import sample_layout_coherency
+    from msgnet.evaluation.layout_coherency import real_layout_coherency, sample_layout_coherency
     from msgnet.io import atomic_write_json
 
-    result = sample_layout_coherency(args.run, args.num, seed=args.seed, temperature=args.temperature,
-                                     device=args.device,
-                                     parts=args.parts.split(",") if args.parts else None)
+    parts = args.parts.split(",") if args.parts else None
+    if args.real is not None:
+        result = real_layout_coherency(args.real, args.grid, args.num, parts=parts)
+    else:
+        result = sample_layout_coherency(args.run, args.num, seed=args.seed, temperature=args.temperature,
+                                         device=args.device, parts=parts)
     print(result.to_text())
     if args.json:
         atomic_write_json(args.json, result.to_json())

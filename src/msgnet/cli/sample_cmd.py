@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cached: exact incremental sampler (fast); reference: one full pass per token")
     p.add_argument("--layouts", default=None, metavar="DIR|COCO.json",
                    help="condition on these layouts (a msgnet dataset or COCO boxes) instead of sampling them")
+    p.add_argument("--repeat-layouts", action="store_true",
+                   help="with --layouts and --num above their count: reuse the layouts in turn")
     p.add_argument("--resume", action="store_true", help="complete an interrupted run into the same --out")
     p.add_argument("--qc", action="store_true",
                    help="quality control: keep sampling until --num pairs pass (see `msgnet qc`); writes qc.csv, "
@@ -50,7 +52,7 @@ def _sample(args: argparse.Namespace) -> int:
     settings = GenerationSettings(
         num=args.num, seed=args.seed, temperature_layout=args.temperature_layout,
         temperature_codes=args.temperature_codes, batch_size=args.batch_size, sampler=args.sampler,
-        layouts_from=args.layouts,
+        layouts_from=args.layouts, repeat_layouts=args.repeat_layouts,
     )
     if not args.qc:
         out = generate(args.run, args.out, settings, resume=args.resume, device=args.device)

@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name in ("vqvae", "all", "layout-prior"):
             add_train_subset_argument(p)
         p.add_argument("--run", type=Path, required=True, help="run directory (created)")
+        p.add_argument("--steps", type=int, default=None, metavar="N",
+                       help="train each stage of this command for N optimiser steps, whatever the preset says "
+                       "(smoke runs, examples)")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         add_device_argument(p)
         p.set_defaults(func=_train, stage_name=name)
@@ -72,6 +75,8 @@ def _train(args: argparse.Namespace) -> int:
         if getattr(args, "budget", None) is not None:
             raise UsageError("--budget: only for a derived preset (leave out --config)")
         preset = load_preset_from_args(args)
+    if args.steps is not None:
+        preset = _with_steps(preset, args.steps)
     run: Path = args.run
     created = not run.exists()
     try:
@@ -80,6 +85,17 @@ def _train(args: argparse.Namespace) -> int:
         if created and is_main_process() and not _anything_trained(run):
             shutil.rmtree(run, ignore_errors=True)  # refused before training: leave no half-made run
         raise
+
+
+def _with_steps(preset, steps: int):
+    """``--steps N``: every stage trains exactly N steps (iterations, not epochs)."""
+    from dataclasses import replace
+
+    if steps < 1:
+        raise UsageError("--steps: must be at least 1")
+    changed = {name: replace(getattr(preset, name), iterations=steps, epochs=0)
+               for name in ("vqvae_train", "layout_prior_train", "prior_train")}
+    return replace(preset, **changed)
 
 
 def _anything_trained(run: Path) -> bool:

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from msgnet.errors import UsageError
 from msgnet.device import choose_device
+from msgnet.errors import UsageError
+from msgnet.models.pretrained import PretrainedMixin
 
 KIND = "digit-classifier"
 CELL = 28
@@ -53,9 +54,19 @@ class ClassifierTraining:
     max_shift: int = 2  # random translation in pixels (crops are never perfectly centred)
 
 
-class DigitClassifier(nn.Module):
+class DigitClassifier(PretrainedMixin, nn.Module):
     """conv-conv-pool, conv-conv-pool, fc, fc. ``embed`` gives the penultimate features (28x28 input);
     ``pooled_features`` the conv trunk globally average-pooled (any input size)."""
+
+    kind = KIND
+    config_class = DigitClassifierConfig
+
+    @classmethod
+    def config_from_json(cls, data: dict, where: str) -> DigitClassifierConfig:
+        try:  # JSON has no tuples: the two conv widths come back as a list
+            return DigitClassifierConfig(**{**data, "channels": tuple(data.get("channels", (12, 24)))})
+        except TypeError as exc:
+            raise UsageError(f"{where}: not a digit-classifier config ({exc})") from None
 
     def __init__(self, config: DigitClassifierConfig):
         super().__init__()
@@ -176,27 +187,11 @@ def train_classifier(
 
 
 def save_classifier(model: DigitClassifier, directory: Path | str, info: dict) -> None:
-    from msgnet.io import atomic_write_json, save_model
+    """The classifier (:meth:`save_pretrained`) and how it was trained (``training.json``)."""
+    from msgnet.io import atomic_write_json
 
-    save_model(model, model.config, directory, KIND)
+    model.save_pretrained(directory)
     atomic_write_json(Path(directory) / "training.json", info)
-
-
-def load_classifier(directory: Path | str) -> DigitClassifier:
-    from msgnet.io import load_state_dict, read_model_config
-
-    directory = Path(directory)
-    kind, cfg = read_model_config(directory)
-    if kind != KIND:
-        raise UsageError(f"{directory / 'config.json'}: a {kind!r} model, not a {KIND}")
-    try:
-        config = DigitClassifierConfig(**{**cfg, "channels": tuple(cfg.get("channels", (12, 24)))})
-        model = DigitClassifier(config)
-        model.load_state_dict(load_state_dict(directory))
-    except (TypeError, RuntimeError) as exc:
-        raise UsageError(f"{directory}: weights do not match config.json ({type(exc).__name__})") from None
-    model.eval()
-    return model
 
 
 def train_and_save(out: Path | str, training: ClassifierTraining = ClassifierTraining(), progress: bool = True,
@@ -229,12 +224,12 @@ def get_classifier(directory: Path | str | None, log: Callable[[str], None] = pr
         if not (directory / "config.json").is_file():
             raise UsageError(f"--classifier {directory}: no trained classifier there "
                              "(run `msgnet eval train-classifier --out DIR`)")
-        return load_classifier(directory).to(dev), directory
+        return DigitClassifier.from_pretrained(directory, dev), directory
     directory = default_classifier_dir()
     if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():
         log(f"no digit classifier at {directory}: training one on MNIST on {dev} (about 1-2 minutes on a CPU)")
         train_and_save(directory, progress=progress, log=log, device=dev)
-    return load_classifier(directory).to(dev), directory
+    return DigitClassifier.from_pretrained(directory, dev), directory
 
 
 def crop_to_cell(image: np.ndarray, bbox: Sequence[int]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Rule coherency of layouts sampled from a run's LayoutPixelSNAIL alone (paper §4.2).
+"""Rule coherency of layouts sampled from a run's LayoutPixelSNAIL alone (paper §4.2), and of
+real layouts passed through the same latent grid (the ceiling a prior on that grid can reach).
 
 The layout prior is what decides which objects appear where; this samples only layouts
 (no codes, no decoding), brings them to the image grid, turns their connected components
@@ -34,6 +35,7 @@ class LayoutCoherency:
     examples: list[tuple[np.ndarray, bool]] = field(default_factory=list, repr=False)
     palette: np.ndarray | None = field(default=None, repr=False)
     seconds: float = 0.0
+    what: str = "sampled layouts"  # or real layouts through a latent grid
 
     def preview(self, columns: int = 8) -> np.ndarray:
         """RGB grid of :attr:`examples` in the dataset's colours; a rule breaker gets a red frame."""
@@ -56,12 +58,12 @@ class LayoutCoherency:
         return {"num": self.num, "obeying": self.num - self.violating,
                 "obey_rate": (self.num - self.violating) / self.num, "obey_rate_95ci": [lo, hi],
                 "by_rule": self.by_rule, "object_counts": {str(k): v for k, v in sorted(self.object_counts.items())},
-                "rule": self.rule, "seconds": self.seconds}
+                "rule": self.rule, "seconds": self.seconds, "what": self.what}
 
     def to_text(self) -> str:
         lo, hi = wilson_interval(self.num - self.violating, self.num)
         rate = (self.num - self.violating) / self.num
-        return (f"sampled layouts obeying the rule: {self.num - self.violating} of {self.num}, "
+        return (f"{self.what} obeying the rule: {self.num - self.violating} of {self.num}, "
                 + fmt_rate(rate, lo, hi) + f"; broken parts: {self.by_rule}"
                 + f"; objects per layout: {dict(sorted(self.object_counts.items()))}")
 
@@ -84,16 +86,9 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
     if num < 1:
         raise UsageError("--num: must be at least 1")
     info = read_run_info(run_dir)
-    if not info.rule:
-        raise UsageError(f"{run_dir / 'dataset.json'}: the training data declares no rule to check")
+    rule = _rule_parts(info.rule, parts, run_dir / "dataset.json")
     if not (run_dir / "layout_prior" / "config.json").is_file():
         raise UsageError(f"{run_dir / 'layout_prior'}: no trained layout prior here")
-    rule = info.rule
-    if parts:
-        unknown = [p for p in parts if p not in rule]
-        if unknown:
-            raise UsageError(f"--parts: the rule has no part {unknown[0]!r} (it has {', '.join(rule)})")
-        rule = {k: v for k, v in rule.items() if k in parts}
     dev = choose_device(device)
     model = load_prior(run_dir / "layout_prior").to(dev).eval()
     result = LayoutCoherency(num=num, violating=0, rule=rule, palette=info.palette)
@@ -104,17 +99,60 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
         with torch.inference_mode():
             small = sample_cached(model, n, condition=None, temperature=temperature, generator=gen, batch_size=n)
-        full = upsample_layout(small.cpu().numpy().astype(np.uint8), info.image_size)
-        for lay in full:
-            objects = layout_to_objects(lay)
-            result.object_counts[len(objects)] = result.object_counts.get(len(objects), 0) + 1
-            broken = rule_violations(rule, objects, lay)
-            if len(result.examples) < keep_examples:
-                result.examples.append((lay, bool(broken)))
-            result.violating += bool(broken)
-            for key in broken:
-                result.by_rule[key] = result.by_rule.get(key, 0) + 1
+        _check(result, upsample_layout(small.cpu().numpy().astype(np.uint8), info.image_size), keep_examples)
         bar.update(n)
     bar.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def real_layout_coherency(data_dir: Path, grid: int, num: int | None = None, parts: list[str] | None = None,
+                          keep_examples: int = 64) -> LayoutCoherency:
+    """The ceiling a layout prior on a ``grid`` x ``grid`` latent grid can reach: the real training
+    layouts (the first ``num``), brought to that grid and back exactly as sampled ones are, checked
+    against the same rule. The grid merges touching objects of one class and grows boxes by rounding."""
+    import time
+
+    from msgnet.data.format import open_dataset
+    from msgnet.layouts import downsample_layout
+
+    if grid < 1:
+        raise UsageError("--grid: must be at least 1")
+    dataset = open_dataset(data_dir)
+    info = dataset.info
+    rule = _rule_parts(info.rule, parts, Path(data_dir) / "dataset.json")
+    ids = dataset.ids("train")[: num or None]
+    result = LayoutCoherency(num=len(ids), violating=0, rule=rule, palette=info.palette,
+                             what=f"real layouts through the {grid}x{grid} grid")
+    start = time.perf_counter()
+    for first in range(0, len(ids), 256):
+        real = np.stack([dataset.read_layout(i) for i in ids[first : first + 256]])
+        small = downsample_layout(real, grid, num_classes=info.num_classes)
+        _check(result, upsample_layout(np.asarray(small, dtype=np.uint8), info.image_size), keep_examples)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _rule_parts(rule: dict[str, Any] | None, parts: list[str] | None, where: Path) -> dict[str, Any]:
+    if not rule:
+        raise UsageError(f"{where}: the data declares no rule to check")
+    if parts:
+        unknown = [p for p in parts if p not in rule]
+        if unknown:
+            raise UsageError(f"--parts: the rule has no part {unknown[0]!r} (it has {', '.join(rule)})")
+        rule = {k: v for k, v in rule.items() if k in parts}
+    return rule
+
+
+def _check(result: LayoutCoherency, layouts: np.ndarray, keep_examples: int) -> None:
+    """Count the objects of each image-size layout and check them against ``result.rule``."""
+    assert result.rule is not None
+    for lay in layouts:
+        objects = layout_to_objects(lay)
+        result.object_counts[len(objects)] = result.object_counts.get(len(objects), 0) + 1
+        broken = rule_violations(result.rule, objects, lay)
+        if len(result.examples) < keep_examples:
+            result.examples.append((lay, bool(broken)))
+        result.violating += bool(broken)
+        for key in broken:
+            result.by_rule[key] = result.by_rule.get(key, 0) + 1

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from msgnet.errors import UsageError
-from msgnet.models.vqvae import load_vqvae
+from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.train.codes import vqvae_dir
 from msgnet.train.grid import make_grid, save_png, to_uint8_hwc
 
@@ -70,7 +70,7 @@ def vqvae_inspect(
     run_dir: Path | str, image_path: Path | str, out_dir: Path | str, pixel: tuple[int, int] | None = None
 ) -> list[Path]:
     """Write Fig. 3 and Fig. 4 PNGs for one image; ``pixel`` = (row, col), default the centre."""
-    model = load_vqvae(vqvae_dir(run_dir))
+    model = DoublePathVQVAE.from_pretrained(vqvae_dir(run_dir))
     cfg = model.config
     x = read_image(Path(image_path), cfg.in_channels, cfg.image_size)
     if pixel is None:

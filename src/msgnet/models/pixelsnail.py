@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msgnet.config import PixelSNAILConfig
-from msgnet.io import save_model
+from msgnet.models.pretrained import PretrainedMixin
 from msgnet.nn.causal import CausalConv2d, WNConv2d
 from msgnet.nn.causal_attention import CausalSelfAttention
 from msgnet.nn.gated import GatedResBlock
@@ -112,7 +112,7 @@ class PixelBlock(nn.Module):
         return self.out(torch.cat([out, background], 1))
 
 
-class PixelSNAIL(nn.Module):
+class PixelSNAIL(PretrainedMixin, nn.Module):
     """Autoregressive prior over a (B, H, W) LongTensor of tokens in ``range(num_classes)``.
 
     ``forward(tokens, condition)`` returns logits (B, num_classes, H, W); the logits at p
@@ -120,6 +120,7 @@ class PixelSNAIL(nn.Module):
     """
 
     kind = "pixelsnail"
+    config_class = PixelSNAILConfig
 
     def __init__(self, config: PixelSNAILConfig) -> None:
         super().__init__()
@@ -199,7 +200,3 @@ class PixelSNAIL(nn.Module):
         nll = F.cross_entropy(logits, tokens.long())
         value = float(nll.detach())
         return nll, {"loss": value, "bits_per_token": value / math.log(2)}
-
-    def save(self, directory: Path | str) -> None:
-        """Write ``model.safetensors`` + ``config.json`` (kind :attr:`kind`) into ``directory``."""
-        save_model(self, self.config, directory, self.kind)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msgnet.config import VQVAEConfig
+from msgnet.models.pretrained import PretrainedMixin
 from msgnet.nn.quantizer import VectorQuantizer
 from msgnet.nn.residual import ResidualStack
 from msgnet.nn.self_attention import SelfAttention2d
@@ -61,8 +62,11 @@ def _maybe_attention(channels: int, size: int, below: int) -> nn.Module:
     return SelfAttention2d(channels) if size < below else nn.Identity()
 
 
-class DoublePathVQVAE(nn.Module):
+class DoublePathVQVAE(PretrainedMixin, nn.Module):
     """Double-path VQ-VAE built from :class:`~msgnet.config.VQVAEConfig` alone."""
+
+    kind = "vqvae"
+    config_class = VQVAEConfig
 
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__()
@@ -245,24 +249,3 @@ class DoublePathVQVAE(nn.Module):
     @staticmethod
     def _to_image(y: torch.Tensor) -> torch.Tensor:
         return (y * 0.5 + 0.5).clamp(0.0, 1.0)
-
-
-def load_vqvae(directory) -> DoublePathVQVAE:
-    """Rebuild a saved VQ-VAE from ``directory/config.json`` and load its weights."""
-    from pathlib import Path
-
-    from msgnet.config import from_dict
-    from msgnet.errors import UsageError
-    from msgnet.io import load_state_dict, read_model_config
-
-    directory = Path(directory)
-    kind, cfg = read_model_config(directory)
-    if kind != "vqvae":
-        raise UsageError(f"{directory / 'config.json'}: holds a {kind!r} model, not a vqvae")
-    model = DoublePathVQVAE(from_dict(VQVAEConfig, cfg, "vqvae"))
-    try:
-        model.load_state_dict(load_state_dict(directory))
-    except RuntimeError as exc:
-        raise UsageError(f"{directory / 'model.safetensors'}: does not match config.json ({exc})") from None
-    model.eval()
-    return model

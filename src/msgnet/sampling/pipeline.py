@@ -44,6 +44,7 @@ class GenerationSettings:
     batch_size: int = 16
     sampler: str = "cached"
     layouts_from: str | None = None  # a msgnet dataset folder or a COCO json of boxes (pre-MSGNet)
+    repeat_layouts: bool = False  # more pairs than given layouts: reuse them in turn (else refused)
 
     def validate(self) -> None:
         if self.num < 1:
@@ -235,6 +236,9 @@ class SamplingJob:
         given = load_given_layouts(settings.layouts_from, run.info) if settings.layouts_from else None
         if given is not None and not given:
             raise UsageError(f"{settings.layouts_from}: holds no layouts")
+        if given is not None and len(given) < settings.num and not settings.repeat_layouts:
+            raise UsageError(f"{settings.layouts_from}: holds {len(given)} layouts, fewer than --num {settings.num} "
+                             "(--repeat-layouts reuses them in turn)")
         partial = _PartialOutput(out, settings, run_dir, resume, record_extra)
         return cls(run_dir, settings, run, training, given, partial, _sampler(settings.sampler))
 

@@ -121,14 +121,14 @@ def _need(path: Path, what: str) -> Path:
 
 def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: str | None = None) -> GenerationRun:
     from msgnet.models.priors import load_prior
-    from msgnet.models.vqvae import load_vqvae
+    from msgnet.models.vqvae import DoublePathVQVAE
     from msgnet.device import choose_device
 
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
     dev = choose_device(device)
     info = read_run_info(run_dir)
-    vqvae = load_vqvae(_need(run_dir / "vqvae", "VQ-VAE")).to(dev).eval()
+    vqvae = DoublePathVQVAE.from_pretrained(_need(run_dir / "vqvae", "VQ-VAE"), dev)
     prior = load_prior(_need(run_dir / "prior", "latent prior")).to(dev).eval()
     layout_prior = None
     if need_layout_prior:

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from msgnet.errors import UsageError
 from msgnet.io import atomic_path
 from msgnet.models.latents import stack_codes
-from msgnet.models.vqvae import load_vqvae
+from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.device import choose_device
 
 
@@ -55,7 +55,7 @@ def extract_codes(
 
     run_dir = Path(run_dir)
     dev = choose_device(device)
-    model = load_vqvae(vqvae_dir(run_dir)).to(dev)
+    model = DoublePathVQVAE.from_pretrained(vqvae_dir(run_dir), dev)
     cfg = model.config
     train_set, val_set = open_image_datasets(cfg, Path(data_dir), train_ids)
     num_classes = int(train_set.num_classes)

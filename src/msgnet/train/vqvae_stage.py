@@ -22,14 +22,14 @@ from torch import nn
 from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
 from msgnet.config import Preset, VQVAEConfig
 from msgnet.errors import UsageError
-from msgnet.models.vqvae import DoublePathVQVAE, load_vqvae
+from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.nn.quantizer import perplexity_from_counts
 from msgnet.train import distributed as D
 from msgnet.train.grid import save_grid
 from msgnet.train.loop import BaseStage, seed_everything, train
 
 RESTART_WINDOW = 100  # steps between dead-code restarts (when enabled)
-__all__ = ["VQVAEStage", "train_vqvae", "load_vqvae", "open_image_datasets"]
+__all__ = ["VQVAEStage", "train_vqvae", "open_image_datasets"]
 
 
 def _images(batch: Any) -> torch.Tensor:

@@ -65,7 +65,9 @@ def register_import(dsub: argparse._SubParsersAction) -> None:
     f.add_argument("--images", type=Path, default=None, help="image folder [SRC/images]")
     f.add_argument("--masks", type=Path, default=None, help="mask folder [SRC/masks]")
     f.add_argument("--mask-suffix", default="", help="mask stem suffix, e.g. _mask for a.png <-> a_mask.png")
-    f.add_argument("--classes", default=None, help="object class names a,b,c (ids 1..; background is 0)")
+    f.add_argument("--classes", default=None,
+                   help="object class names a,b,c (ids 1..; background is 0) [class_1, class_2, ... for the ids "
+                   "found in the masks]")
     f.add_argument("--palette", type=Path, default=None,
                    help="JSON mapping mask colours to classes, e.g. {\"#ff0000\": \"tumour\"}")
     _geometry_args(f)
@@ -74,7 +76,7 @@ def register_import(dsub: argparse._SubParsersAction) -> None:
     c = isub.add_parser("coco", parents=[common], help="a COCO instances JSON (boxes, polygons, RLE)",
                         description="COCO JSON into layouts: polygons/RLE drawn where present, else boxes filled; "
                         "later annotations over earlier.")
-    c.add_argument("src", type=Path, help="the COCO JSON file")
+    c.add_argument("src", type=Path, help="the COCO JSON file, or a folder holding annotations.json and images/")
     c.add_argument("--images", type=Path, default=None, help="image root for file_name [the JSON's folder]")
     c.add_argument("--merge", action="append", default=[], metavar="NAME=CAT1,CAT2",
                    help="merge categories into one class (repeatable)")
@@ -175,10 +177,17 @@ def _folder(args: argparse.Namespace) -> int:
 
         colour_to_id, classes = None, make_classes(parse_class_names(args.classes))
         hint = f"--classes {args.classes}"
-    else:
-        raise UsageError("folder: name the mask classes with --classes a,b,c (or --palette FILE for colour masks)")
     geometry = _geometry(args)
     pairs = pair_files(images_dir, masks_dir, args.mask_suffix)
+    if args.palette is None and args.classes is None:
+        from msgnet.data.importers.common import make_classes
+        from msgnet.data.importers.folder import class_names_from_masks
+
+        names = class_names_from_masks(pairs)
+        colour_to_id, classes = None, make_classes(names)
+        hint = "classes named from the mask ids"
+        print(f"no --classes given: the masks hold ids 1..{len(names) - 1}, named {', '.join(names[1:])} "
+              "(name them with --classes a,b,...)")
     sources = folder_sources(pairs, len(classes), colour_to_id, hint)
     origin = args.src or images_dir
     meta = _meta("folder", args, origin, images=str(images_dir), masks=str(masks_dir),
@@ -190,6 +199,8 @@ def _coco(args: argparse.Namespace) -> int:
     from msgnet.data.importers.coco import category_mapping, coco_sources, load_coco, parse_merge
     from msgnet.data.importers.common import make_classes, write_import
 
+    if args.src.is_dir():  # a folder: its annotations.json, with images/ beside it
+        args.src = args.src / "annotations.json"
     data = load_coco(args.src)
     mapping, names = category_mapping(data["categories"], parse_merge(args.merge), args.drop, str(args.src))
     if len(names) < 2:

@@ -200,3 +200,19 @@ def parse_class_names(text: str) -> list[str]:
     if len(names) > 255:
         raise UsageError("--classes: at most 255 object classes")
     return ["background"] + names
+
+
+def class_names_from_masks(pairs: Sequence[tuple[str, Path, Path]]) -> list[str]:
+    """Without --classes: one class per id found in the index masks, named ``class_1``, ``class_2``, ...
+    (ids up to the largest found, so a class absent from every mask keeps its number)."""
+    top = 0
+    for _, _, mask_path in pairs:
+        raw = read_mask(mask_path, colour=False)
+        if raw.size and int(raw.min()) < 0:
+            raise DataError(f"{mask_path}: negative label {int(raw.min())}")
+        top = max(top, int(raw.max()) if raw.size else 0)
+    if top == 0:
+        raise DataError("masks: every mask is empty (only label 0): no object class to name")
+    if top > 255:
+        raise DataError(f"masks: label {top} found; at most 255 object classes")
+    return ["background"] + [f"class_{k}" for k in range(1, top + 1)]

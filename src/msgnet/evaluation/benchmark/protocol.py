@@ -20,6 +20,11 @@ import torch
 from msgnet.errors import UsageError
 
 
+# Fixed, not options: what msgnet.evaluation.benchmark.training.train_unet does, in words.
+LOSS = "MONAI DiceCELoss (softmax, one-hot targets, background included in the loss)"
+SCHEDULE = "cosine decay to 0, no warm-up"
+
+
 @dataclass(frozen=True)
 class UNetProtocol:
     """Everything that decides a U-Net DICE figure. Change a field and the figures are not comparable."""
@@ -31,11 +36,8 @@ class UNetProtocol:
     epochs: int = 10  # passes over the REAL training set ...
     min_steps: int = 1500  # ... but never fewer optimiser steps than this (small N)
     batch_size: int = 32  # real images per step; added images come on top
-    optimizer: str = "AdamW"
-    lr: float = 2e-3
+    lr: float = 2e-3  # AdamW with cosine decay to 0 (SCHEDULE)
     weight_decay: float = 1e-4
-    schedule: str = "cosine decay to 0, no warm-up"
-    loss: str = "MONAI DiceCELoss (softmax, one-hot targets, background included in the loss)"
     curve_points: int = 20  # evaluations on the monitor split (learning curve, model selection)
     eval_batch_size: int = 128
 
@@ -65,8 +67,8 @@ class UNetProtocol:
     def describe(self) -> str:
         return (
             f"MONAI UNet 2D, channels {list(self.channels)}, strides {list(self.strides)}, "
-            f"{self.num_res_units} residual unit(s), {self.norm} norm; {self.loss}; "
-            f"{self.optimizer} lr {self.lr:g} wd {self.weight_decay:g}, {self.schedule}; "
+            f"{self.num_res_units} residual unit(s), {self.norm} norm; {LOSS}; "
+            f"AdamW lr {self.lr:g} wd {self.weight_decay:g}, {SCHEDULE}; "
             f"steps = max({self.min_steps}, {self.epochs} epochs of the real training set); "
             f"every step one real batch of {self.batch_size} drawn exactly as for the real-only baseline, "
             f"added images on top at the ratio (equal real exposure); bf16 autocast on CUDA, fp32 on CPU"

@@ -95,7 +95,9 @@ def _load_done(path: Path, protocol: UNetProtocol, real: Path, synthetic: Path |
         assert isinstance(runs, dict)
     except (OSError, json.JSONDecodeError, KeyError, AssertionError):
         raise UsageError(f"--json {path}: not the JSON of `msgnet eval augment --json`") from None
-    if old.get("protocol") != json.loads(json.dumps(protocol.to_json())):
+    current = json.loads(json.dumps(protocol.to_json()))
+    # Keys an older file has beyond today's fields only described fixed choices: not compared.
+    if not isinstance(old.get("protocol"), dict) or {k: v for k, v in old["protocol"].items() if k in current} != current:
         raise UsageError(f"--json {path}: written with another U-Net protocol; resume with the same options")
     # Runs made without a synthetic set (real, augment, copy-paste) stay valid when one is added later.
     same_synthetic = old.get("synthetic") in (None, None if synthetic is None else str(synthetic))

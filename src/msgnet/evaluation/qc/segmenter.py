@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from msgnet.evaluation.benchmark.exposure import make_plan
 from msgnet.evaluation.benchmark.protocol import UNetProtocol, build_unet
 from msgnet.evaluation.benchmark.training import DeviceSet, autocast, train_unet
-from msgnet.io import load_state_dict, read_model_config, save_model
+from msgnet.io import read_model_config, save_model
+from msgnet.models.pretrained import load_weights
 
 KIND = "qc-segmenter"
 # One pass over the real training set, never fewer than 1,500 steps: the benchmark's
@@ -109,7 +110,7 @@ def load_segmenter(directory: Path, fingerprint: str, device: torch.device) -> S
     if kind != KIND or cfg.get("fingerprint") != fingerprint:
         return None
     model = build_unet(_protocol_from_json(cfg["protocol"]), int(cfg["in_channels"]), int(cfg["num_classes"]))
-    model.load_state_dict(load_state_dict(directory))
+    load_weights(model, directory)
     return Segmenter(model.to(device).eval(), cfg, device)
 
 
