@@ -94,6 +94,26 @@ def test_sampling_is_deterministic_and_independent_of_batch_size_and_threads():
     assert torch.get_num_threads() == 1  # restored
 
 
+def test_token_threads_are_chosen_again_every_few_rows_and_follow_the_faster():
+    from msgnet.sampling.cached import _TokenThreads
+
+    chosen = []
+    real = torch.set_num_threads
+    try:
+        torch.set_num_threads = lambda n: chosen.append(n)  # record instead of changing the process
+        chooser = _TokenThreads([1, 2], span=2, period=10)
+        slow = {1: 0.5, 2: 0.1}  # first the neighbour is idle: 2 threads win ...
+        for p in range(30):
+            if p == 15:
+                slow = {1: 0.1, 2: 0.9}  # ... then it loads the CPU: 1 thread wins
+            if chooser.before(p):
+                chooser.after(p, slow[chosen[-1]])
+    finally:
+        torch.set_num_threads = real
+    # probes at tokens 1-4, 11-14, 21-24; each ends by keeping the faster candidate
+    assert chosen == [1, 2, 2, 1, 2, 2, 1, 2, 1]
+
+
 def test_samplers_follow_the_distribution():
     """A prior that ignores its input must give tokens with its own marginal frequencies."""
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation, geometric_copies
+from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
 from msgnet.cli import main
 from msgnet.config import load_preset
 from msgnet.models.latents import stack_codes

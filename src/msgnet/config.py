@@ -9,8 +9,7 @@ is rebuilt from its own component config alone (stored beside its weights as
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -335,13 +334,3 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         if not isinstance(node, dict):
             raise UsageError(f"override {item!r}: {part} is not a section")
     node[parts[-1]] = value
-
-
-def save_json(obj: Any, path: Path) -> None:
-    from msgnet.io import atomic_write_text
-
-    atomic_write_text(path, json.dumps(to_dict(obj) if dataclasses.is_dataclass(obj) else obj, indent=2))
-
-
-def with_overrides(obj: T, **changes: Any) -> T:
-    return replace(obj, **changes)  # type: ignore[type-var]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,13 +85,6 @@ def load_state_dict(directory: Path | str) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as exc:
         raise UsageError(f"{path}: unreadable weights ({exc})") from None
-
-
-def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Move a fully written temporary directory into place (replacing an older one)."""
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.replace(tmp_dir, final_dir)
 
 
 def read_json(path: Path | str) -> Any:

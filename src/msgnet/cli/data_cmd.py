@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgnet.errors import UsageError
-
 
 def _digit_size(text: str) -> tuple[int, int]:
     try:

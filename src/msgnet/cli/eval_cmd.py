@@ -247,9 +247,11 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.report import build_report
+    from msgnet.evaluation.report import ReportRequest, build_report
 
-    build_report(args, augment_request=augment_request(args, None, False))
+    req = ReportRequest(out=args.out, real=args.real, synthetic=args.synthetic, augment=args.augment,
+                        no_augment=args.no_augment, run=args.run, classifier=args.classifier, device=args.device)
+    build_report(req, augment_request=augment_request(args, None, False))
     return 0
 
 

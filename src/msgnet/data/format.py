@@ -26,7 +26,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -471,16 +471,3 @@ class DatasetWriter:
             self.close()
         else:
             self.abort()
-
-
-def write_dataset(
-    root: Path | str,
-    info: DatasetInfo,
-    items: Iterable[tuple[str, np.ndarray, np.ndarray]],
-    overwrite: bool = False,
-) -> Path:
-    """Convenience: write (split, image, layout) items in one go."""
-    with DatasetWriter(root, info, overwrite=overwrite) as writer:
-        for split, image, layout in items:
-            writer.add(split, image, layout)
-    return Path(root)

@@ -3,14 +3,28 @@ grids and training-curve plots, readable without the terminal."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from msgnet.errors import UsageError
-from msgnet.evaluation.stats import fmt_mean_std, fmt_rate
+from msgnet.evaluation.stats import fmt_rate
 from msgnet.io import atomic_write_json, atomic_write_text
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What `msgnet eval report` is asked for: a real and a generated set, and/or a benchmark JSON."""
+
+    out: Path
+    real: Path | None = None
+    synthetic: Path | None = None
+    augment: Path | None = None  # a `msgnet eval augment --json` file to include instead of running it
+    no_augment: bool = False
+    run: Path | None = None  # a run whose training curves are plotted
+    classifier: Path | None = None
+    device: str | None = None
 
 
 def _preview(dataset, ids, path: Path) -> str:
@@ -41,7 +55,7 @@ def _curves(run: Path | None, out: Path) -> list[dict]:
     return plots
 
 
-def _quality_sections(real, syn, args: argparse.Namespace, out: Path, report: dict, md: list[str], log) -> None:
+def _quality_sections(real, syn, req: ReportRequest, out: Path, report: dict, md: list[str], log) -> None:
     """Previews, rule coherency, annotation fidelity and FID/KID of a synthetic set against a real one."""
     from msgnet.evaluation.coherency import check_coherency
     from msgnet.evaluation.digit_classifier import digit_of_class, get_classifier
@@ -84,11 +98,11 @@ def _quality_sections(real, syn, args: argparse.Namespace, out: Path, report: di
     digits = digit_of_class(real.info.class_names) is not None
     classifier = None
     if digits:
-        classifier, where = get_classifier(args.classifier, log=log, progress=False, device=args.device)
+        classifier, where = get_classifier(req.classifier, log=log, progress=False, device=req.device)
         report["classifier"] = str(where)
         log("annotation fidelity ...")
-        fr = annotation_fidelity(real, classifier, "val", progress=False, device=args.device)
-        fs = annotation_fidelity(syn, classifier, None, progress=False, device=args.device)
+        fr = annotation_fidelity(real, classifier, "val", progress=False, device=req.device)
+        fs = annotation_fidelity(syn, classifier, None, progress=False, device=req.device)
         report["annotation_fidelity"] = {"real_val": fr, "synthetic": fs}
         md += ["## Annotation fidelity (digit classifier reads the annotated class)", "",
                f"Classifier: `{where}`. Crops: {fr['crop']}. On real data this is the ceiling.", "",
@@ -97,7 +111,7 @@ def _quality_sections(real, syn, args: argparse.Namespace, out: Path, report: di
             md.append(f"| {name} | {r['objects']} | {fmt_rate(r['agreement'], *r['ci95'])} |")
         md.append("")
         log("FID/KID ...")
-        fid = compute_fid(real, syn, classifier, device=args.device)
+        fid = compute_fid(real, syn, classifier, device=req.device)
         report["fid"] = fid
         md += ["## Sample quality (FID / KID against the real validation split)", "",
                "| features | FID | KID | real / generated |", "|---|---|---|---|"]
@@ -115,7 +129,7 @@ def _quality_sections(real, syn, args: argparse.Namespace, out: Path, report: di
                "in-project digit classifier.", ""]
 
 
-def build_report(args: argparse.Namespace, augment_request=None, log=print) -> Path:
+def build_report(req: ReportRequest, augment_request=None, log=print) -> Path:
     """Write the report; ``augment_request`` (an AugmentRequest) runs the U-Net benchmark when no
     ``--augment`` JSON is given and ``--no-augment`` is not set. Without ``--real``/``--synthetic``
     (only ``--augment``), the report holds the benchmark section alone."""
@@ -123,37 +137,37 @@ def build_report(args: argparse.Namespace, augment_request=None, log=print) -> P
     from msgnet.evaluation.benchmark.report import markdown_section
     from msgnet.evaluation.inputs import check_compatible, open_input
 
-    if args.augment is not None and not args.augment.is_file():
-        raise UsageError(f"--augment {args.augment}: no such file")
-    if (args.real is None or args.synthetic is None) and args.augment is None:
+    if req.augment is not None and not req.augment.is_file():
+        raise UsageError(f"--augment {req.augment}: no such file")
+    if (req.real is None or req.synthetic is None) and req.augment is None:
         raise UsageError("--real and --synthetic: both needed (or only --augment JSON, for the benchmark section)")
     real = syn = None
-    if args.real is not None and args.synthetic is not None:
-        real = open_input(args.real, "--real")
-        syn = open_input(args.synthetic, "--synthetic")
+    if req.real is not None and req.synthetic is not None:
+        real = open_input(req.real, "--real")
+        syn = open_input(req.synthetic, "--synthetic")
         check_compatible(real, syn)
     aug = None
-    if args.augment is not None:
+    if req.augment is not None:
         try:
-            aug = json.loads(args.augment.read_text())
+            aug = json.loads(req.augment.read_text())
             aug["results"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UsageError(f"--augment {args.augment}: not the JSON of `msgnet eval augment --json`") from None
-    out: Path = args.out
+            raise UsageError(f"--augment {req.augment}: not the JSON of `msgnet eval augment --json`") from None
+    out: Path = req.out
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"created": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "real": None if real is None else str(real.root), "synthetic": None if syn is None else str(syn.root)}
     md = ["# msgnet evaluation report", "", f"- created {report['created']}", ""]
     if real is not None and syn is not None:
-        _quality_sections(real, syn, args, out, report, md, log)
-    if aug is None and not args.no_augment and augment_request is not None and real is not None:
+        _quality_sections(real, syn, req, out, report, md, log)
+    if aug is None and not req.no_augment and augment_request is not None and real is not None:
         log("U-Net benchmark ...")
         aug = run_augment_benchmark(augment_request, log=log)
     if aug is not None:
         report["augment"] = aug
         md += markdown_section(aug, out)
 
-    plots = _curves(args.run, out)
+    plots = _curves(req.run, out)
     report["training_curves"] = plots
     if plots:
         md += ["## Training curves", ""]

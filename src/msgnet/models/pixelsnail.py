@@ -21,7 +21,6 @@ non-causal residual stack and added inside every causal gated block.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

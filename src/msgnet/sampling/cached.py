@@ -196,9 +196,48 @@ class CachedSampler:
 
 
 def _probe_span(width: int) -> int:
-    """Tokens timed per candidate thread count, inside the first row (0 = no probing)."""
+    """Tokens timed per candidate thread count at each probe (0 = no probing)."""
     k = min(8, (width - 2) // 2)
     return k if k >= 2 else 0
+
+
+REPROBE_ROWS = 4  # probe again every this many rows: the load on a shared CPU changes mid-batch
+
+
+class _TokenThreads:
+    """Which thread count the per-token work runs on, chosen by timing and chosen again.
+
+    At the start of every ``period`` tokens, ``span`` tokens run with each candidate and the
+    fastest is kept until the next probe. The probed tokens are sampled as usual (only timed),
+    so probing costs nothing but the slower candidate's few tokens; a neighbour that starts or
+    stops loading the CPU is noticed within ``period`` tokens instead of never.
+    """
+
+    def __init__(self, candidates: list[int], span: int, period: int) -> None:
+        self.candidates, self.span = candidates, span
+        self.period = max(period, span * len(candidates) + 1)
+        self.timings = [0.0] * len(candidates)
+
+    def _phase(self, p: int) -> int:
+        k = p % self.period
+        return k - 1 if self.span and 1 <= k < 1 + self.span * len(self.candidates) else -1
+
+    def before(self, p: int) -> bool:
+        """Set the threads for token ``p``; True when it is timed."""
+        i = self._phase(p)
+        if i < 0:
+            return False
+        if i == 0:
+            self.timings = [0.0] * len(self.candidates)
+        if i % self.span == 0:
+            torch.set_num_threads(self.candidates[i // self.span])
+        return True
+
+    def after(self, p: int, seconds: float) -> None:
+        i = self._phase(p)
+        self.timings[i // self.span] += seconds
+        if i == self.span * len(self.candidates) - 1:  # the probe's last token: keep the fastest
+            torch.set_num_threads(self.candidates[self.timings.index(min(self.timings))])
 
 
 def sample_cached(
@@ -220,8 +259,9 @@ def sample_cached(
     ``torch.get_num_threads()``), the per-token work on ``token_threads``. Per-token
     matmuls have only ``batch_size`` rows: on an idle CPU two threads gain 10-30%, on a
     CPU shared with other processes they can be many times slower than one. With
-    ``token_threads=None`` each batch times a few tokens of its first row with one
-    thread and with ``threads``, and keeps the faster. The setting is restored on return.
+    ``token_threads=None`` a few tokens are timed with one thread and with ``threads`` at
+    the start of every batch and again every ``REPROBE_ROWS`` rows, and the faster is kept
+    until the next probe. The setting is restored on return.
     """
     cfg = model.config
     temperature = check_temperature(temperature)
@@ -238,6 +278,7 @@ def sample_cached(
     if token_threads is None and row_threads > 1:
         candidates.append(row_threads)
     span = _probe_span(w) if on_cpu and len(candidates) > 1 else 0
+    chooser = _TokenThreads(candidates, span, REPROBE_ROWS * w)
     try:
         if on_cpu:
             torch.set_num_threads(candidates[0])
@@ -250,19 +291,12 @@ def sample_cached(
                 else:
                     sampler.reset(cond)
                 u_batch = u[start:stop].reshape(stop - start, h * w).to(sampler.device)
-                timings = [0.0] * len(candidates)
                 for p in range(h * w):
-                    probing = span and 1 <= p < 1 + span * len(candidates)
-                    if probing:
-                        which = (p - 1) // span
-                        if (p - 1) % span == 0:
-                            torch.set_num_threads(candidates[which])
-                        tick = time.perf_counter()
+                    timed = chooser.before(p)
+                    tick = time.perf_counter()
                     sampler.push(pick_tokens(sampler.logits(), u_batch[:, p], temperature))
-                    if probing:
-                        timings[which] += time.perf_counter() - tick
-                        if p == span * len(candidates):  # last probe: keep the fastest
-                            torch.set_num_threads(candidates[timings.index(min(timings))])
+                    if timed:
+                        chooser.after(p, time.perf_counter() - tick)
                 result[start:stop] = sampler.tokens.cpu()
     finally:
         torch.set_num_threads(previous)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from msgnet.data.format import Dataset, DatasetInfo, DatasetWriter, open_dataset
