@@ -13,8 +13,8 @@ matter of how much compute there is:
   GPU, the CPU presets' (measured in ``benchmarks/``) on a CPU, narrower priors for small sets;
 * **small sets** (under 4,000 training images) train all three models on the geometric
   transforms dataset.json declares valid, image and layout alike;
-* **the budget** (minutes) is split among the three models in the proportions the CPU main job
-  measured (VQ-VAE 8.2, layout prior 10.9, codes prior 15.3 minutes); each stage's step count
+* **the budget** (minutes) is split among the three models in the proportions the CPU training of
+  ``multi-mnist-cpu`` on 50,000 images measured (VQ-VAE 8.2, layout prior 10.9, codes prior 15.3 minutes); each stage's step count
   fills its share at a step time measured here, on this device, with the models just derived.
 
 ``source`` states each choice in one sentence; it is written to ``RUN/preset.yaml``.
@@ -33,7 +33,7 @@ from msgnet.data.format import DatasetInfo
 from msgnet.errors import UsageError
 
 LATENT_RANGE = (16, 32)
-# Shares of training time, measured by the CPU main job (README "Main job"): 8.2 / 10.9 / 15.3 minutes.
+# Shares of training time measured by `multi-mnist-cpu` on 50,000 images (README, runs/main): 8.2 / 10.9 / 15.3 min.
 STAGE_SHARES = {"vqvae": 8.2 / 34.4, "layout_prior": 10.9 / 34.4, "prior": 15.3 / 34.4}
 DEFAULT_BUDGET_MINUTES = 30.0
 MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
