@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "layout-prior": ("the LayoutPixelSNAIL over layouts (needs `msgnet codes extract`)", False),
         "prior": ("the latent PixelSNAIL conditioned on layouts (needs `msgnet codes extract`)", False),
         "all": ("VQ-VAE -> code extraction -> layout prior -> latent prior", True),
+        "cvqvae": ("the paper's cVQ-VAE baseline: a single-path VQ-VAE whose decoder sees the layout, and a "
+                   "PixelSNAIL over its codes given the layout (sizes from the preset; generate with "
+                   "`msgnet sample --layouts`)", True),
     }
     for name, (help_text, needs_data) in specs.items():
         p = tsub.add_parser(name, help=help_text, description=f"Train {help_text}.")
@@ -42,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         elif name == "layout-prior":
             p.add_argument("--data", type=Path, default=None,
                            help="train on this dataset's layouts directly (no VQ-VAE or codes needed)")
-        if name in ("vqvae", "all", "layout-prior"):
+        if name in ("vqvae", "all", "layout-prior", "cvqvae"):
             add_train_subset_argument(p)
         p.add_argument("--run", type=Path, required=True, help="run directory (created)")
         p.add_argument("--steps", type=int, default=None, metavar="N",
@@ -99,7 +102,7 @@ def _with_steps(preset, steps: int):
 
 
 def _anything_trained(run: Path) -> bool:
-    return any((run / name / sub).exists() for name in ("vqvae", "layout_prior", "prior")
+    return any((run / name / sub).exists() for name in ("vqvae", "layout_prior", "prior", "cvqvae", "cvqvae_prior")
                for sub in ("checkpoint", "config.json"))
 
 
@@ -108,14 +111,15 @@ def _train_stages(args: argparse.Namespace, preset, stage: str) -> int:
     data: Path | None = getattr(args, "data", None)
     subset: int | None = getattr(args, "train_subset", None)
     start = time.perf_counter()
-    stage_dir = {"vqvae": "vqvae", "all": "vqvae", "layout-prior": "layout_prior", "prior": "prior"}[stage]
+    stage_dir = {"vqvae": "vqvae", "all": "vqvae", "layout-prior": "layout_prior", "prior": "prior",
+                 "cvqvae": "cvqvae"}[stage]
     _check_run_dir(args, stage_dir)
     if args.resume:
         _check_resume_fits(preset, run, stage)
     if subset is not None and data is None:
         raise UsageError("--train-subset: needs --data (without it the layout prior trains on the run's codes)")
     train_ids = None
-    if data is not None and stage in ("vqvae", "all"):
+    if data is not None and stage in ("vqvae", "all", "cvqvae"):
         from msgnet.data.format import open_dataset
         from msgnet.train.vqvae_stage import check_dataset_fits
 
@@ -130,6 +134,14 @@ def _train_stages(args: argparse.Namespace, preset, stage: str) -> int:
         if train_ids is not None:
             where = "--train-subset" if training.subset is not None else f"{data}: train split"
             _check_enough_images(preset, stage, len(train_ids), where)
+    if stage == "cvqvae":
+        from msgnet.baselines.cvqvae_training import train_cvqvae
+        from msgnet.sampling.run import record_training_data
+
+        if is_main_process():
+            record_training_data(run, data, subset)
+        save_preset(preset, run)
+        train_cvqvae(preset, data, run, resume=args.resume, device=args.device, train_ids=train_ids)
     if stage in ("vqvae", "all"):
         run_vqvae(preset, data, run, args.resume, args.device, subset)
     if stage == "all":
@@ -163,10 +175,17 @@ def _check_resume_fits(preset, run: Path, stage: str) -> None:
     """Before anything is written: a resumed stage must have the architecture it was saved with."""
     from msgnet.train.checkpoint import check_same_architecture, check_saved_config
 
-    stages = {"vqvae": ["vqvae"], "layout-prior": ["layout_prior"], "prior": ["prior"],
-              "all": ["vqvae", "layout_prior", "prior"]}[stage]
-    for name in stages:
-        config = getattr(preset, name)
+    if stage == "cvqvae":
+        from msgnet.baselines.cvqvae import CVQVAEConfig
+        from msgnet.baselines.cvqvae_training import MODEL_DIR, PRIOR_DIR, prior_config
+
+        config = CVQVAEConfig.from_preset(preset)
+        dirs = {MODEL_DIR: config, PRIOR_DIR: prior_config(preset, config)}
+    else:
+        names = {"vqvae": ["vqvae"], "layout-prior": ["layout_prior"], "prior": ["prior"],
+                 "all": ["vqvae", "layout_prior", "prior"]}[stage]
+        dirs = {name: getattr(preset, name) for name in names}
+    for name, config in dirs.items():
         check_same_architecture(run / name / "checkpoint", config)
         check_saved_config(run / name, config)
 
@@ -200,7 +219,8 @@ def _derived_or_recorded_preset(args: argparse.Namespace):
 def _check_enough_images(preset, stage: str, n: int, where: str) -> None:
     """A subset smaller than a batch would fail only inside the loop, after the record is written."""
     keys = {"vqvae": ("vqvae_train",), "layout-prior": ("layout_prior_train",),
-            "all": ("vqvae_train", "layout_prior_train", "prior_train")}[stage]
+            "all": ("vqvae_train", "layout_prior_train", "prior_train"),
+            "cvqvae": ("vqvae_train", "prior_train")}[stage]
     for key in keys:
         batch = getattr(preset, key).batch_size
         if n < batch:

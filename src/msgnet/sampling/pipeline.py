@@ -204,10 +204,16 @@ def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Calla
             small = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
                            generator=gen, batch_size=n).cpu()
             full = upsample_layout(small.numpy().astype(np.uint8), (img_h, img_w))
-        codes = sample(run.prior, n, condition=stack_layout(small).to(run.device),
-                       temperature=settings.temperature_codes, generator=gen, batch_size=n)
-        codes_attn, codes_conv = split_codes(codes.to(run.device))
-        images = _to_uint8_images(run.vqvae.decode_indices(codes_attn, codes_conv))
+        if run.method == "cvqvae":  # the baseline: H x W codes given the layout, decoded with it
+            codes = sample(run.prior, n, condition=small.to(run.device), temperature=settings.temperature_codes,
+                           generator=gen, batch_size=n)
+            layout = torch.as_tensor(np.asarray(full, dtype=np.int64)).to(run.device)
+            images = _to_uint8_images(run.vqvae.decode_indices(codes.to(run.device), layout))
+        else:
+            codes = sample(run.prior, n, condition=stack_layout(small).to(run.device),
+                           temperature=settings.temperature_codes, generator=gen, batch_size=n)
+            codes_attn, codes_conv = split_codes(codes.to(run.device))
+            images = _to_uint8_images(run.vqvae.decode_indices(codes_attn, codes_conv))
     return images, np.asarray(full, dtype=np.uint8)
 
 

@@ -101,11 +101,15 @@ def read_run_info(run_dir: Path) -> DatasetInfo:
 
 @dataclass
 class GenerationRun:
+    """The trained models of a run. ``method``: "msgnet" (double-path VQ-VAE, 2H x W codes given the
+    stacked layout) or "cvqvae" (the baseline: H x W codes given the layout, a decoder that sees it)."""
+
     info: DatasetInfo
     vqvae: torch.nn.Module
     prior: torch.nn.Module
     layout_prior: torch.nn.Module | None
     device: torch.device
+    method: str = "msgnet"
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -128,6 +132,8 @@ def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: s
         raise UsageError(f"{run_dir}: no such run directory")
     dev = choose_device(device)
     info = read_run_info(run_dir)
+    if (run_dir / "cvqvae" / "config.json").is_file() and not (run_dir / "vqvae").is_dir():
+        return _load_cvqvae_run(run_dir, info, need_layout_prior, dev)
     vqvae = DoublePathVQVAE.from_pretrained(_need(run_dir / "vqvae", "VQ-VAE"), dev)
     prior = load_prior(_need(run_dir / "prior", "latent prior")).to(dev).eval()
     layout_prior = None
@@ -139,3 +145,16 @@ def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: s
                          f"the VQ-VAE makes {2 * lat}x{lat}")
     return GenerationRun(info=info, vqvae=vqvae, prior=prior, layout_prior=layout_prior, device=dev)
 
+
+
+def _load_cvqvae_run(run_dir: Path, info: DatasetInfo, need_layout_prior: bool, dev: torch.device) -> GenerationRun:
+    """A run of the cVQ-VAE baseline: it has no layout prior, so it generates from given layouts only."""
+    from msgnet.baselines.cvqvae import LayoutConditionedVQVAE
+    from msgnet.baselines.cvqvae_training import MODEL_DIR, PRIOR_DIR
+    from msgnet.models.priors import load_prior
+
+    if need_layout_prior:
+        raise UsageError(f"{run_dir}: a cVQ-VAE run has no layout prior; give layouts with --layouts DIR|COCO.json")
+    model = LayoutConditionedVQVAE.from_pretrained(_need(run_dir / MODEL_DIR, "cVQ-VAE"), dev)
+    prior = load_prior(_need(run_dir / PRIOR_DIR, "cVQ-VAE prior")).to(dev).eval()
+    return GenerationRun(info=info, vqvae=model, prior=prior, layout_prior=None, device=dev, method="cvqvae")

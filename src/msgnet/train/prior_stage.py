@@ -32,7 +32,7 @@ from msgnet.train import distributed as D
 from msgnet.train.codes import load_codes
 from msgnet.train.loop import BaseStage, iterate_batches, seed_everything, to_device, train
 
-__all__ = ["PriorStage", "LayoutPriorStage", "train_prior", "train_layout_prior"]
+__all__ = ["PriorStage", "LayoutPriorStage", "TensorRows", "train_prior", "train_layout_prior"]
 
 
 def _compact(t: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.int16) if int(t.max()) < 2**15 else t
 
 
-class _Tensors:
+class TensorRows:
     """Map-style dataset over equally long tensors; item i is the tuple of their rows."""
 
     def __init__(self, *tensors: torch.Tensor) -> None:
@@ -166,7 +166,7 @@ def _load_split(run_dir: Path, split: str, required: bool, copies: int = 0) -> t
     return codes, layouts
 
 
-def _datasets(run_dir: Path, build: Any, copies: int = 0) -> tuple[_Tensors, Any]:
+def _datasets(run_dir: Path, build: Any, copies: int = 0) -> tuple[TensorRows, Any]:
     train_split = _load_split(run_dir, "train", required=True, copies=copies)
     assert train_split is not None
     val_split = _load_split(run_dir, "val", required=False)
@@ -183,11 +183,11 @@ def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, devic
     if not cfg.conditional:
         raise UsageError("prior.num_condition_classes: the latent prior must be conditioned on the layout (> 0)")
 
-    def build(codes: torch.Tensor, layouts: torch.Tensor, where: str) -> _Tensors:
+    def build(codes: torch.Tensor, layouts: torch.Tensor, where: str) -> TensorRows:
         _check_tokens(codes, cfg, "code maps", where, cfg.num_classes)
         condition = stack_layout(layouts)
         _check_tokens(condition, cfg, "stacked layouts", where, cfg.num_condition_classes)
-        return _Tensors(codes, condition)
+        return TensorRows(codes, condition)
 
     tc = preset.prior_train
     train_set, val_set = _datasets(run_dir, build, _copies(tc))
@@ -197,7 +197,7 @@ def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, devic
 
 
 def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig, train_ids: Sequence[int] | None = None,
-                          copies: int = 0, seed: int = 0) -> tuple[_Tensors, Any]:
+                          copies: int = 0, seed: int = 0) -> tuple[TensorRows, Any]:
     """Layouts of a dataset brought to the layout prior's grid (no VQ-VAE needed), with ``copies``
     transformed copies of the training layouts after them (as :func:`extract_codes` makes them)."""
     from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
@@ -218,7 +218,7 @@ def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig, train_ids: Sequ
             full = torch.cat([full] + [lay for _, lay in geometric_copies(None, full, settings, copies, seed)])
         small = downsample_layout(full, (cfg.height, cfg.width), ds.info.num_classes)
         _check_tokens(small, cfg, "layouts", str(data_dir / "layouts"), cfg.num_classes)
-        sets.append(_Tensors(_compact(small)))
+        sets.append(TensorRows(_compact(small)))
     return sets[0], sets[1]
 
 
@@ -235,9 +235,9 @@ def train_layout_prior(
     run_dir = Path(run_dir)
     cfg = preset.layout_prior
 
-    def build(codes: torch.Tensor, layouts: torch.Tensor, where: str) -> _Tensors:
+    def build(codes: torch.Tensor, layouts: torch.Tensor, where: str) -> TensorRows:
         _check_tokens(layouts, cfg, "layouts", where, cfg.num_classes)
-        return _Tensors(layouts)
+        return TensorRows(layouts)
 
     tc = preset.layout_prior_train
     if data_dir is not None and not (run_dir / "codes" / "train.safetensors").is_file():
