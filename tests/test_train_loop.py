@@ -178,3 +178,36 @@ def test_steps_flag_sets_every_stage_to_that_many_steps(tmp_path):
         assert int(load_training_state(run / stage / "checkpoint" / "training_state.pt")["step"]) == 3
     assert main(["train", "vqvae", "--config", "tiny", "--data", str(data), "--run", str(tmp_path / "r2"),
                  "--steps", "0"]) == 2
+
+
+def test_batches_gathered_by_index_equal_batches_stacked_item_by_item(tmp_path):
+    from msgnet.data.format import open_dataset
+    from msgnet.data.torch_dataset import ImageLayoutDataset
+    from msgnet.train.loop import _gather, collate
+    from msgnet.train.prior_stage import TensorRows
+    from tests.fixtures import make_tiny_dataset
+
+    ds = ImageLayoutDataset(open_dataset(make_tiny_dataset(tmp_path / "d", n=12, n_val=2)), "train")
+    rows = TensorRows(torch.randint(0, 200, (10, 4, 4)), torch.randint(0, 3, (10, 4, 4)))
+    idx = torch.tensor([3, 0, 7, 7, 1])
+    for dataset in (ds, rows):
+        fast, slow = _gather(dataset, idx), collate([dataset[int(i)] for i in idx])
+        assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(fast, slow))
+
+
+def test_bf16_precision_trains_on_a_cpu_and_changes_the_numerics(tmp_path):
+    from msgnet.cli import main
+    from msgnet.io import load_state_dict
+    from tests.fixtures import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "data", n=24, n_val=6)
+    weights = {}
+    for precision in ("fp32", "bf16"):
+        run = tmp_path / precision
+        assert main(["train", "vqvae", "--config", "tiny", "--data", str(data), "--run", str(run), "--device", "cpu",
+                     f"vqvae_train.precision={precision}"]) == 0
+        weights[precision] = load_state_dict(run / "vqvae")
+    assert all(torch.isfinite(v).all() for v in weights["bf16"].values())
+    assert any(not torch.equal(weights["fp32"][k], weights["bf16"][k]) for k in weights["fp32"])
+    assert main(["train", "vqvae", "--config", "tiny", "--data", str(data), "--run", str(tmp_path / "x"),
+                 "vqvae_train.precision=fp16"]) == 2

@@ -141,6 +141,9 @@ class TrainConfig:
     # `augment_copies` transformed copies of each training image encoded once, beside the originals.
     augment: bool = False
     augment_copies: int = 0
+    # "auto": bf16 autocast (and TF32 for what stays fp32) on CUDA, fp32 on a CPU; "bf16": autocast
+    # on any device (a CPU too: what CI checks); "fp32": never. Weights and optimiser stay fp32.
+    precision: str = "auto"
 
     def validate(self, where: str = "train") -> None:
         _check_numbers(self, where, allow_zero=("iterations", "epochs", "max_minutes", "weight_decay", "grad_clip",
@@ -160,6 +163,8 @@ class TrainConfig:
             raise UsageError("train: patience and val_every must be >= 0")
         if self.augment_copies < 0:
             raise UsageError("train: augment_copies must be >= 0")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise UsageError(f"{where}.precision: one of auto, bf16, fp32 (got {self.precision!r})")
 
 
 @dataclass(frozen=True)

@@ -57,3 +57,14 @@ class ImageLayoutDataset(TorchDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index].float() / 255.0, self.layouts[index].long()
+
+    def batch_of(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch of ``indices`` in one indexing operation, on the device the data lives on;
+        equal to stacking the items one by one."""
+        indices = indices.to(self.images.device)
+        return self.images[indices].float() / 255.0, self.layouts[indices].long()
+
+    def to(self, device: torch.device | str) -> "ImageLayoutDataset":
+        """Hold the uint8 images and layouts on ``device`` (a GPU: batches never cross the bus)."""
+        self.images, self.layouts = self.images.to(device), self.layouts.to(device)
+        return self

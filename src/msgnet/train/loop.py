@@ -239,6 +239,35 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _gather(dataset: Any, indices: torch.Tensor) -> Batch:
+    """A batch in one indexing operation where the dataset offers it, else item by item."""
+    if hasattr(dataset, "batch_of"):
+        return dataset.batch_of(indices)
+    return collate([dataset[int(i)] for i in indices])
+
+
+class _Precision:
+    """bf16 autocast per ``TrainConfig.precision`` ("auto": on CUDA only), with TF32 allowed on CUDA for
+    what stays fp32 while it is active — set on entry and restored on exit, never left behind."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        self.device = device
+        self.enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+        self._saved: tuple[bool, bool] | None = None
+
+    def __enter__(self) -> None:
+        if self.device.type == "cuda":
+            self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        self._ctx = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.enabled)
+        self._ctx.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._ctx.__exit__(*exc)
+        if self._saved is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved
+
+
 def _scalar(v: Any) -> float:
     return float(v.detach().float().mean().item()) if isinstance(v, torch.Tensor) else float(v)
 
@@ -300,7 +329,13 @@ def _train(
     total = cfg.iterations if cfg.iterations > 0 else cfg.epochs * steps_per_epoch
 
     model = stage.model.to(info.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    cuda = info.device.type == "cuda"
+    if cuda and hasattr(train_set, "batch_of"):
+        train_set = train_set.to(info.device)  # uint8 on the GPU: batches are gathered there
+    # A fused Adam on CUDA (one kernel for all parameters); the same update as the loop on a CPU.
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                 **({"fused": True} if cuda else {}))
+    autocast = _Precision(cfg.precision, info.device)
     step = 0
     last_val: dict[str, float] = {}
     resumed_from: int | None = None
@@ -382,8 +417,9 @@ def _train(
         D.barrier(info)
 
     bar = tqdm(total=total, initial=step, desc=stage.name, disable=not main, dynamic_ncols=True)
-    sums: dict[str, float] = {}
+    sums: dict[str, Any] = {}
     count = 0
+    loss_sum = torch.zeros((), device=info.device)
     stopped_early = no_improvement = finished_early
     perm_epoch, perm = -1, torch.empty(0, dtype=torch.long)
     model.train()
@@ -395,9 +431,10 @@ def _train(
                     perm_epoch, perm = epoch, epoch_permutation(n, cfg.seed, epoch)
                 idx = perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]
                 idx = idx[info.rank * local_bs : (info.rank + 1) * local_bs]
-                batch = to_device(collate([train_set[int(i)] for i in idx]), info.device)
+                batch = to_device(_gather(train_set, idx), info.device)
                 lr = set_lr(step)
-                loss, metrics = stage.training_step(wrapped, batch, step)
+                with autocast:
+                    loss, metrics = stage.training_step(wrapped, batch, step)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -406,13 +443,20 @@ def _train(
                 selection.update()
                 step += 1
                 bar.update(1)
-                if not math.isfinite(_scalar(loss)):
-                    raise UsageError(f"{stage.name}: loss became {_scalar(loss)} at step {step}; lower the learning rate")
+                # Summed on the device and read back only when logged: no host sync per step.
                 for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + _scalar(v)
+                    value = v.detach().float().mean() if isinstance(v, torch.Tensor) else v
+                    sums[k] = sums.get(k, 0.0) + value
+                loss_sum = loss_sum + loss.detach().float()
                 count += 1
+                periodic_ckpt = step % max(cfg.checkpoint_every, 1) == 0 and step < total
+                if step % max(cfg.log_every, 1) == 0 or step == total or periodic_ckpt:
+                    if not math.isfinite(_scalar(loss_sum)):  # before anything logs or checkpoints it
+                        raise UsageError(f"{stage.name}: the loss became {_scalar(loss_sum)} by step {step}; "
+                                         "lower the learning rate")
+                    loss_sum = torch.zeros((), device=info.device)
                 if step % max(cfg.log_every, 1) == 0 or step == total:
-                    means = {k: v / count for k, v in sums.items()}
+                    means = {k: _scalar(v) / count for k, v in sums.items()}
                     sums, count = {}, 0
                     if main:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
@@ -444,7 +488,6 @@ def _train(
                         bar.write(f"{stage.name}: interrupted at step {step}; checkpoint in {ckpt_dir} "
                                   "(resume to continue)")
                     raise KeyboardInterrupt
-                periodic_ckpt = step % max(cfg.checkpoint_every, 1) == 0 and step < total
                 periodic_img = cfg.image_every > 0 and step % cfg.image_every == 0 and step < total
                 periodic_val = cfg.val_every > 0 and step % cfg.val_every == 0 and step < total
                 if periodic_ckpt or periodic_img or periodic_val:

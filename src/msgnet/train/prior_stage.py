@@ -54,6 +54,14 @@ class TensorRows:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return tuple(t[i] for t in self.tensors)
 
+    def batch_of(self, indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The rows of ``indices`` of every tensor, in one indexing operation each."""
+        return tuple(t[indices.to(t.device)] for t in self.tensors)
+
+    def to(self, device: torch.device | str) -> "TensorRows":
+        self.tensors = tuple(t.to(device) for t in self.tensors)
+        return self
+
 
 def _nll(model: nn.Module, tokens: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
     # Call the (possibly DDP-wrapped) module itself so gradients are synchronised.
