@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
+from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation, geometric_copies
 from msgnet.cli import main
 from msgnet.config import load_preset
 from msgnet.models.latents import stack_codes
@@ -110,3 +110,16 @@ def test_derived_presets_augment_small_sets_with_the_declared_transforms_only():
     assert not large.prior_train.augment
     undeclared = derive_preset(tiny_info(32, 1, 3), 100, cpu, 5, step_seconds=fixed_seconds)
     assert not undeclared.vqvae_train.augment and "declares no geometric transform" in undeclared.source
+
+
+def test_a_generator_never_sees_black_corners_a_segmenter_may():
+    img = torch.ones(8, 1, 16, 16)  # a bright image: any uncovered corner would show as dark
+    lay = torch.ones(8, 16, 16, dtype=torch.long)
+    torch.manual_seed(0)
+    settings = AugmentationSettings(geometric=("affine",), rotate_degrees=30.0, scale=0.3)
+    segmenter = StandardAugmentation(settings, "cpu", seed=1).geometric(img, lay)
+    generator = StandardAugmentation(AugmentationSettings(geometric=("affine",), rotate_degrees=30.0, scale=0.3,
+                                                          padding_mode="reflection"), "cpu", seed=1).geometric(img, lay)
+    assert float(segmenter[0].min()) < 0.5 and int(segmenter[1].min()) == 0  # zeros: dark corners, background
+    assert torch.allclose(generator[0], img) and torch.equal(generator[1], lay)  # reflection: nothing uncovered
+    assert AugmentationSettings.for_generator(["affine"]).padding_mode == "reflection"

@@ -35,6 +35,9 @@ class AugmentationSettings:
     brightness: float = 0.10  # ... plus b in [-b, b] ...
     gamma: float = 0.20  # ... then x ** g with log g in [-log(1 + g), log(1 + g)]
     image_mode: str = "bilinear"  # how images are resampled (layouts: always nearest)
+    # What fills the corners a rotation or zoom-out uncovers. "zeros" for a segmenter's batches;
+    # a generator must not learn black corners that real images never have: it uses "reflection".
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         unknown = [g for g in self.geometric if g not in GEOMETRIC]
@@ -45,6 +48,11 @@ class AugmentationSettings:
     def for_dataset(cls, declared: Sequence[str] | None) -> "AugmentationSettings":
         """The dataset's declared transforms; none declared means intensity jitter only."""
         return cls(geometric=tuple(declared or ()))
+
+    @classmethod
+    def for_generator(cls, declared: Sequence[str] | None) -> "AugmentationSettings":
+        """The declared transforms for training a generator: uncovered corners filled by reflection."""
+        return cls(geometric=tuple(declared or ()), padding_mode="reflection")
 
     def describe(self) -> str:
         parts = []
@@ -77,7 +85,8 @@ class StandardAugmentation:
         # normalized=True + reverse_indexing=False: theta acts on torch's [-1, 1] (x, y) grid;
         # align_corners=False keeps pixel centres on pixel centres under flips and 90° turns,
         # so those are exact permutations of pixels.
-        common = dict(normalized=True, reverse_indexing=False, align_corners=False, padding_mode="zeros")
+        common = dict(normalized=True, reverse_indexing=False, align_corners=False,
+                      padding_mode=settings.padding_mode)
         self._warp_image = AffineTransform(mode=settings.image_mode, **common)
         self._warp_layout = AffineTransform(mode="nearest", **common)
 

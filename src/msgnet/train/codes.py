@@ -59,7 +59,7 @@ def extract_codes(
     cfg = model.config
     train_set, val_set = open_image_datasets(cfg, Path(data_dir), train_ids)
     num_classes = int(train_set.num_classes)
-    settings = AugmentationSettings.for_dataset(open_dataset(data_dir).info.augmentations)
+    settings = AugmentationSettings.for_generator(open_dataset(data_dir).info.augmentations)
     copies = copies if settings.geometric else 0
     dtype = torch.uint8 if cfg.num_embeddings <= 256 else torch.int16
     out_dir = run_dir / "codes"

@@ -214,7 +214,7 @@ def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig, train_ids: Sequ
     from msgnet.layouts import downsample_layout
 
     ds = open_dataset(data_dir)
-    settings = AugmentationSettings.for_dataset(ds.info.augmentations)
+    settings = AugmentationSettings.for_generator(ds.info.augmentations)
     sets = []
     for split in ("train", "val"):
         if split == "val" and not ds.info.splits.get("val"):

@@ -229,7 +229,7 @@ def train_vqvae(
     seed_everything(preset.vqvae_train.seed)
     augmentation = None
     if preset.vqvae_train.augment:
-        augmentation = AugmentationSettings.for_dataset(open_dataset(data_dir).info.augmentations)
+        augmentation = AugmentationSettings.for_generator(open_dataset(data_dir).info.augmentations)
     stage = VQVAEStage(preset.vqvae, seed=preset.vqvae_train.seed, augmentation=augmentation)
     result = train(stage, train_set, val_set, preset.vqvae_train, Path(run_dir), resume=resume, device=device)
     return result.model_dir
