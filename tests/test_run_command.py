@@ -8,12 +8,18 @@ from msgnet.cli import main
 from tests.fixtures_importers import make_folder_fixture
 
 
-def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
+def _imported_tiles(tmp_path):
+    """90 RGB 32x32 tiles of 2 object classes, imported from a folder (train 54 / val 18 / test 18)."""
     fx = make_folder_fixture(tmp_path / "src", num=10, size=(64, 64), channels=3, num_classes=3)
     data = tmp_path / "tiles"
     assert main(["data", "import", "folder", str(fx["root"]), "--out", str(data), "--classes", "a,b",
                  "--mode", "tile", "--size", "32", "--overlap", "0.5", "--val-fraction", "0.2",
                  "--test-fraction", "0.2"]) == 0
+    return data
+
+
+def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
+    data = _imported_tiles(tmp_path)
     run = tmp_path / "run"
     cmd = ["run", str(data), "--run", str(run), "--budget", "0.02", "--num", "4", "--seeds", "1",
            "--min-steps", "20", "--qc-steps", "20", "--qc-max-candidates", "128", "--device", "cpu"]
@@ -42,11 +48,7 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
 
 
 def test_run_on_a_subset_trains_generator_qc_and_unets_on_the_same_images(tmp_path, capsys):
-    fx = make_folder_fixture(tmp_path / "src", num=10, size=(64, 64), channels=3, num_classes=3)
-    data = tmp_path / "tiles"
-    assert main(["data", "import", "folder", str(fx["root"]), "--out", str(data), "--classes", "a,b",
-                 "--mode", "tile", "--size", "32", "--overlap", "0.5", "--val-fraction", "0.2",
-                 "--test-fraction", "0.2"]) == 0
+    data = _imported_tiles(tmp_path)
     run = tmp_path / "run"
     assert main(["run", str(data), "--run", str(run), "--budget", "0.02", "--num", "2", "--seeds", "1",
                  "--min-steps", "10", "--qc-steps", "10", "--qc-max-candidates", "64", "--device", "cpu",

@@ -14,8 +14,7 @@ VQ-VAE section (:meth:`CVQVAEConfig.from_preset`), so one preset name serves bot
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,42 +29,25 @@ from msgnet.nn.residual import ResidualStack
 
 
 @dataclass(frozen=True)
-class CVQVAEConfig:
-    """Single-path VQ-VAE whose decoder sees the layout (``num_classes`` layout classes)."""
+class CVQVAEConfig(VQVAEConfig):
+    """MSGNet's VQ-VAE config plus the layout (``num_classes`` layout classes) the decoder sees.
 
-    in_channels: int = 1
-    image_size: int = 64
-    hidden_dim: int = 128
-    residual_dim: int = 64
-    num_residual_blocks: int = 2
-    embedding_dim: int = 64
-    num_embeddings: int = 256
-    latent_size: int = 16
-    commitment: float = 0.25
+    The single path has no self-attention and no dead-code restarts: ``attention_below`` and
+    ``restart_dead_codes`` are inherited but unused.
+    """
+
     num_classes: int = 11  # layout classes, background included
     layout_dim: int = 16  # channels the layout contributes at each decoder resolution
 
     def validate(self) -> None:
-        # The same geometry rules as MSGNet's VQ-VAE, checked by its config.
-        VQVAEConfig(in_channels=self.in_channels, image_size=self.image_size, hidden_dim=self.hidden_dim,
-                    residual_dim=self.residual_dim, num_residual_blocks=self.num_residual_blocks,
-                    embedding_dim=self.embedding_dim, num_embeddings=self.num_embeddings,
-                    latent_size=self.latent_size, commitment=self.commitment).validate()
+        super().validate()  # the same geometry rules as MSGNet's VQ-VAE
         if self.num_classes < 2 or self.layout_dim < 1:
             raise UsageError("cvqvae: num_classes must be at least 2 and layout_dim at least 1")
 
     @classmethod
     def from_preset(cls, preset: Preset) -> "CVQVAEConfig":
         """The baseline at the sizes of ``preset``'s VQ-VAE, for its layout classes."""
-        v = preset.vqvae
-        return cls(in_channels=v.in_channels, image_size=v.image_size, hidden_dim=v.hidden_dim,
-                   residual_dim=v.residual_dim, num_residual_blocks=v.num_residual_blocks,
-                   embedding_dim=v.embedding_dim, num_embeddings=v.num_embeddings, latent_size=v.latent_size,
-                   commitment=v.commitment, num_classes=preset.layout_prior.num_classes)
-
-    @property
-    def num_downsamples(self) -> int:
-        return int(round(math.log2(self.image_size // self.latent_size)))
+        return cls(**asdict(preset.vqvae), num_classes=preset.layout_prior.num_classes)
 
 
 class LayoutConditionedVQVAE(PretrainedMixin, nn.Module):
