@@ -115,3 +115,48 @@ def test_layout_prior_alone_and_its_rule_coherency(tmp_path, capsys):
     assert grid_img.shape == (2 * (3 * 18 + 2), 2 * (8 * 18 + 2), 3)
     framed = sum(tuple(grid_img[2 * (2 + (k // 8) * 18), 2 * (2 + (k % 8) * 18)]) == (255, 0, 0) for k in range(20))
     assert framed == 20 - result["obeying"]
+
+
+def _sample_rank(rank: int, world: int, port: int, argv: list[str]) -> None:
+    import os
+
+    import torch
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert main(argv) == 0
+
+
+@pytest.mark.slow
+def test_two_sampling_processes_write_the_dataset_one_process_writes(trained_run, tmp_path):
+    """torchrun-style sampling (2 gloo processes) deals the batches out; every file but the
+    wall time in dataset.json is byte-identical to a single process's, and so is a resumed split run."""
+    import torch.multiprocessing as mp
+
+    from tests.test_train_loop import _free_port
+
+    _, run = trained_run
+    args = ["sample", "--run", str(run), "--num", "7", "--batch-size", "2", "--device", "cpu", "--seed", "5"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    mp.spawn(_sample_rank, args=(2, _free_port(), [*args, "--out", str(tmp_path / "two")]), nprocs=2, join=True)
+    # A split run interrupted after one written batch, resumed by two processes.
+    with interrupt_sampling_after(1):
+        assert main([*args, "--out", str(tmp_path / "resumed")]) == 130
+    mp.spawn(_sample_rank, args=(2, _free_port(), [*args, "--out", str(tmp_path / "resumed"), "--resume"]),
+             nprocs=2, join=True)
+
+    def files(d):
+        return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+    one = files(tmp_path / "one")
+    assert len([f for f in one if f.startswith("images/")]) == 7
+    for other in ("two", "resumed"):
+        got = files(tmp_path / other)
+        assert got.keys() == one.keys()
+        for name in one:
+            if name != "dataset.json":
+                assert got[name] == one[name], (other, name)
+        a, b = (json.loads(x["dataset.json"]) for x in (one, got))
+        a["source"].pop("sampling_seconds"), b["source"].pop("sampling_seconds")
+        assert a == b

@@ -135,7 +135,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    preset = tiny_preset(iterations=6, image_every=0, checkpoint_every=100)
+    preset = tiny_preset(iterations=6, image_every=0, checkpoint_every=100, precision="fp32")
     train_set, val_set = open_image_datasets(preset.vqvae, Path(data))
     seed_everything(0)
     train(VQVAEStage(preset.vqvae), train_set, val_set, preset.vqvae_train, Path(out), device="cpu")
@@ -147,7 +147,7 @@ def test_two_process_ddp_matches_single_process(tiny_data, tmp_path):
 
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_data), str(tmp_path / "ddp")), nprocs=2, join=True)
     assert not torch.distributed.is_initialized()
-    preset = tiny_preset(iterations=6, image_every=0, checkpoint_every=100)
+    preset = tiny_preset(iterations=6, image_every=0, checkpoint_every=100, precision="fp32")
     train_set, val_set = open_image_datasets(preset.vqvae, tiny_data)
     seed_everything(0)
     train(VQVAEStage(preset.vqvae), train_set, val_set, preset.vqvae_train, tmp_path / "single", device="cpu")

@@ -122,6 +122,7 @@ class TrainConfig:
     epochs: int = 0
     max_minutes: float = 0.0  # stop early after this wall time (0: no limit); CPU presets use it
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9  # Adam's first-moment decay (GANs train with 0.5)
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 50
@@ -141,12 +142,16 @@ class TrainConfig:
     # `augment_copies` transformed copies of each training image encoded once, beside the originals.
     augment: bool = False
     augment_copies: int = 0
-    # "auto": bf16 autocast (and TF32 for what stays fp32) on CUDA, fp32 on a CPU; "bf16": autocast
-    # on any device (a CPU too: what CI checks); "fp32": never. Weights and optimiser stay fp32.
+    # "auto": bf16 autocast (and TF32 for what stays fp32) where the device computes bf16 natively
+    # (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; "bf16": autocast on any device; "fp32": never.
+    # Weights and optimiser stay fp32 (msgnet.train.acceleration).
     precision: str = "auto"
+    # torch.compile the training forward pass: worth its compile time only for long stages
+    # (benchmarks/training_speed.py measures what it buys).
+    compile: bool = False
 
     def validate(self, where: str = "train") -> None:
-        _check_numbers(self, where, allow_zero=("iterations", "epochs", "max_minutes", "weight_decay", "grad_clip",
+        _check_numbers(self, where, allow_zero=("iterations", "epochs", "max_minutes", "weight_decay", "adam_beta1", "grad_clip",
                                                  "seed", "val_samples", "ema_decay", "patience",
                                                  "val_every", "augment_copies", "image_every"))
         if self.batch_size < 1:
@@ -157,6 +162,8 @@ class TrainConfig:
             raise UsageError(f"train: unknown schedule {self.schedule!r} (linear, cyclical, constant)")
         if (self.iterations > 0) == (self.epochs > 0):
             raise UsageError("train: set exactly one of iterations and epochs")
+        if not 0.0 <= self.adam_beta1 < 1.0:
+            raise UsageError(f"{where}.adam_beta1: must be in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UsageError("train: ema_decay must be in [0, 1)")
         if self.patience < 0 or self.val_every < 0:

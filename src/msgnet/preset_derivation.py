@@ -31,6 +31,7 @@ import torch
 from msgnet.config import PixelSNAILConfig, Preset, TrainConfig, VQVAEConfig
 from msgnet.data.format import DatasetInfo
 from msgnet.errors import UsageError
+from msgnet.train.acceleration import Precision, compiled_for_training, compiler_available, place_for_training
 
 LATENT_RANGE = (16, 32)
 # Shares of training time measured by `multi-mnist-cpu` on 50,000 images (README, runs/main): 8.2 / 10.9 / 15.3 min.
@@ -133,7 +134,8 @@ def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = 3)
         return model(x).loss
 
     def prior_loss(model: torch.nn.Module, *tokens: torch.Tensor) -> torch.Tensor:
-        return model.loss(*tokens)[0]
+        # Through the module's call (compiled or not), as the prior stages compute it.
+        return torch.nn.functional.cross_entropy(model(*tokens), tokens[0])
 
     out: dict[str, float] = {}
     lat = preset.vqvae.latent_size
@@ -146,16 +148,20 @@ def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = 3)
          lambda b: (torch.randint(0, preset.prior.num_classes, (b, 2 * lat, lat)),
                     torch.randint(0, preset.prior.num_condition_classes, (b, 2 * lat, lat)))),
     ):
-        batch = getattr(preset, f"{stage}_train").batch_size
-        model = model.to(device).train()
+        train_cfg = getattr(preset, f"{stage}_train")
+        # The step the loop will run: same precision and memory layout (compilation aside).
+        model = place_for_training(model, device).train()
+        call = compiled_for_training(model, device, train_cfg.compile)
+        precision = Precision(train_cfg.precision, device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        inputs = [t.to(device) for t in make_batch(batch)]
+        inputs = [t.to(device) for t in make_batch(train_cfg.batch_size)]
         times = []
         for k in range(repeats + 1):  # the first step warms up (allocations, kernels)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
-            loss = loss_of(model, *inputs)
+            with precision:
+                loss = loss_of(call, *inputs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -175,6 +181,11 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
         raise UsageError("--budget: must be a positive number of minutes")
     gpu = device.type == "cuda"
     preset, why = derive_structure(info, num_train, gpu)
+    # torch.compile made the CPU priors' steps 1.25x faster (benchmarks/training_speed.py); on a GPU
+    # it is unmeasured, so off. The step time below is measured compiled, as the loop will run it.
+    compile_priors = not gpu and compiler_available(device)
+    preset = replace(preset, prior_train=replace(preset.prior_train, compile=compile_priors),
+                     layout_prior_train=replace(preset.layout_prior_train, compile=compile_priors))
     seconds = step_seconds(preset, device)
     trains = {}
     lrs = {"vqvae": 2e-3, "layout_prior": 2e-3, "prior": 1e-3} if not gpu else {"vqvae": 1e-3, "layout_prior": 1e-3,

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    import os
+
+    from msgnet.errors import UsageError
     from msgnet.sampling.pipeline import GenerationSettings, generate
 
     settings = GenerationSettings(
@@ -56,8 +59,11 @@ def _sample(args: argparse.Namespace) -> int:
     )
     if not args.qc:
         out = generate(args.run, args.out, settings, resume=args.resume, device=args.device)
-        print(f"wrote {args.num} generated pairs to {out} (preview: {out / 'preview.png'})")
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"wrote {args.num} generated pairs to {out} (preview: {out / 'preview.png'})")
         return 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--qc: quality-controlled sampling runs in one process (leave out torchrun)")
     from msgnet.evaluation.qc.request import format_summary
     from msgnet.sampling.checked import generate_checked
 

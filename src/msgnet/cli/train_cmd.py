@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cvqvae": ("the paper's cVQ-VAE baseline: a single-path VQ-VAE whose decoder sees the layout, and a "
                    "PixelSNAIL over its codes given the layout (sizes from the preset; generate with "
                    "`msgnet sample --layouts`)", True),
+        "obj-cgan": ("the paper's obj-cGAN baseline (Hinz et al. 2019): a GAN told every object's class and box, "
+                     "with global and object pathways (sizes from the preset; generate with `msgnet sample "
+                     "--layouts`)", True),
     }
     for name, (help_text, needs_data) in specs.items():
         p = tsub.add_parser(name, help=help_text, description=f"Train {help_text}.")
@@ -45,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         elif name == "layout-prior":
             p.add_argument("--data", type=Path, default=None,
                            help="train on this dataset's layouts directly (no VQ-VAE or codes needed)")
-        if name in ("vqvae", "all", "layout-prior", "cvqvae"):
+        if name in ("vqvae", "all", "layout-prior", "cvqvae", "obj-cgan"):
             add_train_subset_argument(p)
         p.add_argument("--run", type=Path, required=True, help="run directory (created)")
         p.add_argument("--steps", type=int, default=None, metavar="N",
@@ -102,7 +105,8 @@ def _with_steps(preset, steps: int):
 
 
 def _anything_trained(run: Path) -> bool:
-    return any((run / name / sub).exists() for name in ("vqvae", "layout_prior", "prior", "cvqvae", "cvqvae_prior")
+    return any((run / name / sub).exists()
+               for name in ("vqvae", "layout_prior", "prior", "cvqvae", "cvqvae_prior", "obj_cgan")
                for sub in ("checkpoint", "config.json"))
 
 
@@ -112,14 +116,14 @@ def _train_stages(args: argparse.Namespace, preset, stage: str) -> int:
     subset: int | None = getattr(args, "train_subset", None)
     start = time.perf_counter()
     stage_dir = {"vqvae": "vqvae", "all": "vqvae", "layout-prior": "layout_prior", "prior": "prior",
-                 "cvqvae": "cvqvae"}[stage]
+                 "cvqvae": "cvqvae", "obj-cgan": "obj_cgan"}[stage]
     _check_run_dir(args, stage_dir)
     if args.resume:
         _check_resume_fits(preset, run, stage)
     if subset is not None and data is None:
         raise UsageError("--train-subset: needs --data (without it the layout prior trains on the run's codes)")
     train_ids = None
-    if data is not None and stage in ("vqvae", "all", "cvqvae"):
+    if data is not None and stage in ("vqvae", "all", "cvqvae", "obj-cgan"):
         from msgnet.data.format import open_dataset
         from msgnet.train.vqvae_stage import check_dataset_fits
 
@@ -142,6 +146,14 @@ def _train_stages(args: argparse.Namespace, preset, stage: str) -> int:
             record_training_data(run, data, subset)
         save_preset(preset, run)
         train_cvqvae(preset, data, run, resume=args.resume, device=args.device, train_ids=train_ids)
+    if stage == "obj-cgan":
+        from msgnet.baselines.obj_cgan_training import train_obj_cgan
+        from msgnet.sampling.run import record_training_data
+
+        if is_main_process():
+            record_training_data(run, data, subset)
+        save_preset(preset, run)
+        train_obj_cgan(preset, data, run, resume=args.resume, device=args.device, train_ids=train_ids)
     if stage in ("vqvae", "all"):
         run_vqvae(preset, data, run, args.resume, args.device, subset)
     if stage == "all":
@@ -181,6 +193,11 @@ def _check_resume_fits(preset, run: Path, stage: str) -> None:
 
         config = CVQVAEConfig.from_preset(preset)
         dirs = {MODEL_DIR: config, PRIOR_DIR: prior_config(preset, config)}
+    elif stage == "obj-cgan":
+        from msgnet.baselines.obj_cgan import ObjCGANConfig
+        from msgnet.baselines.obj_cgan_training import MODEL_DIR as GAN_DIR
+
+        dirs = {GAN_DIR: ObjCGANConfig.from_preset(preset)}
     else:
         names = {"vqvae": ["vqvae"], "layout-prior": ["layout_prior"], "prior": ["prior"],
                  "all": ["vqvae", "layout_prior", "prior"]}[stage]
@@ -220,7 +237,7 @@ def _check_enough_images(preset, stage: str, n: int, where: str) -> None:
     """A subset smaller than a batch would fail only inside the loop, after the record is written."""
     keys = {"vqvae": ("vqvae_train",), "layout-prior": ("layout_prior_train",),
             "all": ("vqvae_train", "layout_prior_train", "prior_train"),
-            "cvqvae": ("vqvae_train", "prior_train")}[stage]
+            "cvqvae": ("vqvae_train", "prior_train"), "obj-cgan": ("vqvae_train",)}[stage]
     for key in keys:
         batch = getattr(preset, key).batch_size
         if n < batch:

@@ -58,6 +58,12 @@ class VectorQuantizer(nn.Module):
         return dist.argmin(1)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        # In fp32 even under bf16 autocast: a bf16 distance matmul picks a different nearest
+        # code than inference (which runs fp32) would, and the codebook losses need the precision.
+        with torch.autocast(z.device.type, enabled=False):
+            return self._quantize(z.float())
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)
         indices = self.nearest(flat.detach())
@@ -66,7 +72,9 @@ class VectorQuantizer(nn.Module):
         commitment_loss = self.beta * F.mse_loss(flat, codes.detach())
         quantized = flat + (codes - flat).detach()  # straight-through estimator
         quantized = quantized.view(b, h, w, d).permute(0, 3, 1, 2).contiguous()
-        counts = torch.bincount(indices, minlength=self.num_embeddings)
+        # index_add_ rather than bincount: bincount reads its maximum back to the host (a GPU sync).
+        counts = torch.zeros(self.num_embeddings, dtype=torch.long, device=indices.device)
+        counts.index_add_(0, indices, torch.ones_like(indices))
         return QuantizerOutput(
             quantized=quantized,
             indices=indices.view(b, h, w),

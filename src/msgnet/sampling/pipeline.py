@@ -193,18 +193,23 @@ def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Calla
     Its randomness comes from a generator seeded by ``(seed, b)`` alone, so a batch is the same
     whether or not the run was interrupted before it. ``given`` layouts are used from ``first`` on.
     """
-    lat_h, lat_w = run.latent_hw
     img_h, img_w = run.info.image_size
     gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + b)
     with torch.inference_mode():
         if given is not None:
             full = np.stack([given[(first + k) % len(given)] for k in range(n)])
-            small = torch.as_tensor(downsample_layout(full, (lat_h, lat_w), num_classes=run.info.num_classes)).long()
+            if run.method != "obj-cgan":  # the others condition on the layout at their latent grid
+                small = torch.as_tensor(downsample_layout(full, run.latent_hw, num_classes=run.info.num_classes)).long()
         else:
             small = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
                            generator=gen, batch_size=n).cpu()
             full = upsample_layout(small.numpy().astype(np.uint8), (img_h, img_w))
-        if run.method == "cvqvae":  # the baseline: H x W codes given the layout, decoded with it
+        if run.method == "obj-cgan":  # the GAN baseline: the layout's objects (class, box) and noise
+            from msgnet.baselines.obj_cgan import objects_of_layouts
+
+            labels, boxes = objects_of_layouts(full, run.vqvae.config.max_objects)
+            images = _to_uint8_images(run.vqvae.generate(labels, boxes, gen))
+        elif run.method == "cvqvae":  # the baseline: H x W codes given the layout, decoded with it
             codes = sample(run.prior, n, condition=small.to(run.device), temperature=settings.temperature_codes,
                            generator=gen, batch_size=n)
             layout = torch.as_tensor(np.asarray(full, dtype=np.int64)).to(run.device)
@@ -226,7 +231,7 @@ class SamplingJob:
     run: GenerationRun
     training: dict  # the generator's training images (msgnet.data.provenance)
     given: list[np.ndarray] | None
-    partial: "_PartialOutput"
+    partial: "_PartialOutput | None"  # None in a process that only samples (see msgnet.sampling.ranks)
     sample: Callable[..., torch.Tensor]
 
     @classmethod
@@ -248,12 +253,20 @@ class SamplingJob:
         partial = _PartialOutput(out, settings, run_dir, resume, record_extra)
         return cls(run_dir, settings, run, training, given, partial, _sampler(settings.sampler))
 
+    @classmethod
+    def open_worker(cls, run_dir: Path | str, settings: GenerationSettings, device: str | None = None) -> "SamplingJob":
+        """The models and layouts alone, for a process that samples batches another one writes."""
+        run = load_generation_run(Path(run_dir), need_layout_prior=settings.layouts_from is None, device=device)
+        given = load_given_layouts(settings.layouts_from, run.info) if settings.layouts_from else None
+        return cls(Path(run_dir), settings, run, {}, given, None, _sampler(settings.sampler))
+
     def batch(self, b: int, n: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
         return sample_batch(self.run, self.settings, self.sample, b, n, self.given, first)
 
     def finish(self, extra_source: dict | None = None,
                extra_files: Callable[[Path], None] | None = None) -> Path:
         """Write the dataset's records (``extra_source`` joins its ``source``) and move it into place."""
+        assert self.partial is not None, "only the writing process finishes a job"
         info = self.run.info
         info.source = {
             "generated": True,
@@ -272,27 +285,42 @@ class SamplingJob:
 
 def generate(run_dir: Path | str, out: Path | str, settings: GenerationSettings, resume: bool = False,
              device: str | None = None, progress: bool = True) -> Path:
-    """Sample ``settings.num`` image + annotation pairs from a trained run into dataset ``out``."""
-    job = SamplingJob.open(run_dir, out, settings, resume, device)
-    num_batches = (settings.num + settings.batch_size - 1) // settings.batch_size
-    bar = tqdm(total=settings.num, desc=f"sampling ({settings.sampler})", unit="img", disable=not progress)
-    done_before = sum(min(settings.batch_size, settings.num - b * settings.batch_size)
-                      for b in job.partial.state["done_batches"])
-    bar.update(done_before)
-    made, started = 0, time.perf_counter()
-    for b in range(num_batches):
-        first = b * settings.batch_size
-        n = min(settings.batch_size, settings.num - first)
-        if job.partial.done(b):
-            continue
-        t0 = time.perf_counter()
-        images, full = job.batch(b, n, first)
-        job.partial.write_batch(b, first, images, full, time.perf_counter() - t0)
-        made += n
-        bar.update(n)
-        bar.set_postfix(samples_per_s=f"{made / max(time.perf_counter() - started, 1e-9):.2f}")
-    bar.close()
-    return job.finish()
+    """Sample ``settings.num`` image + annotation pairs from a trained run into dataset ``out``.
+
+    Under ``torchrun --nproc_per_node K`` the batches still to do are dealt out among the K
+    processes (see :mod:`msgnet.sampling.ranks`); every batch is a pure function of
+    ``(seed, batch index)``, so the dataset is the same whatever K is.
+    """
+    from msgnet.sampling.ranks import SamplingRanks
+
+    with SamplingRanks(device) as ranks:
+        job = ranks.open(lambda: SamplingJob.open(run_dir, out, settings, resume, str(ranks.device)),
+                         lambda: SamplingJob.open_worker(run_dir, settings, str(ranks.device)))
+        num_batches = (settings.num + settings.batch_size - 1) // settings.batch_size
+        done = ranks.share(None if job.partial is None else job.partial.state["done_batches"])
+        pending = [b for b in range(num_batches) if b not in done]
+        bar = tqdm(total=settings.num, desc=f"sampling ({settings.sampler})", unit="img",
+                   disable=not (progress and ranks.is_main))
+        bar.update(sum(min(settings.batch_size, settings.num - b * settings.batch_size) for b in done))
+        made, started = 0, time.perf_counter()
+        for mine in ranks.deal(pending):
+            result = None
+            if mine is not None:
+                first = mine * settings.batch_size
+                n = min(settings.batch_size, settings.num - first)
+                t0 = time.perf_counter()
+                images, full = job.batch(mine, n, first)
+                result = (mine, first, images, full, time.perf_counter() - t0)
+            for b, first, images, full, seconds in ranks.collect(result):  # main process: every rank's batch
+                assert job.partial is not None
+                job.partial.write_batch(b, first, images, full, seconds)
+                made += len(images)
+                bar.update(len(images))
+                bar.set_postfix(samples_per_s=f"{made / max(time.perf_counter() - started, 1e-9):.2f}")
+        bar.close()
+        path = job.finish() if ranks.is_main else Path(out)
+        ranks.barrier()
+    return path
 
 
 def remove_partial(out: Path) -> None:

@@ -102,11 +102,12 @@ def read_run_info(run_dir: Path) -> DatasetInfo:
 @dataclass
 class GenerationRun:
     """The trained models of a run. ``method``: "msgnet" (double-path VQ-VAE, 2H x W codes given the
-    stacked layout) or "cvqvae" (the baseline: H x W codes given the layout, a decoder that sees it)."""
+    stacked layout), "cvqvae" (the baseline: H x W codes given the layout, a decoder that sees it) or
+    "obj-cgan" (the GAN baseline, in ``vqvae``; ``prior`` is None: it draws its noise directly)."""
 
     info: DatasetInfo
     vqvae: torch.nn.Module
-    prior: torch.nn.Module
+    prior: torch.nn.Module | None
     layout_prior: torch.nn.Module | None
     device: torch.device
     method: str = "msgnet"
@@ -134,6 +135,8 @@ def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: s
     info = read_run_info(run_dir)
     if (run_dir / "cvqvae" / "config.json").is_file() and not (run_dir / "vqvae").is_dir():
         return _load_cvqvae_run(run_dir, info, need_layout_prior, dev)
+    if (run_dir / "obj_cgan" / "config.json").is_file() and not (run_dir / "vqvae").is_dir():
+        return _load_obj_cgan_run(run_dir, info, need_layout_prior, dev)
     vqvae = DoublePathVQVAE.from_pretrained(_need(run_dir / "vqvae", "VQ-VAE"), dev)
     prior = load_prior(_need(run_dir / "prior", "latent prior")).to(dev).eval()
     layout_prior = None
@@ -158,3 +161,14 @@ def _load_cvqvae_run(run_dir: Path, info: DatasetInfo, need_layout_prior: bool, 
     model = LayoutConditionedVQVAE.from_pretrained(_need(run_dir / MODEL_DIR, "cVQ-VAE"), dev)
     prior = load_prior(_need(run_dir / PRIOR_DIR, "cVQ-VAE prior")).to(dev).eval()
     return GenerationRun(info=info, vqvae=model, prior=prior, layout_prior=None, device=dev, method="cvqvae")
+
+
+def _load_obj_cgan_run(run_dir: Path, info: DatasetInfo, need_layout_prior: bool, dev: torch.device) -> GenerationRun:
+    """A run of the obj-cGAN baseline: it generates from given layouts only."""
+    from msgnet.baselines.obj_cgan import ObjCGAN
+    from msgnet.baselines.obj_cgan_training import MODEL_DIR
+
+    if need_layout_prior:
+        raise UsageError(f"{run_dir}: an obj-cGAN run has no layout prior; give layouts with --layouts DIR|COCO.json")
+    model = ObjCGAN.from_pretrained(_need(run_dir / MODEL_DIR, "obj-cGAN"), dev)
+    return GenerationRun(info=info, vqvae=model, prior=None, layout_prior=None, device=dev, method="obj-cgan")

@@ -54,6 +54,7 @@ from msgnet.config import TrainConfig
 from msgnet.errors import UsageError
 from msgnet.io import atomic_write_text, save_model
 from msgnet.train import distributed as D
+from msgnet.train.acceleration import Precision, compiled_for_training, place_for_training
 from msgnet.train.checkpoint import (
     check_same_architecture,
     find_checkpoint,
@@ -246,28 +247,6 @@ def _gather(dataset: Any, indices: torch.Tensor) -> Batch:
     return collate([dataset[int(i)] for i in indices])
 
 
-class _Precision:
-    """bf16 autocast per ``TrainConfig.precision`` ("auto": on CUDA only), with TF32 allowed on CUDA for
-    what stays fp32 while it is active — set on entry and restored on exit, never left behind."""
-
-    def __init__(self, precision: str, device: torch.device) -> None:
-        self.device = device
-        self.enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-        self._saved: tuple[bool, bool] | None = None
-
-    def __enter__(self) -> None:
-        if self.device.type == "cuda":
-            self._saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        self._ctx = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.enabled)
-        self._ctx.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
-        if self._saved is not None:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self._saved
-
-
 def _scalar(v: Any) -> float:
     return float(v.detach().float().mean().item()) if isinstance(v, torch.Tensor) else float(v)
 
@@ -328,14 +307,14 @@ def _train(
     steps_per_epoch = n // cfg.batch_size
     total = cfg.iterations if cfg.iterations > 0 else cfg.epochs * steps_per_epoch
 
-    model = stage.model.to(info.device)
+    model = place_for_training(stage.model, info.device)
     cuda = info.device.type == "cuda"
     if cuda and hasattr(train_set, "batch_of"):
         train_set = train_set.to(info.device)  # uint8 on the GPU: batches are gathered there
     # A fused Adam on CUDA (one kernel for all parameters); the same update as the loop on a CPU.
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                 **({"fused": True} if cuda else {}))
-    autocast = _Precision(cfg.precision, info.device)
+                                 betas=(cfg.adam_beta1, 0.999), **({"fused": True} if cuda else {}))
+    autocast = Precision(cfg.precision, info.device)
     step = 0
     last_val: dict[str, float] = {}
     resumed_from: int | None = None
@@ -369,6 +348,8 @@ def _train(
         wrapped = DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None
         )
+    # Only the training forward pass is compiled; validation and saving use the plain module.
+    wrapped = compiled_for_training(wrapped, info.device, cfg.compile, log if main else lambda _: None)
     image_batch = next(iterate_batches(val_set, min(8, len(val_set)))) if len(val_set) else None
 
     def set_lr(s: int) -> float:
