@@ -203,3 +203,26 @@ def _samples_given_layouts_deterministically(run, data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", "--run", str(run), "--num", "2", "--out", str(tmp_path / "c")]) == 2
     assert "--layouts" in capsys.readouterr().err
+
+
+def test_cvqvae_stage_restarts_dead_codes_from_the_data(tmp_path):
+    """Without restarts the cVQ-VAE codebook collapsed to one code; at step 0 every code is dead and
+    is moved onto encoder outputs of the batch, so the first batch already uses many codes."""
+    from dataclasses import replace
+
+    from msgnet.baselines.cvqvae_training import CVQVAEStage
+
+    torch.manual_seed(0)
+    images, layouts = _batch(tmp_path)
+    cfg = replace(CVQVAEConfig.from_preset(load_preset("tiny")), restart_dead_codes=True)
+    stage = CVQVAEStage(cfg)
+    before = stage.model.quantizer.codebook.weight.detach().clone()
+    _, metrics = stage.training_step(stage.model, (images, layouts), 0)
+    after = stage.model.quantizer.codebook.weight.detach()
+    with torch.no_grad():
+        z = stage.model.encode(images)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    assert not torch.equal(before, after)
+    assert (after[:, None] - flat[None]).norm(dim=2).min(1).values.max() < 1e-6  # each code sits on an encoder output
+    assert float(metrics["ppl"]) > 2.0
+    assert stage.state_dict()["window_usage"].sum() == images.shape[0] * z.shape[2] * z.shape[3]

@@ -15,7 +15,7 @@ import torch
 from msgnet.config import TrainConfig, load_preset
 from msgnet.errors import UsageError
 from msgnet.io import load_state_dict
-from msgnet.train import vqvae_stage
+from msgnet.train import codebook_usage
 from msgnet.train.loop import epoch_permutation, seed_everything, train
 from msgnet.train.schedules import lr_factor
 from msgnet.train.vqvae_stage import VQVAEStage, open_image_datasets, train_vqvae
@@ -74,7 +74,7 @@ class _InterruptAt(VQVAEStage):
 
 
 def test_interrupted_run_resumes_bit_for_bit(tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(vqvae_stage, "RESTART_WINDOW", 3)  # exercise dead-code restarts and their state
+    monkeypatch.setattr(codebook_usage, "RESTART_WINDOW", 3)  # exercise dead-code restarts and their state
     preset = tiny_preset(iterations=10, checkpoint_every=4, image_every=0, schedule="linear")
     vq = replace(preset.vqvae, restart_dead_codes=True)
     preset = replace(preset, vqvae=vq)

@@ -37,7 +37,7 @@ class VQVAEConfig:
     commitment: float = 0.25
     # Self-attention only on feature maps smaller than this per side (paper App. B).
     attention_below: int = 64
-    # Restart codes unused over the last window of steps (msgnet.train.vqvae_stage.RESTART_WINDOW,
+    # Restart codes unused over the last window of steps (msgnet.train.codebook_usage.RESTART_WINDOW,
     # at most an epoch) from random encoder outputs; also initialises the codebooks from the
     # first batch (off in paper presets).
     restart_dead_codes: bool = False

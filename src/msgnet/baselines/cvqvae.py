@@ -32,8 +32,8 @@ from msgnet.nn.residual import ResidualStack
 class CVQVAEConfig(VQVAEConfig):
     """MSGNet's VQ-VAE config plus the layout (``num_classes`` layout classes) the decoder sees.
 
-    The single path has no self-attention and no dead-code restarts: ``attention_below`` and
-    ``restart_dead_codes`` are inherited but unused.
+    The single path has no self-attention: ``attention_below`` is inherited but unused. Dead codes
+    are restarted like MSGNet's (``restart_dead_codes``, :mod:`msgnet.train.codebook_usage`).
     """
 
     num_classes: int = 11  # layout classes, background included

@@ -18,6 +18,7 @@ from torch import nn
 
 from msgnet.baselines.cvqvae import CVQVAEConfig, LayoutConditionedVQVAE
 from msgnet.config import PixelSNAILConfig, Preset
+from msgnet.train.codebook_usage import CodebookUsage
 from msgnet.train.loop import BaseStage, seed_everything, train
 from msgnet.train.grid import save_grid
 
@@ -31,15 +32,30 @@ class CVQVAEStage(BaseStage):
     kind = LayoutConditionedVQVAE.kind
     selection_metric = "mse"
 
-    def __init__(self, config: CVQVAEConfig) -> None:
+    def __init__(self, config: CVQVAEConfig, seed: int = 0) -> None:
         self.config = config
         self.model = LayoutConditionedVQVAE(config)
+        self.codes = CodebookUsage(("",), config.num_embeddings, seed)
 
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         images, layouts = batch
+        self.codes.to(images.device)
+        if self.config.restart_dead_codes and self.codes.due(step):  # as MSGNet's VQ-VAE: without, it collapses
+            m = self.model
+            self.codes.restart((m.quantizer,), lambda x: (m.encode(x),), m, images, step)
         out = model(images, layouts)
+        self.codes.observe(out.counts)
         return out.loss, {"loss": out.loss.detach(), "mse": out.reconstruction_loss.detach() / 4.0,
                           "ppl": out.perplexities[0].detach()}
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, dist: Any) -> dict[str, float]:
+        return self.codes.epoch_end(dist, self.config.restart_dead_codes)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.codes.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.codes.load_state_dict(state)
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
         sq, pixels = 0.0, 0
@@ -84,7 +100,7 @@ def train_cvqvae(preset: Preset, data_dir: Path, run_dir: Path, resume: bool = F
     config = CVQVAEConfig.from_preset(preset)
     train_set, val_set = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)
     seed_everything(preset.vqvae_train.seed)
-    stage = CVQVAEStage(config)
+    stage = CVQVAEStage(config, preset.vqvae_train.seed)
     model_dir = train(stage, train_set, val_set, preset.vqvae_train, Path(run_dir), resume=resume,
                       device=device).model_dir
     model = LayoutConditionedVQVAE.from_pretrained(model_dir)

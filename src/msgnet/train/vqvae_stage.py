@@ -4,11 +4,8 @@ Logged while training: loss, image-space reconstruction MSE and the perplexity o
 codebook (per step); validation MSE, PSNR (pixels in [0, 1]) and perplexities; per
 epoch, the dead codes of each codebook (codes not chosen once during the epoch).
 
-With ``VQVAEConfig.restart_dead_codes``, codes not chosen during the last
-``RESTART_WINDOW`` steps (or since the start of the epoch, if shorter) are moved onto
-random encoder outputs of the current batch before its forward pass; at step 0 every
-code counts as unused, which initialises the codebooks from the data. Restarts happen
-on rank 0 and are broadcast, so all DDP ranks keep identical codebooks.
+With ``VQVAEConfig.restart_dead_codes``, dead codes are restarted from the current batch's
+encoder outputs (:mod:`msgnet.train.codebook_usage`, shared with the cVQ-VAE baseline).
 """
 
 from __future__ import annotations
@@ -26,9 +23,9 @@ from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.nn.quantizer import perplexity_from_counts
 from msgnet.train import distributed as D
 from msgnet.train.grid import save_grid
+from msgnet.train.codebook_usage import CodebookUsage
 from msgnet.train.loop import BaseStage, seed_everything, train
 
-RESTART_WINDOW = 100  # steps between dead-code restarts (when enabled)
 __all__ = ["VQVAEStage", "train_vqvae", "open_image_datasets"]
 
 
@@ -52,11 +49,7 @@ class VQVAEStage(BaseStage):
         self.augmentation_settings = augmentation if augmentation is not None and augmentation.geometric else None
         self._augmentation: StandardAugmentation | None = None  # made on the first batch's device
         self._augmentation_state: torch.Tensor | None = None  # its generator state, from a checkpoint
-        # Code histograms of both codebooks (kept on the model's device): over the running
-        # epoch (dead-code report) and since the last restart (restart decisions).
-        self.usage = torch.zeros(2, config.num_embeddings, dtype=torch.long)
-        self.window_usage = torch.zeros(2, config.num_embeddings, dtype=torch.long)
-        self.restarted = 0  # codes restarted during the running epoch
+        self.codes = CodebookUsage(("_attn", "_conv"), config.num_embeddings, seed)
 
     def _augmented(self, batch: Any) -> torch.Tensor:
         images = _images(batch)
@@ -70,15 +63,12 @@ class VQVAEStage(BaseStage):
 
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         images = self._augmented(batch)
-        if self.usage.device != images.device:
-            self.usage = self.usage.to(images.device)
-            self.window_usage = self.window_usage.to(images.device)
-        if self.config.restart_dead_codes and step % RESTART_WINDOW == 0:
-            self._restart(images, step)
+        self.codes.to(images.device)
+        if self.config.restart_dead_codes and self.codes.due(step):
+            model_ = self.model
+            self.codes.restart((model_.quantizer_attn, model_.quantizer_conv), model_.encode, model_, images, step)
         out = model(images)
-        counts = torch.stack(out.counts)
-        self.usage += counts
-        self.window_usage += counts
+        self.codes.observe(out.counts)
         metrics = {
             "loss": out.loss.detach(),
             "mse": out.reconstruction_loss.detach() / 4.0,  # [-1,1] space -> image space
@@ -96,66 +86,18 @@ class VQVAEStage(BaseStage):
         save_grid([images, recon], path)
 
     def on_epoch_end(self, model: nn.Module, epoch: int, dist: D.DistInfo) -> dict[str, float]:
-        usage = D.all_reduce_sum(self.usage.clone(), dist)
-        dead = usage == 0
-        metrics = {
-            "dead_codes_attn": int(dead[0].sum()),
-            "dead_codes_conv": int(dead[1].sum()),
-            "epoch_ppl_attn": float(perplexity_from_counts(usage[0])),
-            "epoch_ppl_conv": float(perplexity_from_counts(usage[1])),
-        }
-        if self.config.restart_dead_codes:
-            metrics["restarted_codes"] = self.restarted
-        self.restarted = 0
-        self.usage.zero_()
-        return metrics
-
-    @torch.no_grad()
-    def _restart(self, images: torch.Tensor, step: int) -> int:
-        """Move codes unused since the last restart onto this batch's encoder outputs."""
-        model: DoublePathVQVAE = self.model  # type: ignore[assignment]
-        dist = _current_dist(images.device)
-        dead = D.all_reduce_sum(self.window_usage.clone(), dist) == 0
-        restarted = 0
-        if dist.is_main:
-            was_training = model.training
-            model.eval()
-            za, zc = model.encode(images)
-            model.train(was_training)
-            g = torch.Generator().manual_seed(self.seed * 7_919 + step)
-            for quantizer, z, d in ((model.quantizer_attn, za, dead[0]), (model.quantizer_conv, zc, dead[1])):
-                flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-                restarted += quantizer.restart_codes(d.cpu(), flat, g)
-        # Every rank must hold the same codebooks: rank 0's go to all.
-        D.broadcast(model.quantizer_attn.codebook.weight.data, dist)
-        D.broadcast(model.quantizer_conv.codebook.weight.data, dist)
-        self.window_usage.zero_()
-        self.restarted += restarted
-        return restarted
+        return self.codes.epoch_end(dist, self.config.restart_dead_codes)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"usage": self.usage.cpu(), "window_usage": self.window_usage.cpu(), "restarted": self.restarted}
+        state = self.codes.state_dict()
         if self._augmentation is not None:  # a resumed run draws the transforms it would have drawn
             state["augmentation_generator"] = self._augmentation.generator.get_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "usage" in state:
-            self.usage = state["usage"].clone()
-        if "window_usage" in state:
-            self.window_usage = state["window_usage"].clone()
-        self.restarted = int(state.get("restarted", 0))
+        self.codes.load_state_dict(state)
         self._augmentation_state = state.get("augmentation_generator")
         self._augmentation = None
-
-
-def _current_dist(device: torch.device) -> D.DistInfo:
-    """The process group as the loop set it up (rank/world from torch.distributed, if any)."""
-    import torch.distributed as tdist
-
-    if tdist.is_available() and tdist.is_initialized():
-        return D.DistInfo(tdist.get_rank(), tdist.get_world_size(), 0, device, False)
-    return D.DistInfo(0, 1, 0, device, False)
 
 
 @torch.no_grad()
