@@ -1,4 +1,4 @@
-"""`msgnet data build|import|info`."""
+"""`msgnet data build|import|info|break-rule`."""
 
 from __future__ import annotations
 
@@ -57,6 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--no-preview", action="store_true")
     info.set_defaults(func=_info)
 
+    brk = dsub.add_parser("break-rule", help="layouts that break the dataset's allowed class sets (paper §4.2)",
+                          description="Relabel one object of every layout of SRC's split so that the image's "
+                          "class set is not among the rule's allowed_class_sets (shapes and positions stay real). "
+                          "Feed the result to `msgnet sample --layouts` of a layout-conditioned generator.")
+    brk.add_argument("src", type=Path, help="a dataset whose rule has allowed_class_sets (Multi-MNIST pairs)")
+    brk.add_argument("--out", type=Path, required=True, help="output dataset folder (layouts to generate from)")
+    brk.add_argument("--split", default="train")
+    brk.add_argument("--num", type=int, default=None, help="only the first N layouts of the split")
+    brk.add_argument("--seed", type=int, default=0)
+    brk.add_argument("--overwrite", action="store_true", help="replace --out if msgnet wrote it")
+    brk.set_defaults(func=_break_rule)
+
     from msgnet.data.importers.cli import register_import
 
     register_import(dsub)
@@ -92,4 +104,18 @@ def _info(args: argparse.Namespace) -> int:
     print(summary.to_text())
     if preview is not None:
         print(f"preview   {preview}")
+    return 0
+
+
+def _break_rule(args: argparse.Namespace) -> int:
+    from msgnet.data.rule_breaking import break_allowed_class_sets
+    from msgnet.errors import UsageError
+    from msgnet.io import prepare_output_dir
+
+    if args.num is not None and args.num < 1:
+        raise UsageError("--num: must be at least 1")
+    prepare_output_dir(args.out, args.overwrite, [args.src])
+    out = break_allowed_class_sets(args.src, args.out, seed=args.seed, split=args.split, num=args.num,
+                                   overwrite=args.overwrite)
+    print(f"wrote rule-breaking layouts to {out}")
     return 0

@@ -22,11 +22,13 @@ from msgnet.evaluation.stats import fmt_rate, wilson_interval
 from msgnet.device import choose_device
 
 
-def collect_cells(dataset: Dataset, ids: Sequence[int], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-framed crops (M, 28, 28) of every annotated object of ``ids`` and their class ids (M,)."""
+def collect_cells(dataset: Dataset, ids: Sequence[int],
+                  progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-framed crops (M, 28, 28) of every annotated object of ``ids``, their class ids (M,) and
+    the position in ``ids`` of the image each comes from (M,)."""
     annotations = dataset.annotations()
-    cells, classes = [], []
-    for iid in tqdm(ids, desc="crops", unit="img", disable=not progress, leave=False):
+    cells, classes, owners = [], [], []
+    for k, iid in enumerate(tqdm(ids, desc="crops", unit="img", disable=not progress, leave=False)):
         objs = annotations.get(iid, [])
         if not objs:
             continue
@@ -34,9 +36,17 @@ def collect_cells(dataset: Dataset, ids: Sequence[int], progress: bool = True) -
         for o in objs:
             cells.append(crop_to_cell(image, o.bbox))
             classes.append(o.category_id)
+            owners.append(k)
     if not cells:
-        return np.zeros((0, 28, 28), dtype=np.uint8), np.zeros(0, dtype=np.int64)
-    return np.stack(cells), np.asarray(classes, dtype=np.int64)
+        return np.zeros((0, 28, 28), dtype=np.uint8), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.stack(cells), np.asarray(classes, dtype=np.int64), np.asarray(owners, dtype=np.int64)
+
+
+def _broken_class_sets(allowed: list[list[int]], classes: np.ndarray, owners: np.ndarray) -> tuple[int, int]:
+    """(images whose class set is not allowed, images with objects) for per-object ``classes`` of images ``owners``."""
+    allowed_sets = {tuple(sorted(int(c) for c in s)) for s in allowed}
+    broken = sum(tuple(sorted(int(c) for c in classes[owners == k])) not in allowed_sets for k in np.unique(owners))
+    return int(broken), int(len(np.unique(owners)))
 
 
 def annotation_fidelity(dataset: Dataset, classifier: DigitClassifier, split: str | None = None,
@@ -51,7 +61,7 @@ def annotation_fidelity(dataset: Dataset, classifier: DigitClassifier, split: st
         raise UsageError(f"{dataset.root / 'dataset.json'}: object classes are not the digits 0-9; "
                          "annotation fidelity needs the digit classifier")
     ids = dataset.ids(split) if split else [i for v in dataset.info.splits.values() for i in v]
-    cells, classes = collect_cells(dataset, ids, progress)
+    cells, classes, owners = collect_cells(dataset, ids, progress)
     n = len(classes)
     if n == 0:
         raise UsageError(f"{dataset.root / 'annotations.json'}: no annotated objects to check")
@@ -62,7 +72,7 @@ def annotation_fidelity(dataset: Dataset, classifier: DigitClassifier, split: st
     confusion = np.zeros((10, 10), dtype=np.int64)
     np.add.at(confusion, (truth, pred), 1)
     per_digit = {str(d): (float(correct[truth == d].mean()) if (truth == d).any() else None) for d in range(10)}
-    return {
+    result = {
         "dataset": str(dataset.root),
         "split": split or "all",
         "images": len(ids),
@@ -73,6 +83,24 @@ def annotation_fidelity(dataset: Dataset, classifier: DigitClassifier, split: st
         "confusion": confusion.tolist(),
         "crop": "box padded to a square, resized to 20x20, centred in a 28x28 cell (MNIST framing)",
     }
+    allowed = (dataset.info.rule or {}).get("allowed_class_sets")
+    if allowed:
+        # Paper §4.2: which images *show* a class set the rule forbids, by what the classifier reads,
+        # beside how many were *annotated* (for generated pairs: given) with one.
+        class_of_digit = {d: c for c, d in mapping.items()}
+        read = np.array([class_of_digit.get(int(d), -1) for d in pred])
+        shown, with_objects = _broken_class_sets(allowed, read, owners)
+        annotated, _ = _broken_class_sets(allowed, classes, owners)
+        # Images that show a forbidden set exactly as annotated: every object reads as its class.
+        as_given = sum(bool(correct[owners == k].all()) for k in np.unique(owners)
+                       if _broken_class_sets(allowed, classes[owners == k], owners[owners == k])[0])
+        result["rule_allowed_class_sets"] = {
+            "images": with_objects, "annotated_broken": annotated / with_objects,
+            "read_broken": shown / with_objects, "read_broken_ci95": list(wilson_interval(shown, with_objects)),
+            "broken_as_annotated": as_given / with_objects,
+            "broken_as_annotated_ci95": list(wilson_interval(as_given, with_objects)),
+        }
+    return result
 
 
 def format_fidelity(result: dict) -> str:
@@ -83,4 +111,12 @@ def format_fidelity(result: dict) -> str:
         "  per digit  " + " ".join(f"{d}:{'n/a' if v is None else f'{100 * v:.1f}'}"
                                    for d, v in result["per_digit"].items()),
     ]
+    sets = result.get("rule_allowed_class_sets")
+    if sets:
+        lo, hi = sets["read_broken_ci95"]
+        glo, ghi = sets["broken_as_annotated_ci95"]
+        lines.append(f"  the rule's allowed class sets: {100 * sets['annotated_broken']:.1f}% of {sets['images']} images "
+                     f"are annotated with a forbidden set; the classifier reads a forbidden set in "
+                     f"{fmt_rate(sets['read_broken'], lo, hi)}, exactly the annotated forbidden digits in "
+                     f"{fmt_rate(sets['broken_as_annotated'], glo, ghi)}")
     return "\n".join(lines)
