@@ -84,8 +84,11 @@ def test_sample_refuses_bad_input(trained_run, tmp_path, capsys):
     assert main(["sample", "--run", str(run), "--num", "0", "--out", str(tmp_path / "o")]) == 2
     assert main(["sample", "--run", str(run), "--num", "2", "--out", str(tmp_path / "o"),
                  "--layouts", str(tmp_path / "missing")]) == 2
+    assert main(["sample", "--run", str(run), "--num", "2", "--out", str(tmp_path / "o"), "--sampler", "cuda-graph",
+                 "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("msgnet: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("msgnet: error:") for line in err)
+    assert "cuda-graph" in err[3] and "CUDA" in err[3]
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
 
 

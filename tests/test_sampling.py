@@ -159,3 +159,34 @@ def test_sampler_input_errors():
     uncond = _model(3, False, False, 0, (5, 7))
     with pytest.raises(ValueError):
         sample_cached(uncond, 2, torch.zeros(5, 7, dtype=torch.long))
+
+
+def test_reset_writes_each_batch_condition_into_one_buffer():
+    """Captured CUDA graphs read the condition from a fixed address: reset must copy, not rebind."""
+    model = _model(3, True, True, 5, (5, 7))
+    first = torch.randint(0, 3, (4, 5, 7), generator=torch.Generator().manual_seed(0))
+    second = torch.randint(0, 3, (4, 5, 7), generator=torch.Generator().manual_seed(1))
+    sampler = CachedSampler(model, 4, first)
+    where = sampler.cond_rows.data_ptr()
+    sampler.reset(second)
+    assert sampler.cond_rows.data_ptr() == where
+    fresh = CachedSampler(model, 4, second)
+    assert torch.equal(sampler.cond_rows, fresh.cond_rows)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA-graph sampler needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("conditional", [True, False])
+def test_cuda_graph_sampler_draws_the_cached_samplers_tokens(conditional):
+    from msgnet.sampling.graphed import CudaGraphSampler
+
+    model = _model(3, True, conditional, 5, (6, 3)).cuda()
+    cond = torch.randint(0, 3, (10, 6, 3), generator=torch.Generator().manual_seed(2)) if conditional else None
+    eager = sample_cached(model, 10, cond, temperature=0.9, generator=torch.Generator().manual_seed(5), batch_size=4)
+    graphed = CudaGraphSampler()
+    for _ in range(2):  # the second call replays the graphs captured by the first
+        tokens = graphed(model, 10, cond, temperature=0.9, generator=torch.Generator().manual_seed(5), batch_size=4)
+        assert torch.equal(tokens, eager)
+    assert len(graphed._graphs) == 1

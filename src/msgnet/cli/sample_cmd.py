@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature-layout", type=float, default=1.0)
     p.add_argument("--temperature-codes", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--sampler", choices=["cached", "reference"], default="cached",
-                   help="cached: exact incremental sampler (fast); reference: one full pass per token")
+    p.add_argument("--sampler", choices=["cached", "reference", "cuda-graph"], default="cached",
+                   help="cached: exact incremental sampler (fast); reference: one full pass per token; "
+                   "cuda-graph: the cached sampler's steps captured in CUDA graphs (GPU only, same tokens)")
     p.add_argument("--layouts", default=None, metavar="DIR|COCO.json",
                    help="condition on these layouts (a msgnet dataset or COCO boxes) instead of sampling them")
     p.add_argument("--repeat-layouts", action="store_true",

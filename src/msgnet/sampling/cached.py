@@ -100,6 +100,7 @@ class CachedSampler:
         self.w_out = folded_matrix(model.out_conv)
         self.b_out = model.out_conv.bias.detach()
         self.tokens_flat = torch.zeros(batch, h * w, dtype=torch.long, device=dev)
+        self.cond_rows: torch.Tensor | None = None
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -122,12 +123,16 @@ class CachedSampler:
             cond = model.condition_features(None if condition is None else condition.to(self.device))
         finally:
             model.train(was_training)
-        # (H, B*W, Dc): one contiguous matrix per row.
-        self.cond_rows = (
-            None
-            if cond is None
-            else cond.permute(2, 0, 3, 1).reshape(self.height, self.batch_size * self.width, -1).contiguous()
-        )
+        # (H, B*W, Dc): one contiguous matrix per row, written into the same buffer every batch so
+        # that captured CUDA graphs (msgnet.sampling.graphed) read this batch's condition.
+        if cond is None:
+            self.cond_rows = None
+        else:
+            rows = cond.permute(2, 0, 3, 1).reshape(self.height, self.batch_size * self.width, -1)
+            if self.cond_rows is None or self.cond_rows.shape != rows.shape:
+                self.cond_rows = rows.contiguous()
+            else:
+                self.cond_rows.copy_(rows)
         self.acc.copy_(self.input_bias.expand_as(self.acc))
         if self.model.position is not None:  # what the full pass adds after the input convolution
             right = self.model.input_conv.right

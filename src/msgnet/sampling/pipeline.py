@@ -32,7 +32,7 @@ from msgnet.layouts.boxes import coco_box, coco_id, coco_size
 from msgnet.models.latents import split_codes, stack_layout
 from msgnet.sampling.run import GenerationRun, load_generation_run
 
-SAMPLERS = ("cached", "reference")
+SAMPLERS = ("cached", "reference", "cuda-graph")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ def _sampler(name: str) -> Callable[..., torch.Tensor]:
         from msgnet.sampling.reference import sample_reference
 
         return sample_reference
+    if name == "cuda-graph":
+        from msgnet.sampling.graphed import CudaGraphSampler
+
+        return CudaGraphSampler()
     from msgnet.sampling.cached import sample_cached
 
     return sample_cached
@@ -241,6 +245,8 @@ class SamplingJob:
         settings.validate()
         run_dir, out = Path(run_dir), Path(out)
         run = load_generation_run(run_dir, need_layout_prior=settings.layouts_from is None, device=device)
+        if settings.sampler == "cuda-graph" and run.device.type != "cuda":
+            raise UsageError(f"--sampler cuda-graph: needs a CUDA device (this run would sample on {run.device})")
         # Which real images the generator saw, so a benchmark can check them (msgnet.data.provenance);
         # read before sampling so that a damaged run record fails at once, not after the work.
         training = generator_training_record(run_dir, run.info)
