@@ -37,13 +37,7 @@ import torch.nn.functional as F
 
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.sampling.cached_layers import BlockCache, PointwiseGated, folded_matrix
-from msgnet.sampling.common import (
-    check_batch_size,
-    check_temperature,
-    draw_uniforms,
-    pick_tokens,
-    prepare_condition,
-)
+from msgnet.sampling.common import pick_tokens, plan_sampling
 
 
 class CachedSampler:
@@ -268,13 +262,9 @@ def sample_cached(
     the start of every batch and again every ``REPROBE_ROWS`` rows, and the faster is kept
     until the next probe. The setting is restored on return.
     """
-    cfg = model.config
-    temperature = check_temperature(temperature)
-    batch_size = check_batch_size(batch_size)
-    h, w = cfg.height, cfg.width
-    u = draw_uniforms(num, h, w, generator)
-    condition = prepare_condition(model, condition, num)
-    result = torch.zeros(num, h, w, dtype=torch.long)
+    plan = plan_sampling(model, num, condition, temperature, generator, batch_size)
+    h, w, u, condition, temperature = plan.height, plan.width, plan.uniforms, plan.condition, plan.temperature
+    result = plan.empty_result()
     sampler: CachedSampler | None = None
     previous = torch.get_num_threads()
     row_threads = threads if threads is not None else previous
@@ -288,8 +278,7 @@ def sample_cached(
         if on_cpu:
             torch.set_num_threads(candidates[0])
         with torch.inference_mode():
-            for start in range(0, num, batch_size):
-                stop = min(start + batch_size, num)
+            for start, stop in plan.batches():
                 cond = None if condition is None else condition[start:stop]
                 if sampler is None or sampler.batch_size != stop - start:
                     sampler = CachedSampler(model, stop - start, cond, row_threads if on_cpu else None)

@@ -10,8 +10,10 @@ boundary.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import Iterator
 
+import torch
 
 
 def draw_uniforms(
@@ -74,3 +76,35 @@ def pick_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> to
 
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+@dataclass
+class SamplingPlan:
+    """A sampling call's checked inputs: every uniform it will consume, the condition per map, and
+    the (start, stop) batches; all samplers start from one, which is why they agree token for token."""
+
+    num: int
+    height: int
+    width: int
+    temperature: float
+    batch_size: int
+    uniforms: torch.Tensor  # (num, H, W) float64, CPU
+    condition: torch.Tensor | None  # (num, H, W) int64 or None
+
+    def batches(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, self.num, self.batch_size):
+            yield start, min(start + self.batch_size, self.num)
+
+    def empty_result(self) -> torch.Tensor:
+        return torch.zeros(self.num, self.height, self.width, dtype=torch.long)
+
+
+def plan_sampling(model: torch.nn.Module, num: int, condition: torch.Tensor | None, temperature: float,
+                  generator: torch.Generator | None, batch_size: int) -> SamplingPlan:
+    """Check a sampling call's arguments and draw all its uniforms up front."""
+    cfg = model.config  # type: ignore[attr-defined]
+    temperature = check_temperature(temperature)
+    batch_size = check_batch_size(batch_size)
+    uniforms = draw_uniforms(num, cfg.height, cfg.width, generator)
+    return SamplingPlan(num, cfg.height, cfg.width, temperature, batch_size, uniforms,
+                        prepare_condition(model, condition, num))

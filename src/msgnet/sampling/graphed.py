@@ -23,7 +23,7 @@ import torch
 
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.sampling.cached import CachedSampler
-from msgnet.sampling.common import check_batch_size, check_temperature, draw_uniforms, pick_tokens, prepare_condition
+from msgnet.sampling.common import pick_tokens, plan_sampling
 
 
 class GraphedSteps:
@@ -87,17 +87,12 @@ class CudaGraphSampler:
         batch_size: int = 16,
     ) -> torch.Tensor:
         """Sample ``num`` token maps (num, H, W): the same tokens as :func:`sample_cached` for a seed."""
-        cfg = model.config
-        temperature = check_temperature(temperature)
-        batch_size = check_batch_size(batch_size)
-        h, w = cfg.height, cfg.width
-        u = draw_uniforms(num, h, w, generator)
-        condition = prepare_condition(model, condition, num)
-        result = torch.zeros(num, h, w, dtype=torch.long)
+        plan = plan_sampling(model, num, condition, temperature, generator, batch_size)
+        h, w, u, condition, temperature = plan.height, plan.width, plan.uniforms, plan.condition, plan.temperature
+        batch_size, result = plan.batch_size, plan.empty_result()
         device = next(model.parameters()).device
         with torch.inference_mode():
-            for start in range(0, num, batch_size):
-                stop = min(start + batch_size, num)
+            for start, stop in plan.batches():
                 cond = None if condition is None else condition[start:stop].to(device)
                 u_batch = u[start:stop].reshape(stop - start, h * w).to(device)
                 if stop - start == batch_size:

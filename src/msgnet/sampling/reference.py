@@ -8,14 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from msgnet.sampling.common import (
-    check_batch_size,
-    check_temperature,
-    draw_uniforms,
-    model_device,
-    pick_tokens,
-    prepare_condition,
-)
+from msgnet.sampling.common import model_device, pick_tokens, plan_sampling
 
 
 @torch.inference_mode()
@@ -34,20 +27,15 @@ def sample_reference(
     ``max_positions`` stops after that many positions in raster order (the rest stay 0);
     it exists to time this sampler on a prefix.
     """
-    cfg = model.config  # type: ignore[attr-defined]
-    temperature = check_temperature(temperature)
-    batch_size = check_batch_size(batch_size)
-    h, w = cfg.height, cfg.width
-    u = draw_uniforms(num, h, w, generator)
-    condition = prepare_condition(model, condition, num)
+    plan = plan_sampling(model, num, condition, temperature, generator, batch_size)
+    h, w, u, condition, temperature = plan.height, plan.width, plan.uniforms, plan.condition, plan.temperature
     device = model_device(model)
     positions = h * w if max_positions is None else min(max_positions, h * w)
-    result = torch.zeros(num, h, w, dtype=torch.long)
+    result = plan.empty_result()
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, num, batch_size):
-            stop = min(start + batch_size, num)
+        for start, stop in plan.batches():
             tokens = torch.zeros(stop - start, h, w, dtype=torch.long, device=device)
             cond = None if condition is None else condition[start:stop].to(device)
             for p in range(positions):
