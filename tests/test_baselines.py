@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from msgnet.baselines.cvqvae import CVQVAEConfig, LayoutConditionedVQVAE
@@ -226,3 +227,20 @@ def test_cvqvae_stage_restarts_dead_codes_from_the_data(tmp_path):
     assert (after[:, None] - flat[None]).norm(dim=2).min(1).values.max() < 1e-6  # each code sits on an encoder output
     assert float(metrics["ppl"]) > 2.0
     assert stage.state_dict()["window_usage"].sum() == images.shape[0] * z.shape[2] * z.shape[3]
+
+
+def test_obj_cgan_gets_msgnets_steps_and_time_caps_together():
+    from dataclasses import replace
+
+    from msgnet.baselines.obj_cgan_training import gan_train_config
+
+    p = load_preset("multi-mnist-cpu")
+    cfg = gan_train_config(p)
+    assert cfg.iterations == p.vqvae_train.iterations + p.layout_prior_train.iterations + p.prior_train.iterations
+    assert cfg.max_minutes == pytest.approx(p.vqvae_train.max_minutes + p.layout_prior_train.max_minutes
+                                            + p.prior_train.max_minutes)
+    assert (cfg.learning_rate, cfg.adam_beta1, cfg.schedule, cfg.keep_best) == (2e-4, 0.5, "constant", False)
+    exact = gan_train_config(p, steps=7)
+    assert exact.iterations == 7 and exact.max_minutes == 0
+    uncapped = replace(p, prior_train=replace(p.prior_train, max_minutes=0.0))
+    assert gan_train_config(uncapped).max_minutes == 0  # one stage without a cap: none for the GAN

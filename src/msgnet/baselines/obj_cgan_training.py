@@ -1,10 +1,11 @@
 """Training obj-cGAN through msgnet's one loop (checkpoints, exact resume, DDP, progress bar).
 
-``RUN/obj_cgan/`` holds the generator and discriminator together (:class:`ObjCGAN`). The
-schedule is the preset's ``vqvae_train`` (its step count, batch size, logging and wall-time
-cap; ``--steps`` sets it) with what a GAN needs instead: Adam at lr 2e-4 with beta1 0.5 (the
-original's), a constant rate, no gradient clipping, fp32, and neither weight averaging nor
-best-weight selection, since a GAN's validation losses do not rank its generators.
+``RUN/obj_cgan/`` holds the generator and discriminator together (:class:`ObjCGAN`). Its
+schedule (:func:`gan_train_config`): the optimiser steps and wall-time caps of MSGNet's three
+models together, so that both methods get the same budget (``--steps`` sets the steps), and
+what a GAN needs: Adam at lr 2e-4 with beta1 0.5 (the original's), a constant rate, no gradient
+clipping, fp32, and neither weight averaging nor best-weight selection, since a GAN's
+validation losses do not rank its generators.
 """
 
 from __future__ import annotations
@@ -46,10 +47,18 @@ class ObjectRows:
         return self
 
 
-def gan_train_config(preset: Preset) -> TrainConfig:
-    """The preset's VQ-VAE schedule with the GAN's optimiser settings (see the module docstring)."""
-    return replace(preset.vqvae_train, learning_rate=2e-4, adam_beta1=0.5, schedule="constant", grad_clip=0.0,
-                   precision="fp32", ema_decay=0.0, keep_best=False, patience=0, augment=False, augment_copies=0,
+def gan_train_config(preset: Preset, steps: int | None = None) -> TrainConfig:
+    """The GAN's schedule: as many optimiser steps as MSGNet's three models take together, within their
+    wall-time caps added up (a fair share of the same budget), or exactly ``steps`` (``--steps``);
+    batch size, logging and checkpoints of the preset's VQ-VAE; the GAN's own optimiser settings."""
+    stages = (preset.vqvae_train, preset.layout_prior_train, preset.prior_train)
+    iterations = steps or sum(s.iterations for s in stages)
+    epochs = 0 if iterations else sum(s.epochs for s in stages)
+    caps = [s.max_minutes for s in stages]
+    max_minutes = 0.0 if steps or 0 in caps else round(sum(caps), 2)
+    return replace(preset.vqvae_train, iterations=iterations, epochs=epochs, max_minutes=max_minutes,
+                   learning_rate=2e-4, adam_beta1=0.5, schedule="constant", grad_clip=0.0, precision="fp32",
+                   ema_decay=0.0, keep_best=False, patience=0, val_every=0, augment=False, augment_copies=0,
                    compile=False)
 
 
@@ -90,7 +99,7 @@ class ObjCGANStage(BaseStage):
 
 
 def train_obj_cgan(preset: Preset, data_dir: Path, run_dir: Path, resume: bool = False, device: str | None = None,
-                   train_ids: Sequence[int] | None = None) -> Path:
+                   train_ids: Sequence[int] | None = None, steps: int | None = None) -> Path:
     """Train obj-cGAN on ``data_dir`` (only ``train_ids`` of its train split, if given)."""
     from msgnet.train.vqvae_stage import open_image_datasets
 
@@ -98,6 +107,6 @@ def train_obj_cgan(preset: Preset, data_dir: Path, run_dir: Path, resume: bool =
     train_images, val_images = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)
     train_set = ObjectRows(train_images.images, train_images.layouts, config.max_objects)
     val_set = ObjectRows(val_images.images, val_images.layouts, config.max_objects) if len(val_images) else []
-    cfg = gan_train_config(preset)
+    cfg = gan_train_config(preset, steps)
     seed_everything(cfg.seed)
     return train(ObjCGANStage(config), train_set, val_set, cfg, Path(run_dir), resume=resume, device=device).model_dir

@@ -153,7 +153,8 @@ def _train_stages(args: argparse.Namespace, preset, stage: str) -> int:
         if is_main_process():
             record_training_data(run, data, subset)
         save_preset(preset, run)
-        train_obj_cgan(preset, data, run, resume=args.resume, device=args.device, train_ids=train_ids)
+        train_obj_cgan(preset, data, run, resume=args.resume, device=args.device, train_ids=train_ids,
+                       steps=args.steps)
     if stage in ("vqvae", "all"):
         run_vqvae(preset, data, run, args.resume, args.device, subset)
     if stage == "all":
