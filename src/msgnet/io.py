@@ -31,6 +31,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+
+def msgnet_home() -> Path:
+    """Where msgnet keeps what it makes on demand (a trained digit classifier, the CLEVR renderer's
+    environment): $MSGNET_HOME, else $XDG_CACHE_HOME/msgnet or ~/.cache/msgnet."""
+    root = os.environ.get("MSGNET_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "msgnet")
+    return Path(root)
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

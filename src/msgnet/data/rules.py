@@ -6,6 +6,10 @@ A rule is a dict with any of these keys:
 ``allowed_class_sets`` list of class-id lists: the (sorted) classes of an image's objects must equal one
 ``region``             ``{"x", "y", "w", "h"}``: every object pixel lies inside this box
 ``no_overlap``         true: no two object boxes share a pixel
+``orbit``              ``{"centre": [x, y], "centre_tolerance": t, "path": [[x, y], ...], "path_tolerance": t}``:
+                       one object's box centre lies within ``centre_tolerance`` pixels of ``centre`` and
+                       every other object's within ``path_tolerance`` of the closed polyline ``path``
+                       (CLEVR-192: an object in the centre and one orbiting it, the orbit as the camera sees it)
 
 The same checker serves the builders' own tests, ``msgnet eval coherency`` and the
 acceptance figures for sampled layouts, so there is one definition of "obeys the rule".
@@ -20,7 +24,7 @@ import numpy as np
 from msgnet.data.format import ObjectAnnotation
 from msgnet.errors import DataError
 
-RULE_KEYS = ("object_count", "allowed_class_sets", "region", "no_overlap")
+RULE_KEYS = ("object_count", "allowed_class_sets", "region", "no_overlap", "orbit")
 
 
 def validate_rule(rule: Any, where: str) -> dict[str, Any] | None:
@@ -39,6 +43,12 @@ def validate_rule(rule: Any, where: str) -> dict[str, Any] | None:
             [[int(c) for c in s] for s in rule["allowed_class_sets"]]
         if "region" in rule:
             [int(rule["region"][k]) for k in ("x", "y", "w", "h")]
+        if "orbit" in rule:
+            o = rule["orbit"]
+            [float(v) for v in o["centre"]], float(o["centre_tolerance"]), float(o["path_tolerance"])
+            if len(o["path"]) < 3 or any(len(p) != 2 for p in o["path"]):
+                raise ValueError
+            [[float(v) for v in p] for p in o["path"]]
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{where}: malformed rule") from None
     return rule
@@ -85,4 +95,27 @@ def rule_violations(
     if rule.get("no_overlap"):
         if any(boxes_overlap(a.bbox, b.bbox) for i, a in enumerate(objects) for b in objects[i + 1 :]):
             broken.append("no_overlap")
+    if "orbit" in rule and not _on_orbit(rule["orbit"], objects):
+        broken.append("orbit")
     return broken
+
+
+def _distance_to_polyline(point: np.ndarray, path: np.ndarray) -> float:
+    """Distance from ``point`` (2,) to the closed polyline through ``path`` (M, 2)."""
+    a, b = path, np.roll(path, -1, axis=0)
+    ab = b - a
+    t = np.clip(((point - a) * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-12), 0.0, 1.0)
+    return float(np.min(np.linalg.norm(a + t[:, None] * ab - point, axis=1)))
+
+
+def _on_orbit(orbit: dict[str, Any], objects: Sequence[ObjectAnnotation]) -> bool:
+    """One object at the centre, every other one on the orbit (by box centres)."""
+    centres = [np.array([o.bbox[0] + o.bbox[2] / 2, o.bbox[1] + o.bbox[3] / 2], dtype=float) for o in objects]
+    centre = np.asarray(orbit["centre"], dtype=float)
+    path = np.asarray(orbit["path"], dtype=float)
+    for k, c in enumerate(centres):
+        if np.linalg.norm(c - centre) <= float(orbit["centre_tolerance"]):
+            others = centres[:k] + centres[k + 1:]
+            if all(_distance_to_polyline(o, path) <= float(orbit["path_tolerance"]) for o in others):
+                return True
+    return False

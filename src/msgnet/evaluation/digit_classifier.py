@@ -12,7 +12,6 @@ the same batches as a CPU run; results are read back to the host once, at the en
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,10 +95,10 @@ class DigitClassifier(PretrainedMixin, nn.Module):
 
 
 def default_classifier_dir() -> Path:
-    """Where commands keep the classifier they train on demand ($MSGNET_HOME or ~/.cache/msgnet)."""
-    root = os.environ.get("MSGNET_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "msgnet")
-    return Path(root) / "digit-classifier"
+    """Where commands keep the classifier they train on demand (:func:`msgnet.io.msgnet_home`)."""
+    from msgnet.io import msgnet_home
+
+    return msgnet_home() / "digit-classifier"
 
 
 def model_device(model: nn.Module) -> torch.device:
