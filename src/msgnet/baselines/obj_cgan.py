@@ -118,14 +118,19 @@ def _box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
     return (in_y[:, :, None] & in_x[:, None, :]).to(boxes.dtype)[:, None]
 
 
+def _box_geometry(b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Width, height (at least 1e-3, so empty slots stay invertible) and centre of (M, 4) x, y, w, h boxes."""
+    w, h = b[:, 2].clamp_min(1e-3), b[:, 3].clamp_min(1e-3)
+    return w, h, b[:, 0] + w / 2, b[:, 1] + h / 2
+
+
 def place_in_boxes(patches: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Spatial transformer: (N*K, C, p, p) patches stretched into their boxes of a size x size map.
 
     Zero outside each box, exactly (bilinear sampling alone would bleed a cell past the edge).
     """
     b = boxes.reshape(-1, 4).clamp_min(0)
-    w, h = b[:, 2].clamp_min(1e-3), b[:, 3].clamp_min(1e-3)
-    cx, cy = b[:, 0] + w / 2, b[:, 1] + h / 2
+    w, h, cx, cy = _box_geometry(b)
     theta = torch.zeros(b.shape[0], 2, 3, device=b.device, dtype=patches.dtype)
     # Output coordinate u in [-1, 1] maps to patch coordinate (u - (2c - 1)) / w.
     theta[:, 0, 0], theta[:, 0, 2] = 1 / w, -(2 * cx - 1) / w
@@ -139,8 +144,7 @@ def cut_out_boxes(images: torch.Tensor, boxes: torch.Tensor, patch: int) -> torc
     """Inverse spatial transformer: every box of (N, C, S, S) images resampled to (N*K, C, patch, patch)."""
     n, k = boxes.shape[:2]
     b = boxes.reshape(-1, 4)
-    w, h = b[:, 2].clamp_min(1e-3), b[:, 3].clamp_min(1e-3)
-    cx, cy = b[:, 0] + w / 2, b[:, 1] + h / 2
+    w, h, cx, cy = _box_geometry(b)
     theta = torch.zeros(n * k, 2, 3, device=b.device, dtype=images.dtype)
     theta[:, 0, 0], theta[:, 0, 2] = w, 2 * cx - 1
     theta[:, 1, 1], theta[:, 1, 2] = h, 2 * cy - 1

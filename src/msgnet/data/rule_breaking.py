@@ -12,6 +12,7 @@ source's, unchanged, and its ``source`` says so (they no longer match the layout
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +60,8 @@ def break_allowed_class_sets(source: Path | str, out: Path | str, seed: int = 0,
         raise UsageError(f"{source}: the {split} split is empty")
     object_classes = [c.id for c in ds.info.classes if c.id != 0]
     rng = np.random.default_rng(seed)
-    info = ds.info.__class__.from_json({**ds.info.to_json(), "splits": {}}, str(source))
-    info.name = f"{ds.info.name}-rule-broken"
-    info.rule = None  # it obeys no rule: breaking one is its purpose
+    info = replace(ds.info, name=f"{ds.info.name}-rule-broken", splits={},
+                   rule=None)  # it obeys no rule: breaking one is its purpose
     info.source = {"made_by": "msgnet data break-rule", "from": str(Path(source).resolve()), "split": split,
                    "seed": seed, "broken_rule": rule,
                    "note": "layouts only: every layout has one object relabelled so that its class set is not "

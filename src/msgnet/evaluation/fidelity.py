@@ -42,11 +42,10 @@ def collect_cells(dataset: Dataset, ids: Sequence[int],
     return np.stack(cells), np.asarray(classes, dtype=np.int64), np.asarray(owners, dtype=np.int64)
 
 
-def _broken_class_sets(allowed: list[list[int]], classes: np.ndarray, owners: np.ndarray) -> tuple[int, int]:
-    """(images whose class set is not allowed, images with objects) for per-object ``classes`` of images ``owners``."""
+def _broken_class_sets(allowed: list[list[int]], classes: np.ndarray, owners: np.ndarray) -> dict[int, bool]:
+    """Per image (``owners`` value): whether the per-object ``classes`` of that image form a set not allowed."""
     allowed_sets = {tuple(sorted(int(c) for c in s)) for s in allowed}
-    broken = sum(tuple(sorted(int(c) for c in classes[owners == k])) not in allowed_sets for k in np.unique(owners))
-    return int(broken), int(len(np.unique(owners)))
+    return {int(k): tuple(sorted(int(c) for c in classes[owners == k])) not in allowed_sets for k in np.unique(owners)}
 
 
 def annotation_fidelity(dataset: Dataset, classifier: DigitClassifier, split: str | None = None,
@@ -89,11 +88,12 @@ def annotation_fidelity(dataset: Dataset, classifier: DigitClassifier, split: st
         # beside how many were *annotated* (for generated pairs: given) with one.
         class_of_digit = {d: c for c, d in mapping.items()}
         read = np.array([class_of_digit.get(int(d), -1) for d in pred])
-        shown, with_objects = _broken_class_sets(allowed, read, owners)
-        annotated, _ = _broken_class_sets(allowed, classes, owners)
+        read_broken = _broken_class_sets(allowed, read, owners)
+        annotated_broken = _broken_class_sets(allowed, classes, owners)
+        with_objects = len(annotated_broken)
+        shown, annotated = sum(read_broken.values()), sum(annotated_broken.values())
         # Images that show a forbidden set exactly as annotated: every object reads as its class.
-        as_given = sum(bool(correct[owners == k].all()) for k in np.unique(owners)
-                       if _broken_class_sets(allowed, classes[owners == k], owners[owners == k])[0])
+        as_given = sum(broken and bool(correct[owners == k].all()) for k, broken in annotated_broken.items())
         result["rule_allowed_class_sets"] = {
             "images": with_objects, "annotated_broken": annotated / with_objects,
             "read_broken": shown / with_objects, "read_broken_ci95": list(wilson_interval(shown, with_objects)),
