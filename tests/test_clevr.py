@@ -92,7 +92,8 @@ def test_render_four_scenes_masks_agree_with_the_image_and_resume(tmp_path):
     ds = open_dataset(out)
     assert ds.info.image_size == (64, 64) and ds.info.channels == 3 and ds.info.num_classes == 25
     spec = ClevrSpec(variant="clevr-64", num=4, seed=1, samples=8)
-    scenes = [sample_scene(spec, i) for i in range(4)]
+    redraws = {int(k): v for k, v in ds.info.source["redraws"].items()}
+    scenes = [sample_scene(spec, i, redraws.get(i, 0)) for i in range(4)]
     # The same scenes without their objects: what every object's pixels must differ from.
     empty = [replace(s, objects=()) for s in scenes]
     _render(empty, tmp_path / "empty")
@@ -113,6 +114,7 @@ def test_render_four_scenes_masks_agree_with_the_image_and_resume(tmp_path):
     partial = tmp_path / "r.partial" / "render"
     _render(scenes[:2], partial)
     (tmp_path / "r.partial" / "spec.json").write_text(json.dumps({"spec": asdict(spec)}))
+    (tmp_path / "r.partial" / "attempts.json").write_text(json.dumps(redraws))  # as the stopped build left it
     assert main(["data", "build", "clevr", "--num", "4", "--out", str(tmp_path / "r"), "--seed", "1",
                  "--samples", "8", "--resume"]) == 0
     again = open_dataset(tmp_path / "r")
@@ -132,3 +134,41 @@ def test_every_rendered_clevr_192_scene_obeys_its_rule(tmp_path, capsys):
     result = json.loads((tmp_path / "coh.json").read_text())
     assert result["violating"] == 0 and result["images"] == 6
     assert os.path.getsize(out / "images" / os.listdir(out / "images")[0]) > 0
+
+
+def test_a_scene_hiding_an_object_is_drawn_again_from_its_next_seed(tmp_path, monkeypatch):
+    """The redraw loop, with a stand-in for Blender: scene 1's first draw hides its last object."""
+    import msgnet.data.clevr as clevr
+    from msgnet.data.format import open_dataset
+
+    spec = ClevrSpec(variant="clevr-64", num=4, seed=3)
+    hiding = sample_scene(spec, 1)
+    calls = []
+
+    def fake_render(spec_, scenes, python, work, workers, progress, desc):
+        render = work / "render"
+        present = set(os.listdir(render))
+        pending = [s for s in scenes if f"{s.index:07d}.mask.png" not in present]
+        calls.append(sorted(s.index for s in pending))
+        for s in pending:
+            mask = np.zeros((64, 64, 3), np.uint8)
+            shown = s.objects[:-1] if s == hiding else s.objects
+            for k, _ in enumerate(shown):  # a 6x6 block per visible object, none of them touching
+                mask[4:10, 4 + 10 * k:10 + 10 * k] = clevr.MASK_COLOURS[k]
+            if s == hiding:  # the hidden object shows 2 pixels: fewer than 0.002 of 64x64 (9)
+                mask[60, 60:62] = clevr.MASK_COLOURS[len(shown)]
+            Image.fromarray(mask).save(render / f"{s.index:07d}.mask.png")
+            Image.fromarray(mask).save(render / f"{s.index:07d}.png")
+        return len(pending)
+
+    monkeypatch.setattr(clevr, "renderer_python", lambda: Path("/nonexistent/python"))
+    monkeypatch.setattr(clevr, "_render_missing", fake_render)
+    ds = open_dataset(clevr.build_clevr(spec, tmp_path / "c", progress=False))
+    assert calls == [[0, 1, 2, 3], [1]]  # all four, then scene 1 again
+    assert ds.info.source["redraws"] == {"1": 1} and ds.info.source["rendered_now"] == 5
+    redrawn = sample_scene(spec, 1, attempt=1)
+    assert redrawn != hiding
+    anns = ds.annotations()
+    per_scene = [anns[iid] for iid in sorted(anns)]
+    assert [o.category_id for o in per_scene[1]] == [o.class_id for o in redrawn.objects]
+    assert all(len(objs) == len(sample_scene(spec, i).objects) for i, objs in enumerate(per_scene) if i != 1)

@@ -15,6 +15,7 @@ EXPECTED = {  # name: (in_channels, image_size, latent_size, layout classes)
     "clevr-64": (3, 64, 16, 25),
     "clevr-192": (3, 192, 24, 25),
     "clevr-64-cpu": (3, 64, 16, 25),
+    "clevr-192-cpu": (3, 192, 24, 25),
     "malaria": (3, 96, 24, 2),
     "brats": (2, 240, 30, 5),
     "multi-mnist": (1, 64, 16, 11),
@@ -70,7 +71,8 @@ def test_cpu_preset_respects_budget():
     assert p.vqvae.attention_below <= 32  # no self-attention on the 32x32 maps
 
 
-@pytest.mark.parametrize("name", ["multi-mnist-cpu", "malaria-cpu", "brats-cpu", "clevr-64-cpu"])
+@pytest.mark.parametrize("name", ["multi-mnist-cpu", "malaria-cpu", "brats-cpu", "clevr-64-cpu",
+                                  "clevr-192-cpu"])
 def test_cpu_presets_train_priors_without_dropout(name):
     # Dropout makes a CPU prior step 2-3x slower (benchmarks/prior_training.py) and the CPU
     # presets train for about an epoch, where it regularises nothing.

@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--seed", type=int, default=0)
     cl.add_argument("--workers", type=int, default=1, help="Blender processes rendering at once [1]")
     cl.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel [16]")
+    cl.add_argument("--min-visible", type=float, default=0.002, metavar="FRACTION",
+                    help="redraw a scene in which an object shows fewer pixels than this share of the image [0.002]")
     cl.add_argument("--val-fraction", type=float, default=0.1)
     cl.add_argument("--test-fraction", type=float, default=0.0)
     cl.add_argument("--resume", action="store_true", help="complete an interrupted build into the same --out")
@@ -149,7 +151,8 @@ def _build_clevr(args: argparse.Namespace) -> int:
     from msgnet.data.clevr_scenes import ClevrSpec
 
     spec = ClevrSpec(variant=args.variant, num=args.num, seed=args.seed, val_fraction=args.val_fraction,
-                     test_fraction=args.test_fraction, samples=args.samples)
+                     test_fraction=args.test_fraction, samples=args.samples,
+                     min_visible_fraction=args.min_visible)
     out = build_clevr(spec, args.out, workers=args.workers, resume=args.resume)
     print(f"wrote {spec.num} {spec.variant} scenes to {out}")
     return 0

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lay.add_argument("--json", type=Path, default=None)
     lay.add_argument("--parts", default=None, metavar="PART[,PART...]",
                      help="check only these parts of the rule (object_count, allowed_class_sets, region, "
-                     "no_overlap) [all]")
+                     "no_overlap, orbit) [all]")
     lay.add_argument("--preview", type=Path, default=None, metavar="PNG",
                      help="write the first 64 sampled layouts as a colour grid (rule breakers framed red)")
     lay.set_defaults(func=_layouts)

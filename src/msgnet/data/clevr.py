@@ -9,6 +9,9 @@ processes, each on every K-th scene still missing.
 
 Rendering streams into ``OUT.partial/render/``; every file there is complete (renamed into
 place), so an interrupted build resumes with ``--resume`` and renders only what is missing.
+A scene in which an object shows fewer than ``min_visible_fraction`` of the image's pixels (hidden
+behind others) is drawn again from its next seed, as CLEVR does, until none is left (at most
+``MAX_REDRAWS`` rounds); how many scenes were redrawn is recorded in dataset.json.
 When all scenes exist, the dataset is assembled atomically into ``OUT``: the image, the layout
 (each pixel the class of the object the camera sees there: occlusion as rendered), the object
 boxes from each object's own mask (objects hidden entirely are left out and counted), and the
@@ -39,6 +42,7 @@ from msgnet.io import msgnet_home
 BPY_VERSION = "5.0.1"
 MASK_COLOURS = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1)]) * 255
 RENDER_SCRIPT = Path(__file__).with_name("clevr_render.py")
+MAX_REDRAWS = 20  # rounds of redrawing scenes with a poorly visible object (one round fixes almost all)
 ORBIT_TOLERANCE = 0.06  # of the image side: how far a box centre may lie from the centre or the orbit
 
 
@@ -83,11 +87,16 @@ def _decode_mask(mask: np.ndarray, num_objects: int) -> np.ndarray:
     return dist.argmin(-1) - 1
 
 
+def _object_owner(scene: Scene, render_dir: Path) -> np.ndarray:
+    """(H, W) index of the object seen at each pixel of a rendered scene (-1: none)."""
+    mask = np.asarray(Image.open(render_dir / f"{scene.index:07d}.mask.png").convert("RGB"))
+    return _decode_mask(mask, len(scene.objects))
+
+
 def scene_pair(scene: Scene, render_dir: Path) -> tuple[np.ndarray, np.ndarray, list[ObjectAnnotation], int]:
     """(image (H, W, 3), layout (H, W), objects, objects hidden entirely) of a rendered scene."""
     image = np.asarray(Image.open(render_dir / f"{scene.index:07d}.png").convert("RGB"))
-    owner = _decode_mask(np.asarray(Image.open(render_dir / f"{scene.index:07d}.mask.png").convert("RGB")),
-                         len(scene.objects))
+    owner = _object_owner(scene, render_dir)
     layout = np.zeros(owner.shape, dtype=np.uint8)
     objects, hidden = [], 0
     for k, obj in enumerate(scene.objects):
@@ -165,44 +174,72 @@ def build_clevr(spec: ClevrSpec, out: Path | str, workers: int = 1, resume: bool
         if not same:
             raise UsageError(f"{work / 'spec.json'}: was started with other settings; remove {work} to start again")
     python = renderer_python()  # before anything is written
-    (work / "render").mkdir(parents=True, exist_ok=True)
-    (work / "spec.json").write_text(json.dumps(record))
-    scenes = [sample_scene(spec, i) for i in range(spec.num)]
     render = work / "render"
+    render.mkdir(parents=True, exist_ok=True)
+    (work / "spec.json").write_text(json.dumps(record))
+    attempts_path = work / "attempts.json"  # scene index -> redraws so far (a resumed build keeps them)
+    attempts = {int(k): v for k, v in json.loads(attempts_path.read_text()).items()} if attempts_path.is_file() else {}
+    started = time.perf_counter()
+    rendered = 0
+    for round_ in range(MAX_REDRAWS + 1):
+        scenes = [sample_scene(spec, i, attempts.get(i, 0)) for i in range(spec.num)]
+        rendered += _render_missing(spec, scenes, python, work, workers, progress,
+                                    "rendering" if round_ == 0 else f"redrawing (round {round_})")
+        poorly = [s.index for s in scenes if min(_visible_pixels(s, render), default=0) < spec.min_visible_pixels]
+        if not poorly or round_ == MAX_REDRAWS:
+            break
+        for index in poorly:  # drawn again from the next attempt's seed; the old files go first
+            attempts[index] = attempts.get(index, 0) + 1
+            for suffix in (".png", ".mask.png"):
+                (render / f"{index:07d}{suffix}").unlink()
+        attempts_path.write_text(json.dumps(attempts))
+    seconds = time.perf_counter() - started
+    return _assemble(spec, scenes, work, out, rendered, seconds, attempts)
 
-    def done(s: Scene) -> bool:
-        return (render / f"{s.index:07d}.png").is_file() and (render / f"{s.index:07d}.mask.png").is_file()
 
-    pending = [s for s in scenes if not done(s)]
-    need_projection = spec.variant == "clevr-192" and not (render / "projection.json").is_file()
+def _render_missing(spec: ClevrSpec, scenes: list[Scene], python: Path, work: Path, workers: int,
+                    progress: bool, desc: str) -> int:
+    """Render the scenes whose files are not in ``work/render`` yet; returns how many it rendered."""
+    render = work / "render"
+    present = set(os.listdir(render))
+    pending = [s for s in scenes if f"{s.index:07d}.png" not in present or f"{s.index:07d}.mask.png" not in present]
+    need_projection = spec.variant == "clevr-192" and "projection.json" not in present
+    if not pending and not need_projection:
+        return 0
     count = min(workers, max(len(pending), 1))
     jobs = [{"samples": spec.samples, "image_size": spec.image_size,
              "scenes": [s.to_json() for s in pending[k::count]]} for k in range(count)]
     if need_projection:
         jobs[0]["project"] = [[0.0, 0.0, 0.7], *[list(p) for p in orbit_points()]]
-    started = time.perf_counter()
-    bar = tqdm(total=spec.num, initial=spec.num - len(pending), desc=f"rendering {spec.variant}", unit="scene",
-               disable=not progress)
-    if pending or need_projection:
-        pool = _Workers(python, jobs, work)
-        try:
-            while pool.running():
-                time.sleep(1.0)
-                # One directory listing per poll (testing every scene's files cost the workers ~15% at 10,000).
-                finished = sum(name.endswith(".mask.png") and not name.endswith(".partial.png")
-                               for name in os.listdir(render))
-                bar.update(min(finished, spec.num) - bar.n)
-            pool.check()
-        except BaseException:
-            pool.stop()
-            raise
-    bar.update(spec.num - bar.n)
+    before = _finished(render)
+    bar = tqdm(total=len(pending), desc=f"{desc} {spec.variant}", unit="scene", disable=not progress)
+    pool = _Workers(python, jobs, work)
+    try:
+        while pool.running():
+            time.sleep(1.0)
+            bar.update(min(_finished(render) - before, len(pending)) - bar.n)
+        pool.check()
+    except BaseException:
+        pool.stop()
+        raise
+    bar.update(len(pending) - bar.n)
     bar.close()
-    seconds = time.perf_counter() - started
-    return _assemble(spec, scenes, work, out, len(pending), seconds)
+    return len(pending)
 
 
-def _assemble(spec: ClevrSpec, scenes: list[Scene], work: Path, out: Path, rendered: int, seconds: float) -> Path:
+def _finished(render: Path) -> int:
+    # One directory listing per poll (testing every scene's files cost the workers ~15% at 10,000).
+    return sum(name.endswith(".mask.png") and not name.endswith(".partial.png") for name in os.listdir(render))
+
+
+def _visible_pixels(scene: Scene, render: Path) -> list[int]:
+    """Pixels of each object of a rendered scene that the camera sees (occlusion as rendered)."""
+    owner = _object_owner(scene, render)
+    return np.bincount(owner.ravel() + 1, minlength=len(scene.objects) + 1)[1:].tolist()
+
+
+def _assemble(spec: ClevrSpec, scenes: list[Scene], work: Path, out: Path, rendered: int, seconds: float,
+              attempts: dict[int, int]) -> Path:
     render = work / "render"
     projection = json.loads((render / "projection.json").read_text()) if spec.variant == "clevr-192" else None
     sizes = spec.split_sizes()
@@ -211,6 +248,8 @@ def _assemble(spec: ClevrSpec, scenes: list[Scene], work: Path, out: Path, rende
         splits={"train": [], "val": [], "test": []},
         source={"builder": "clevr", "renderer": f"Blender {BPY_VERSION} (bpy), Cycles, {spec.samples} samples",
                 **asdict(spec), "rendered_now": rendered, "render_seconds": round(seconds, 1),
+                # index -> draws after the first: sample_scene(spec, index, attempt) is what was rendered
+                "scenes_redrawn": len(attempts), "redraws": {str(k): v for k, v in sorted(attempts.items())},
                 "layout": "each pixel the class (shape x colour) of the object seen there, from an emission pass"},
         rule=rule_for(spec, projection),
         augmentations=[],  # a mirrored or turned scene moves its shadows against the light: not valid

@@ -91,6 +91,10 @@ class ClevrSpec:
     val_fraction: float = 0.1
     test_fraction: float = 0.0
     samples: int = 16  # Cycles samples per pixel of the image pass
+    # A scene in which some object shows fewer pixels than this share of the image is drawn again
+    # (as CLEVR does): an object hidden behind others would otherwise vanish from the annotation
+    # and leave a scene that breaks the object-count rule.
+    min_visible_fraction: float = 0.002
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
@@ -102,6 +106,12 @@ class ClevrSpec:
             raise UsageError("--val-fraction, --test-fraction: fractions in [0, 1) that leave a training split")
         if self.samples < 1:
             raise UsageError("--samples: must be at least 1")
+        if not 0 <= self.min_visible_fraction < 0.05:
+            raise UsageError("--min-visible: a share of the image in [0, 0.05)")
+
+    @property
+    def min_visible_pixels(self) -> int:
+        return math.ceil(self.min_visible_fraction * self.image_size**2)
 
     @property
     def image_size(self) -> int:
@@ -120,9 +130,12 @@ def _random_object(rng: np.random.Generator, x: float, y: float, size: str | Non
                        x=round(x, 4), y=round(y, 4), rotation=round(float(rng.uniform(0, 360)), 2))
 
 
-def sample_scene(spec: ClevrSpec, index: int) -> Scene:
-    """Scene ``index`` of the build: a pure function of (spec.seed, index)."""
-    rng = np.random.default_rng([spec.seed, index])
+def sample_scene(spec: ClevrSpec, index: int, attempt: int = 0) -> Scene:
+    """Scene ``index`` of the build: a pure function of (spec.seed, index, attempt).
+
+    ``attempt`` counts redraws of a scene whose render hid an object (first draw: 0).
+    """
+    rng = np.random.default_rng([spec.seed, index] if attempt == 0 else [spec.seed, index, attempt])
     if spec.variant == "clevr-192":
         angle = float(rng.uniform(0, 2 * math.pi))
         centre = _random_object(rng, 0.0, 0.0, "large")
