@@ -184,3 +184,31 @@ def test_parse_augmentations():
     for bad in ("mirror", "", "flip,,mirror"):
         with pytest.raises(UsageError, match="--augmentations"):
             parse_augmentations(bad)
+
+
+def test_compare_puts_each_datasets_first_images_in_its_row_under_the_layouts(tmp_path, capsys):
+    from msgnet.layouts.render import colorize
+
+    a = make_tiny_dataset(tmp_path / "a", n=12, size=16, seed=0)
+    b = make_tiny_dataset(tmp_path / "b", n=12, size=16, seed=1)
+    out = tmp_path / "cmp.png"
+    assert main(["data", "compare", str(a), str(b), "--num", "3", "--out", str(out), "--scale", "1"]) == 0
+    grid = np.asarray(Image.open(out).convert("RGB"))
+    pad, side = 2, 16
+    assert grid.shape == (pad + 3 * (side + pad), pad + 3 * (side + pad), 3)  # layouts, a, b; 3 columns
+
+    def tile(row: int, col: int) -> np.ndarray:
+        y, x = pad + row * (side + pad), pad + col * (side + pad)
+        return grid[y:y + side, x:x + side]
+
+    da, db = open_dataset(a), open_dataset(b)
+    for col in range(3):
+        ia, ib = da.info.splits["train"][col], db.info.splits["train"][col]
+        assert np.array_equal(tile(0, col), colorize(da.read_layout(ia), da.info.palette))
+        assert np.array_equal(tile(1, col)[..., 0], da.read_image(ia)[..., 0])
+        assert np.array_equal(tile(2, col)[..., 0], db.read_image(ib)[..., 0])
+    c = make_tiny_dataset(tmp_path / "c", n=12, size=8)
+    capsys.readouterr()
+    assert main(["data", "compare", str(a), str(c), "--out", str(tmp_path / "bad.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(c) in err[0] and not (tmp_path / "bad.png").exists()

@@ -118,3 +118,32 @@ def summarize(dataset: Dataset, preview: Path | None = None, preview_count: int 
         evaluation=dataset.evaluation_splits(),
         augmentations=info.augmentations,
     )
+
+
+def comparison_grid(datasets: list[Dataset], num: int = 8, split: str = "train",
+                    layouts_row: bool = True) -> np.ndarray:
+    """One row per dataset of its first ``num`` images of ``split``, above them (``layouts_row``)
+    the first dataset's layouts in colour: the paper's Fig. 5 and 6, where row k > 0 holds the
+    images a generator drew from the layouts of the first dataset (``msgnet sample --layouts``
+    draws them in that dataset's order)."""
+    from msgnet.layouts.render import colorize, grid
+
+    first = datasets[0]
+    if num < 1:
+        raise ValueError("num must be at least 1")
+    rows: list[list[np.ndarray]] = []
+    for ds in datasets:
+        if ds.info.image_size != first.info.image_size:
+            raise DataError(f"{ds.root}: images are {ds.info.image_size[1]}x{ds.info.image_size[0]}, "
+                            f"{first.root}'s {first.info.image_size[1]}x{first.info.image_size[0]}")
+        ids = ds.info.splits.get(split, [])[:num]
+        if not ids:
+            raise DataError(f"{ds.root / 'dataset.json'}: no images in the {split} split")
+        rows.append([ds.read_image(i) for i in ids])
+    if layouts_row:
+        ids = first.info.splits[split][:num]
+        rows.insert(0, [colorize(first.read_layout(i), first.info.palette) for i in ids])
+    width = max(len(r) for r in rows)
+    blank = np.zeros_like(rows[0][0]) if rows[0][0].ndim == 3 else np.zeros((*rows[0][0].shape, 3), np.uint8)
+    tiles = [t for r in rows for t in r + [blank] * (width - len(r))]
+    return grid(tiles, columns=width)
