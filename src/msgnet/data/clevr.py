@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from msgnet.data.clevr_scenes import ClevrSpec, Scene, class_infos, orbit_points, sample_scene
 from msgnet.data.format import DatasetInfo, DatasetWriter, ObjectAnnotation
 from msgnet.errors import UsageError
-from msgnet.io import msgnet_home
+from msgnet.io import atomic_write_json, msgnet_home
 
 BPY_VERSION = "5.0.1"
 MASK_COLOURS = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1)]) * 255
@@ -188,11 +188,13 @@ def build_clevr(spec: ClevrSpec, out: Path | str, workers: int = 1, resume: bool
         poorly = [s.index for s in scenes if min(_visible_pixels(s, render), default=0) < spec.min_visible_pixels]
         if not poorly or round_ == MAX_REDRAWS:
             break
-        for index in poorly:  # drawn again from the next attempt's seed; the old files go first
+        # Old files first, then the new attempt numbers: a build stopped in between re-renders the
+        # old draw and redraws it again, never pairs old files with a new draw.
+        for index in poorly:
             attempts[index] = attempts.get(index, 0) + 1
             for suffix in (".png", ".mask.png"):
                 (render / f"{index:07d}{suffix}").unlink()
-        attempts_path.write_text(json.dumps(attempts))
+        atomic_write_json(attempts_path, attempts)
     seconds = time.perf_counter() - started
     return _assemble(spec, scenes, work, out, rendered, seconds, attempts)
 
