@@ -181,11 +181,13 @@ def build_clevr(spec: ClevrSpec, out: Path | str, workers: int = 1, resume: bool
     attempts = {int(k): v for k, v in json.loads(attempts_path.read_text()).items()} if attempts_path.is_file() else {}
     started = time.perf_counter()
     rendered = 0
+    to_check = range(spec.num)  # every scene once (a resumed build's too), then only the redrawn ones
     for round_ in range(MAX_REDRAWS + 1):
         scenes = [sample_scene(spec, i, attempts.get(i, 0)) for i in range(spec.num)]
         rendered += _render_missing(spec, scenes, python, work, workers, progress,
                                     "rendering" if round_ == 0 else f"redrawing (round {round_})")
-        poorly = [s.index for s in scenes if min(_visible_pixels(s, render), default=0) < spec.min_visible_pixels]
+        poorly = [i for i in to_check
+                  if min(_visible_pixels(scenes[i], render), default=0) < spec.min_visible_pixels]
         if not poorly or round_ == MAX_REDRAWS:
             break
         # Old files first, then the new attempt numbers: a build stopped in between re-renders the
@@ -195,6 +197,7 @@ def build_clevr(spec: ClevrSpec, out: Path | str, workers: int = 1, resume: bool
             for suffix in (".png", ".mask.png"):
                 (render / f"{index:07d}{suffix}").unlink()
         atomic_write_json(attempts_path, attempts)
+        to_check = poorly
     seconds = time.perf_counter() - started
     return _assemble(spec, scenes, work, out, rendered, seconds, attempts)
 

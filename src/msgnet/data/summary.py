@@ -144,6 +144,6 @@ def comparison_grid(datasets: list[Dataset], num: int = 8, split: str = "train",
         ids = first.info.splits[split][:num]
         rows.insert(0, [colorize(first.read_layout(i), first.info.palette) for i in ids])
     width = max(len(r) for r in rows)
-    blank = np.zeros_like(rows[0][0]) if rows[0][0].ndim == 3 else np.zeros((*rows[0][0].shape, 3), np.uint8)
+    blank = np.zeros((*first.info.image_size, 3), np.uint8)  # pads a dataset with fewer images
     tiles = [t for r in rows for t in r + [blank] * (width - len(r))]
     return grid(tiles, columns=width)
