@@ -93,20 +93,34 @@ class PixelSNAILConfig:
     # causal prior otherwise cannot tell a bottom or right border row from an inner one (causal
     # padding marks only the top and left) and draws inner codes there — dotted edge artefacts.
     position_embedding: bool = False
+    # Classifier-free guidance (Ho & Salimans 2022; LlamaGen, VAR): the fraction of training maps whose
+    # condition is replaced by a learned "no layout" input, so that one network also models the codes
+    # without their layout and sampling can push away from that (``guidance``). 0: no such input, and the
+    # model and its training are exactly what they were before this field existed.
+    condition_dropout: float = 0.0
 
     @property
     def conditional(self) -> bool:
         return self.num_condition_classes > 0
 
+    @property
+    def guidable(self) -> bool:
+        """Whether the prior learned an unconditional model beside the conditional one."""
+        return self.conditional and self.condition_dropout > 0
+
     def validate(self, where: str = "prior") -> None:
         _check_numbers(self, where, allow_zero=("num_out_res_blocks", "num_condition_classes", "embedding_dim",
-                                                 "condition_res_blocks", "dropout"))
+                                                 "condition_res_blocks", "dropout", "condition_dropout"))
         if self.kernel_size < 2:
             raise UsageError(f"{where}.kernel_size: must be at least 2")
         if self.attention and self.attention_dim % self.attention_heads:
             raise UsageError(f"{where}.attention_dim: must be divisible by attention_heads")
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"{where}.dropout: must be in [0, 1)")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise UsageError(f"{where}.condition_dropout: must be in [0, 1)")
+        if self.condition_dropout > 0 and not self.conditional:
+            raise UsageError(f"{where}.condition_dropout: only a conditional prior can drop its condition")
 
 
 @dataclass(frozen=True)

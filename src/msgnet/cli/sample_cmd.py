@@ -24,6 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature-layout", type=float, default=1.0)
     p.add_argument("--temperature-codes", type=float, default=1.0)
+    p.add_argument("--top-k-layout", type=int, default=None, metavar="K",
+                   help="layout prior: draw only among the K most probable classes at each cell [off]")
+    p.add_argument("--top-p-layout", type=float, default=None, metavar="P",
+                   help="layout prior: draw only among the most probable classes holding mass P [off]")
+    p.add_argument("--top-k-codes", type=int, default=None, metavar="K", help="codes prior: top-k truncation [off]")
+    p.add_argument("--top-p-codes", type=float, default=None, metavar="P", help="codes prior: top-p truncation [off]")
+    p.add_argument("--guidance", type=float, default=1.0, metavar="S",
+                   help="classifier-free layout guidance of the codes prior: logits = uncond + S (cond - uncond); "
+                   "needs a prior trained with prior.condition_dropout > 0 [1: none]")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--sampler", choices=["cached", "reference", "cuda-graph"], default="cached",
                    help="cached: exact incremental sampler (fast); reference: one full pass per token; "
@@ -55,7 +64,9 @@ def _sample(args: argparse.Namespace) -> int:
 
     settings = GenerationSettings(
         num=args.num, seed=args.seed, temperature_layout=args.temperature_layout,
-        temperature_codes=args.temperature_codes, batch_size=args.batch_size, sampler=args.sampler,
+        temperature_codes=args.temperature_codes, guidance=args.guidance, top_k_layout=args.top_k_layout,
+        top_p_layout=args.top_p_layout, top_k_codes=args.top_k_codes, top_p_codes=args.top_p_codes,
+        batch_size=args.batch_size, sampler=args.sampler,
         layouts_from=args.layouts, repeat_layouts=args.repeat_layouts,
     )
     if not args.qc:

@@ -15,7 +15,11 @@ depends on tokens before p only. All later layers may therefore read position p 
 which keeps the cached sampler (``msgnet.sampling.cached``) exact and simple.
 
 The condition (a class-index map of the same H x W) is embedded, passed through a
-non-causal residual stack and added inside every causal gated block.
+non-causal residual stack and added inside every causal gated block. With
+``condition_dropout > 0`` the embedding has one more row, the learned "no layout" class: a
+map filled with it (:meth:`PixelSNAIL.null_condition`) asks for the codes without their
+layout, which classifier-free guidance (:mod:`msgnet.sampling.rule`) contrasts with the
+conditional logits.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ class ConditionStack(nn.Module):
 
     def __init__(self, config: PixelSNAILConfig) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(config.num_condition_classes, config.condition_embedding_dim)
+        # The "no layout" class, when the prior learns one, is the row after the real classes.
+        rows = config.num_condition_classes + (1 if config.guidable else 0)
+        self.embedding = nn.Embedding(rows, config.condition_embedding_dim)
         self.conv = WNConv2d(
             config.condition_embedding_dim,
             config.condition_res_dim,
@@ -176,6 +182,24 @@ class PixelSNAIL(PretrainedMixin, nn.Module):
             raise ValueError("prior: this prior is conditional: a layout condition is required")
         self._check_tokens(condition, "condition")
         return self.condition_stack(condition.long())
+
+    def null_condition(self, like: torch.Tensor) -> torch.Tensor:
+        """A condition of ``like``'s shape that says "no layout" (only for a guidable prior)."""
+        if not self.config.guidable:
+            raise ValueError("prior: trained without condition dropout, it has no unconditional input")
+        return torch.full_like(like, self.config.num_condition_classes, dtype=torch.long)
+
+    def drop_condition(self, condition: torch.Tensor) -> torch.Tensor:
+        """Training: each map's condition replaced by "no layout" with probability ``condition_dropout``.
+
+        Draws from the global generator only when the dropout is positive, so a prior without it
+        trains exactly as before (same random stream, same batches, same weights).
+        """
+        rate = self.config.condition_dropout
+        if rate <= 0:
+            return condition
+        dropped = torch.rand(condition.shape[0], device=condition.device) < rate
+        return torch.where(dropped.view(-1, 1, 1), self.null_condition(condition), condition.long())
 
     # -- model ----------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:

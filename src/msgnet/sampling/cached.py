@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.sampling.cached_layers import BlockCache, PointwiseGated, folded_matrix
-from msgnet.sampling.common import pick_tokens, plan_sampling
+from msgnet.sampling.common import plan_sampling, token_rule
 
 
 class CachedSampler:
@@ -248,10 +248,15 @@ def sample_cached(
     batch_size: int = 16,
     threads: int | None = None,
     token_threads: int | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    guidance: float = 1.0,
 ) -> torch.Tensor:
     """Sample ``num`` token maps (num, H, W) exactly as :func:`sample_reference` would, fast.
 
     ``condition``: (num, H, W), (1, H, W) or (H, W) class map for a conditional prior.
+    ``top_k``, ``top_p``, ``guidance``: see :mod:`msgnet.sampling.rule` (guided, the sampler runs
+    twice the batch: the maps with their layouts and with "no layout").
     Uses the model's device and dtype; the model is not modified.
 
     CPU threads: the per-row matmuls run on ``threads`` (default:
@@ -262,8 +267,9 @@ def sample_cached(
     the start of every batch and again every ``REPROBE_ROWS`` rows, and the faster is kept
     until the next probe. The setting is restored on return.
     """
-    plan = plan_sampling(model, num, condition, temperature, generator, batch_size)
-    h, w, u, condition, temperature = plan.height, plan.width, plan.uniforms, plan.condition, plan.temperature
+    rule = token_rule(temperature, top_k, top_p, guidance)
+    plan = plan_sampling(model, num, condition, rule, generator, batch_size)
+    h, w, u = plan.height, plan.width, plan.uniforms
     result = plan.empty_result()
     sampler: CachedSampler | None = None
     previous = torch.get_num_threads()
@@ -279,19 +285,20 @@ def sample_cached(
             torch.set_num_threads(candidates[0])
         with torch.inference_mode():
             for start, stop in plan.batches():
-                cond = None if condition is None else condition[start:stop]
-                if sampler is None or sampler.batch_size != stop - start:
-                    sampler = CachedSampler(model, stop - start, cond, row_threads if on_cpu else None)
+                cond = plan.condition_of(start, stop)
+                if sampler is None or sampler.batch_size != plan.sampler_batch(start, stop):
+                    sampler = CachedSampler(model, plan.sampler_batch(start, stop), cond,
+                                            row_threads if on_cpu else None)
                 else:
                     sampler.reset(cond)
                 u_batch = u[start:stop].reshape(stop - start, h * w).to(sampler.device)
                 for p in range(h * w):
                     timed = chooser.before(p)
                     tick = time.perf_counter()
-                    sampler.push(pick_tokens(sampler.logits(), u_batch[:, p], temperature))
+                    sampler.push(rule.for_sampler(rule.pick(sampler.logits(), u_batch[:, p])))
                     if timed:
                         chooser.after(p, time.perf_counter() - tick)
-                result[start:stop] = sampler.tokens.cpu()
+                result[start:stop] = sampler.tokens[: stop - start].cpu()
     finally:
         torch.set_num_threads(previous)
     return result

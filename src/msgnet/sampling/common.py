@@ -2,7 +2,8 @@
 
 Randomness is consumed in one fixed way: all uniforms u (num, H, W) are drawn from the
 generator up front (float64), and the token at p is the inverse CDF of
-softmax(logits / temperature) at u[p], computed in float64. The result is therefore
+softmax(logits / temperature) at u[p] (after guidance and truncation: :mod:`msgnet.sampling.rule`),
+computed in float64. The result is therefore
 independent of the batch size and of how the logits were computed; two samplers whose
 logits agree to ~1e-6 pick different tokens only if some u lands within ~1e-6 of a CDF
 boundary.
@@ -15,6 +16,7 @@ from typing import Iterator
 
 import torch
 
+from msgnet.sampling.rule import TokenRule
 
 def draw_uniforms(
     num: int, height: int, width: int, generator: torch.Generator | None
@@ -23,12 +25,6 @@ def draw_uniforms(
     if num < 1:
         raise ValueError(f"sampling: number of samples must be positive, got {num}")
     return torch.rand((num, height, width), generator=generator, dtype=torch.float64)
-
-
-def check_temperature(temperature: float) -> float:
-    if not temperature > 0:
-        raise ValueError(f"sampling: temperature must be positive, got {temperature}")
-    return float(temperature)
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -66,12 +62,8 @@ def prepare_condition(model: torch.nn.Module, condition: torch.Tensor | None, nu
 
 
 def pick_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Inverse-CDF choice: logits (B, V), u (B,) in [0, 1) -> tokens (B,) int64."""
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
-    cdf = probs.cumsum(dim=-1)
-    target = (u.to(cdf.device, torch.float64) * cdf[:, -1]).unsqueeze(1)
-    idx = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    return idx.clamp_(max=logits.shape[-1] - 1)
+    """Inverse-CDF choice: logits (B, V), u (B,) in [0, 1) -> tokens (B,) int64 (no truncation or guidance)."""
+    return TokenRule(temperature).pick(logits, u)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -86,25 +78,50 @@ class SamplingPlan:
     num: int
     height: int
     width: int
-    temperature: float
+    rule: TokenRule
     batch_size: int
     uniforms: torch.Tensor  # (num, H, W) float64, CPU
     condition: torch.Tensor | None  # (num, H, W) int64 or None
+    null_condition: torch.Tensor | None = None  # (H, W) "no layout" map when the rule is guided
 
     def batches(self) -> Iterator[tuple[int, int]]:
         for start in range(0, self.num, self.batch_size):
             yield start, min(start + self.batch_size, self.num)
 
+    def condition_of(self, start: int, stop: int) -> torch.Tensor | None:
+        """The condition of maps start..stop as the sampler's batch holds it: followed by as many
+        "no layout" maps when guided (:mod:`msgnet.sampling.rule`)."""
+        if self.condition is None:
+            return None
+        cond = self.condition[start:stop]
+        if self.null_condition is None:
+            return cond
+        return torch.cat([cond, self.null_condition.expand_as(cond)])
+
+    def sampler_batch(self, start: int, stop: int) -> int:
+        """Maps the sampler runs at once for maps start..stop (twice as many when guided)."""
+        return (stop - start) * (2 if self.rule.guided else 1)
+
     def empty_result(self) -> torch.Tensor:
         return torch.zeros(self.num, self.height, self.width, dtype=torch.long)
 
 
-def plan_sampling(model: torch.nn.Module, num: int, condition: torch.Tensor | None, temperature: float,
+def plan_sampling(model: torch.nn.Module, num: int, condition: torch.Tensor | None, rule: TokenRule,
                   generator: torch.Generator | None, batch_size: int) -> SamplingPlan:
     """Check a sampling call's arguments and draw all its uniforms up front."""
     cfg = model.config  # type: ignore[attr-defined]
-    temperature = check_temperature(temperature)
     batch_size = check_batch_size(batch_size)
     uniforms = draw_uniforms(num, cfg.height, cfg.width, generator)
-    return SamplingPlan(num, cfg.height, cfg.width, temperature, batch_size, uniforms,
-                        prepare_condition(model, condition, num))
+    condition = prepare_condition(model, condition, num)
+    null = None
+    if rule.guided:
+        if not cfg.guidable:
+            raise ValueError("sampling: guidance needs a conditional prior trained with condition_dropout > 0")
+        null = model.null_condition(torch.zeros(cfg.height, cfg.width, dtype=torch.long))  # type: ignore[operator]
+    return SamplingPlan(num, cfg.height, cfg.width, rule, batch_size, uniforms, condition, null)
+
+
+def token_rule(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+               guidance: float = 1.0) -> TokenRule:
+    """The samplers' keyword arguments as one :class:`TokenRule`."""
+    return TokenRule(float(temperature), top_k, top_p, float(guidance))

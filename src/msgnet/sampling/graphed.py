@@ -13,7 +13,7 @@ gives the same tokens. What makes capture possible: every cache is a persistent 
 by positions known in Python, the condition is copied into one buffer per batch
 (:meth:`CachedSampler.reset`), and the uniforms of a batch are copied into one static buffer.
 
-The graphs are specific to a batch size and a temperature; a last, smaller batch runs eagerly.
+The graphs are specific to a batch size and a token rule; a last, smaller batch runs eagerly.
 CUDA only (a CPU has no launch overhead to remove).
 """
 
@@ -23,18 +23,20 @@ import torch
 
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.sampling.cached import CachedSampler
-from msgnet.sampling.common import pick_tokens, plan_sampling
+from msgnet.sampling.common import plan_sampling, token_rule
+from msgnet.sampling.rule import TokenRule
 
 
 class GraphedSteps:
-    """One CUDA graph per position of ``sampler`` (its batch size), for ``temperature``."""
+    """One CUDA graph per position of ``sampler`` (its batch size), for the token ``rule``."""
 
-    def __init__(self, sampler: CachedSampler, temperature: float, condition: torch.Tensor | None) -> None:
+    def __init__(self, sampler: CachedSampler, rule: TokenRule, condition: torch.Tensor | None) -> None:
         if sampler.device.type != "cuda":
             raise ValueError("the CUDA-graph sampler needs the model on a CUDA device")
         self.sampler = sampler
-        self.temperature = temperature
-        self.u = torch.zeros(sampler.batch_size, sampler.num_positions, dtype=torch.float64, device=sampler.device)
+        self.rule = rule
+        maps = sampler.batch_size // (2 if rule.guided else 1)  # guided: both halves share the uniforms
+        self.u = torch.zeros(maps, sampler.num_positions, dtype=torch.float64, device=sampler.device)
         with torch.inference_mode():
             # Warm-up on a side stream (lazy cuBLAS/cuDNN initialisation must not happen inside a capture).
             side = torch.cuda.Stream(sampler.device)
@@ -55,27 +57,27 @@ class GraphedSteps:
 
     def _step(self, p: int) -> None:
         s = self.sampler
-        s.push(pick_tokens(s.logits(), self.u[:, p], self.temperature))
+        s.push(self.rule.for_sampler(self.rule.pick(s.logits(), self.u[:, p])))
 
     @torch.inference_mode()
     def run(self, condition: torch.Tensor | None, u: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, H, W) of one batch: ``condition`` (B, H, W) or None, ``u`` (B, H*W) float64."""
+        """Tokens (B, H, W) of one batch: ``condition`` as the sampler holds it or None, ``u`` (B, H*W) float64."""
         self.sampler.reset(condition)
         self.u.copy_(u)
         for graph in self.graphs:
             graph.replay()
-        return self.sampler.tokens.clone()
+        return self.sampler.tokens[: self.u.shape[0]].clone()
 
 
 class CudaGraphSampler:
     """``sample_cached``'s signature, with the captured graphs kept for the next call.
 
     A sampling job calls its sampler once per batch; capturing H x W graphs costs about one eager
-    batch, so one instance keeps them per (model, batch size, temperature) for the job's lifetime.
+    batch, so one instance keeps them per (model, batch size, token rule) for the job's lifetime.
     """
 
     def __init__(self) -> None:
-        self._graphs: dict[tuple[int, int, float], GraphedSteps] = {}
+        self._graphs: dict[tuple[int, int, TokenRule], GraphedSteps] = {}
 
     def __call__(
         self,
@@ -85,24 +87,30 @@ class CudaGraphSampler:
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         batch_size: int = 16,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Sample ``num`` token maps (num, H, W): the same tokens as :func:`sample_cached` for a seed."""
-        plan = plan_sampling(model, num, condition, temperature, generator, batch_size)
-        h, w, u, condition, temperature = plan.height, plan.width, plan.uniforms, plan.condition, plan.temperature
+        rule = token_rule(temperature, top_k, top_p, guidance)
+        plan = plan_sampling(model, num, condition, rule, generator, batch_size)
+        h, w, u = plan.height, plan.width, plan.uniforms
         batch_size, result = plan.batch_size, plan.empty_result()
         device = next(model.parameters()).device
         with torch.inference_mode():
             for start, stop in plan.batches():
-                cond = None if condition is None else condition[start:stop].to(device)
+                cond = plan.condition_of(start, stop)
+                cond = None if cond is None else cond.to(device)
                 u_batch = u[start:stop].reshape(stop - start, h * w).to(device)
                 if stop - start == batch_size:
-                    key = (id(model), batch_size, temperature)
+                    key = (id(model), batch_size, rule)
                     if key not in self._graphs:
-                        self._graphs[key] = GraphedSteps(CachedSampler(model, batch_size, cond), temperature, cond)
+                        sampler = CachedSampler(model, plan.sampler_batch(start, stop), cond)
+                        self._graphs[key] = GraphedSteps(sampler, rule, cond)
                     result[start:stop] = self._graphs[key].run(cond, u_batch).cpu()
                 else:  # a last, smaller batch: not worth capturing graphs for
-                    sampler = CachedSampler(model, stop - start, cond)
+                    sampler = CachedSampler(model, plan.sampler_batch(start, stop), cond)
                     for p in range(h * w):
-                        sampler.push(pick_tokens(sampler.logits(), u_batch[:, p], temperature))
-                    result[start:stop] = sampler.tokens.cpu()
+                        sampler.push(rule.for_sampler(rule.pick(sampler.logits(), u_batch[:, p])))
+                    result[start:stop] = sampler.tokens[: stop - start].cpu()
         return result

@@ -41,6 +41,11 @@ class GenerationSettings:
     seed: int = 0
     temperature_layout: float = 1.0
     temperature_codes: float = 1.0
+    guidance: float = 1.0  # classifier-free guidance of the codes prior (1: none; msgnet.sampling.rule)
+    top_k_layout: int | None = None  # truncation of each prior's softmax (None: off)
+    top_p_layout: float | None = None
+    top_k_codes: int | None = None
+    top_p_codes: float | None = None
     batch_size: int = 16
     sampler: str = "cached"
     layouts_from: str | None = None  # a msgnet dataset folder or a COCO json of boxes (pre-MSGNet)
@@ -55,6 +60,14 @@ class GenerationSettings:
                             ("--temperature-codes", self.temperature_codes)):
             if not math.isfinite(value) or value <= 0:  # nan compares false both ways: check it by name
                 raise UsageError(f"{flag}: must be a positive finite number, got {value}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise UsageError(f"--guidance: must be a finite number >= 0, got {self.guidance}")
+        for flag, k in (("--top-k-layout", self.top_k_layout), ("--top-k-codes", self.top_k_codes)):
+            if k is not None and k < 1:
+                raise UsageError(f"{flag}: must be at least 1, got {k}")
+        for flag, p in (("--top-p-layout", self.top_p_layout), ("--top-p-codes", self.top_p_codes)):
+            if p is not None and not (math.isfinite(p) and 0 < p <= 1):
+                raise UsageError(f"{flag}: must be in (0, 1], got {p}")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
 
@@ -190,6 +203,21 @@ def _to_uint8_images(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def codes_rule(settings: GenerationSettings) -> dict:
+    """The codes prior's token rule as sampler keywords (msgnet.sampling.rule)."""
+    return {"temperature": settings.temperature_codes, "top_k": settings.top_k_codes,
+            "top_p": settings.top_p_codes, "guidance": settings.guidance}
+
+
+def check_guidable(run: GenerationRun, settings: GenerationSettings, run_dir: Path) -> None:
+    """Guidance needs a codes prior that learned the "no layout" condition; say so before any work."""
+    if settings.guidance == 1.0 or run.method == "obj-cgan":
+        return
+    if run.prior is None or not run.prior.config.guidable:
+        raise UsageError(f"{run_dir / 'prior'}: guidance {settings.guidance:g} needs a codes prior trained with "
+                         "prior.condition_dropout > 0; this one has no unconditional model (use guidance 1)")
+
+
 def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Callable[..., torch.Tensor], b: int,
                  n: int, given: list[np.ndarray] | None = None, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Batch ``b`` of a sampling run: images (n, H, W, C) and layouts (n, H, W), uint8.
@@ -206,6 +234,7 @@ def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Calla
                 small = torch.as_tensor(downsample_layout(full, run.latent_hw, num_classes=run.info.num_classes)).long()
         else:
             small = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
+                           top_k=settings.top_k_layout, top_p=settings.top_p_layout,
                            generator=gen, batch_size=n).cpu()
             full = upsample_layout(small.numpy().astype(np.uint8), (img_h, img_w))
         if run.method == "obj-cgan":  # the GAN baseline: the layout's objects (class, box) and noise
@@ -214,13 +243,13 @@ def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Calla
             labels, boxes = objects_of_layouts(full, run.vqvae.config.max_objects)
             images = _to_uint8_images(run.vqvae.generate(labels, boxes, gen))
         elif run.method == "cvqvae":  # the baseline: H x W codes given the layout, decoded with it
-            codes = sample(run.prior, n, condition=small.to(run.device), temperature=settings.temperature_codes,
-                           generator=gen, batch_size=n)
+            codes = sample(run.prior, n, condition=small.to(run.device), generator=gen, batch_size=n,
+                           **codes_rule(settings))
             layout = torch.as_tensor(np.asarray(full, dtype=np.int64)).to(run.device)
             images = _to_uint8_images(run.vqvae.decode_indices(codes.to(run.device), layout))
         else:
-            codes = sample(run.prior, n, condition=stack_layout(small).to(run.device),
-                           temperature=settings.temperature_codes, generator=gen, batch_size=n)
+            codes = sample(run.prior, n, condition=stack_layout(small).to(run.device), generator=gen, batch_size=n,
+                           **codes_rule(settings))
             codes_attn, codes_conv = split_codes(codes.to(run.device))
             images = _to_uint8_images(run.vqvae.decode_indices(codes_attn, codes_conv))
     return images, np.asarray(full, dtype=np.uint8)
@@ -247,6 +276,7 @@ class SamplingJob:
         run = load_generation_run(run_dir, need_layout_prior=settings.layouts_from is None, device=device)
         if settings.sampler == "cuda-graph" and run.device.type != "cuda":
             raise UsageError(f"--sampler cuda-graph: needs a CUDA device (this run would sample on {run.device})")
+        check_guidable(run, settings, run_dir)
         # Which real images the generator saw, so a benchmark can check them (msgnet.data.provenance);
         # read before sampling so that a damaged run record fails at once, not after the work.
         training = generator_training_record(run_dir, run.info)

@@ -85,9 +85,13 @@ class _PriorStageBase(BaseStage):
         tokens = batch[0].long()
         return tokens, (batch[1].long() if len(batch) > 1 else None)
 
+    def training_condition(self, condition: torch.Tensor | None) -> torch.Tensor | None:
+        """The condition a training step sees (the latent prior may drop it)."""
+        return condition
+
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         tokens, condition = self._split(batch)
-        loss = _nll(model, tokens, condition)
+        loss = _nll(model, tokens, self.training_condition(condition))
         value = loss.detach()
         return loss, {"loss": value, "bits_per_token": value / math.log(2)}
 
@@ -123,7 +127,11 @@ class _PriorStageBase(BaseStage):
 
 
 class PriorStage(_PriorStageBase):
-    """The latent prior: PixelSNAIL over (N, 2H, W) code maps given the stacked layout."""
+    """The latent prior: PixelSNAIL over (N, 2H, W) code maps given the stacked layout.
+
+    With ``condition_dropout`` some training maps see the "no layout" condition instead of their
+    own (the unconditional half of classifier-free guidance); validation always sees the layout.
+    """
 
     name = "prior"
     kind = PixelSNAIL.kind
@@ -131,6 +139,9 @@ class PriorStage(_PriorStageBase):
     def __init__(self, config: PixelSNAILConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.model = PixelSNAIL(config)
+
+    def training_condition(self, condition: torch.Tensor | None) -> torch.Tensor | None:
+        return None if condition is None else self.model.drop_condition(condition)
 
 
 class LayoutPriorStage(_PriorStageBase):
