@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from msgnet.errors import UsageError
+
 from msgnet.cli import main
 from msgnet.data.format import DatasetWriter, ObjectAnnotation, open_dataset
 from msgnet.evaluation.benchmark.protocol import UNetProtocol
@@ -220,6 +222,20 @@ def test_a_set_without_a_rule_is_handled(tmp_path):
     assert summary["real_test_kept"] is None  # no test split: nothing out of sample to report
 
 
+def test_qc_writes_its_report_when_nothing_passes(real_set, tmp_path):
+    real, root = real_set
+    ds = open_dataset(real)
+    images, layouts = ds.load_split("val")
+    blank = [(np.zeros_like(images[k]), layouts[k]) for k in range(6)]
+    gen = make_generated(tmp_path / "gen", blank, ds.info)
+    with pytest.raises(UsageError, match="no pair passed quality control"):
+        _run(real, gen, root, out=tmp_path / "kept")
+    rows = _csv(tmp_path / "kept" / "qc.csv")
+    assert len(rows) == 6 and all("blank" in r["reasons"] for r in rows)
+    assert (tmp_path / "kept" / "rejected.png").is_file() and (tmp_path / "kept" / "qc.json").is_file()
+    assert not (tmp_path / "kept" / "dataset.json").exists()
+
+
 def test_qc_cli_refuses_bad_input(tmp_path, capsys, real_set):
     real, _ = real_set
     assert main(["qc", "--data", str(tmp_path / "nope"), "--real", str(real)]) == 2
@@ -293,6 +309,12 @@ def test_sample_qc_stops_at_the_cap_with_the_figures(tiny_run, tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "passed quality control in 8 candidates" in err and "inconsistent" in err
     assert not (tmp_path / "x").exists()
+    # Nothing passed, and the diagnosis is there all the same, beside the candidates.
+    partial = tmp_path / "x.partial"
+    rows = _csv(partial / "qc.csv")
+    assert len(rows) == 8 and all(r["kept"] == "0" for r in rows)
+    assert json.loads((partial / "qc.json").read_text())["pass_rate"]["kept"] == 0
+    assert (partial / "rejected.png").is_file() and str(partial) in err
 
 
 def test_sample_qc_refuses_an_incompatible_real_set_and_leaves_nothing(tiny_run, tmp_path, capsys):

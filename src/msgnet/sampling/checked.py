@@ -102,8 +102,11 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
             summary = (f"only {state['kept']} of {num} pairs passed quality control in {state['candidates']} "
                        f"candidates (pass rate {100 * rate:.1f}%; most rejected for "
                        f"{', '.join(list(state['rejected_by'])[:3]) or 'nothing'})")
-            raise TooFewPassed(f"{out}: {summary}; the cap --qc-max-candidates {cap} is reached. Train the run "
-                               "longer, loosen the thresholds, or raise the cap and --resume", summary)
+            # The diagnosis matters most exactly now: the report is written beside the candidates.
+            _write_qc_report(partial.dir, qc, _record(qc, state, num), state["worst"], out, job.run.info.palette)
+            raise TooFewPassed(f"{out}: {summary}; the cap --qc-max-candidates {cap} is reached (qc.csv, qc.json "
+                               f"and rejected.png in {partial.dir}). Train the run longer, loosen the thresholds, "
+                               "or raise the cap and --resume", summary)
         t0 = time.perf_counter()
         images, layouts = job.batch(b, bs, b * bs)
         table = qc.score(images, layouts)
@@ -128,24 +131,37 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
         bar.set_postfix(pass_rate=f"{state['passed'] / max(1, state['candidates']):.4f}", refresh=False)
         b += 1
     bar.close()
-    rate = pass_rate(state["passed"], state["candidates"])
-    record = qc_record(qc, rate, state["rejected_by"])
+    record = _record(qc, state, num)
+
+    def write_qc_files(directory: Path) -> None:
+        _write_qc_report(directory, qc, record, state["worst"], out, job.run.info.palette)
+        (directory / ROWS_FILE).unlink()
+        shutil.rmtree(directory / WORST_DIR)
+
+    return job.finish({QC_KEY: record}, write_qc_files), record
+
+
+def _record(qc: QualityControl, state: dict, num: int) -> dict:
+    """The QC record of a sampling run so far (the kept set's dataset.json and qc.json hold it)."""
+    record = qc_record(qc, pass_rate(state["passed"], state["candidates"]), state["rejected_by"])
     record["candidates"] = state["candidates"]
     record["requested"] = num
     record["stopped_at_cap"] = state["kept"] < num
+    return record
 
-    def write_qc_files(directory: Path) -> None:
-        (directory / "qc.csv").write_bytes(csv_header().encode() + (directory / ROWS_FILE).read_bytes())
-        (directory / ROWS_FILE).unlink()
-        shown = state["worst"]
-        pairs = [_read_pair(directory / WORST_DIR, w["candidate"]) for w in shown]
-        shutil.rmtree(directory / WORST_DIR)
-        generated, _ = read_csv_table(directory / "qc.csv")
-        write_figures_and_summary(directory, qc, generated, [p[0] for p in pairs], [p[1] for p in pairs],
-                                  [w["caption"] for w in shown], job.run.info.palette,
-                                  {"generated": str(out.resolve()), **record})
 
-    return job.finish({QC_KEY: record}, write_qc_files), record
+def _write_qc_report(directory: Path, qc: QualityControl, record: dict, worst: list[dict], out: Path,
+                     palette: np.ndarray) -> None:
+    """qc.csv, qc.json, rejected.png and qc_histograms.png from the rows and ``worst`` pairs kept in
+    ``directory`` (which keeps them: an unfinished run may resume)."""
+    from msgnet.io import atomic_path
+
+    with atomic_path(directory / "qc.csv") as tmp:
+        tmp.write_bytes(csv_header().encode() + (directory / ROWS_FILE).read_bytes())
+    pairs = [_read_pair(directory / WORST_DIR, w["candidate"]) for w in worst]
+    generated, _ = read_csv_table(directory / "qc.csv")
+    write_figures_and_summary(directory, qc, generated, [p[0] for p in pairs], [p[1] for p in pairs],
+                              [w["caption"] for w in worst], palette, {"generated": str(out.resolve()), **record})
 
 
 def _update_worst(worst: list[dict], first_candidate: int, table, reasons, images: np.ndarray,

@@ -122,9 +122,10 @@ def run_qc(req: QCRequest) -> dict[str, Any]:
         if GENERATOR_TRAINING_KEY in info.source:
             source[GENERATOR_TRAINING_KEY] = info.source[GENERATOR_TRAINING_KEY]  # last: its id list is long
         info.source, info.splits = source, {}
-        if not kept:
+        if not kept:  # no dataset to write, but the diagnosis is wanted exactly now: the reports alone
+            write_reports(req.out, qc, ids, table, reasons, kept_ids, images, layouts, real.info.palette, summary)
             raise UsageError(f"{gen.root}: no pair passed quality control ({count_reasons(reasons)}); "
-                             "nothing to write to --out")
+                             f"{req.out} holds the report only (qc.csv, qc.json, rejected.png)")
         writer = DatasetWriter(req.out, info)
         for k in kept:
             writer.add(split_of[k], images[k], layouts[k])
