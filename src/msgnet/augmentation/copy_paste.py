@@ -47,25 +47,27 @@ def cut_objects(layouts: np.ndarray) -> list[list[CutObject]]:
     return out
 
 
-def paste_object(image: np.ndarray, layout: np.ndarray, obj: CutObject, src_image: np.ndarray,
+def paste_object(image: np.ndarray | None, layout: np.ndarray, obj: CutObject, src_image: np.ndarray | None,
                  rng: np.random.Generator, tries: int = 20) -> np.ndarray | None:
     """Paste ``obj`` (cut from ``src_image``) in place at a random free position.
 
     Returns the (H, W) bool mask of the pasted pixels, or None when no free position was found
-    in ``tries`` draws (the image is then unchanged).
+    in ``tries`` draws (the image is then unchanged). With ``image`` None only the layout changes
+    (layouts made before their images: :mod:`msgnet.sampling.real_layouts`).
     """
     h, w = obj.mask.shape
     height, width = layout.shape
     if h > height or w > width:
         return None
-    src_pixels = src_image[obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
     for _ in range(tries):
         y = int(rng.integers(0, height - h + 1))
         x = int(rng.integers(0, width - w + 1))
         below = layout[y : y + h, x : x + w]
         if (below[obj.mask] != 0).any():  # would cover an object: not a valid position
             continue
-        image[y : y + h, x : x + w][obj.mask] = src_pixels[obj.mask]
+        if image is not None and src_image is not None:
+            src_pixels = src_image[obj.y0 : obj.y0 + h, obj.x0 : obj.x0 + w]
+            image[y : y + h, x : x + w][obj.mask] = src_pixels[obj.mask]
         below[obj.mask] = obj.class_id
         pasted = np.zeros(layout.shape, dtype=bool)
         pasted[y : y + h, x : x + w] = obj.mask

@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "cuda-graph: the cached sampler's steps captured in CUDA graphs (GPU only, same tokens)")
     p.add_argument("--layouts", default=None, metavar="DIR|COCO.json",
                    help="condition on these layouts (a msgnet dataset or COCO boxes) instead of sampling them")
+    p.add_argument("--layout-source", choices=["prior", "real"], default="prior",
+                   help="without --layouts: sample each layout from the layout prior (MSGNet), or make it from the "
+                   "run's training layouts (a declared transform of one, or objects of one placed into free space "
+                   "of another, keeping the dataset's rule); the set records how each was made [prior]")
     p.add_argument("--repeat-layouts", action="store_true",
                    help="with --layouts and --num above their count: reuse the layouts in turn")
     p.add_argument("--resume", action="store_true", help="complete an interrupted run into the same --out")
@@ -67,7 +71,7 @@ def _sample(args: argparse.Namespace) -> int:
         temperature_codes=args.temperature_codes, guidance=args.guidance, top_k_layout=args.top_k_layout,
         top_p_layout=args.top_p_layout, top_k_codes=args.top_k_codes, top_p_codes=args.top_p_codes,
         batch_size=args.batch_size, sampler=args.sampler,
-        layouts_from=args.layouts, repeat_layouts=args.repeat_layouts,
+        layouts_from=args.layouts, repeat_layouts=args.repeat_layouts, layout_source=args.layout_source,
     )
     if not args.qc:
         out = generate(args.run, args.out, settings, resume=args.resume, device=args.device)

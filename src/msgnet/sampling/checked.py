@@ -27,7 +27,7 @@ from msgnet.evaluation.qc.outputs import csv_header, csv_rows, pair_caption, rea
 from msgnet.evaluation.qc.request import (QC_KEY, REJECTED_SHOWN, check_compatible, qc_record,
                                           write_figures_and_summary)
 from msgnet.sampling.pipeline import GenerationSettings, SamplingJob, remove_partial
-from msgnet.sampling.run import read_run_info
+from msgnet.sampling.run import run_training_data
 
 ROWS_FILE = "qc_rows.csv"
 
@@ -39,16 +39,6 @@ class TooFewPassed(UsageError):
         super().__init__(message)
         self.summary = summary
 WORST_DIR = "rejected"
-
-
-def run_training_data(run_dir: Path) -> tuple[Path, list[int] | None]:
-    """The real dataset a run was trained on and the ids it used (from RUN/dataset.json)."""
-    source = read_run_info(run_dir).source or {}
-    data = source.get("training_data")
-    if not data:
-        raise UsageError(f"{run_dir / 'dataset.json'}: does not record its training data; pass --qc-real DIR")
-    ids = source.get("training_ids")
-    return Path(data), (None if ids is None else [int(i) for i in ids])
 
 
 def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationSettings, qc_settings: QCSettings,
@@ -108,7 +98,8 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
                                f"and rejected.png in {partial.dir}). Train the run longer, loosen the thresholds, "
                                "or raise the cap and --resume", summary)
         t0 = time.perf_counter()
-        images, layouts = job.batch(b, bs, b * bs)
+        batch = job.batch(b, bs, b * bs)
+        images, layouts = batch.images, batch.layouts
         table = qc.score(images, layouts)
         reasons = qc.reasons(table)
         passing = [k for k, r in enumerate(reasons) if not r]
@@ -122,7 +113,9 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
         counts = collections.Counter(state["rejected_by"])
         counts.update(r for rs in reasons for r in rs)
         worst = _update_worst(state["worst"], b * bs, table, reasons, images, layouts, worst_dir)
+        provenance = None if batch.provenance is None else [batch.provenance[k] for k in take]
         partial.write_batch(b, state["kept"], images[take], layouts[take], time.perf_counter() - t0,
+                            provenance=provenance,
                             extra={"kept": state["kept"] + len(take), "passed": state["passed"] + len(passing),
                                    "candidates": state["candidates"] + len(reasons),
                                    "csv_bytes": csv_bytes, "worst": worst, "rejected_by": dict(counts.most_common())})

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -32,7 +32,13 @@ from msgnet.layouts.boxes import coco_box, coco_id, coco_size
 from msgnet.models.latents import split_codes, stack_layout
 from msgnet.sampling.run import GenerationRun, load_generation_run
 
+if TYPE_CHECKING:
+    from msgnet.sampling.real_layouts import RealLayoutMaker
+
 SAMPLERS = ("cached", "reference", "cuda-graph")
+# Where a pair's layout comes from when none is given: the LayoutPixelSNAIL (MSGNet), or made from the
+# run's own training layouts (msgnet.sampling.real_layouts).
+LAYOUT_SOURCES = ("prior", "real")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,12 @@ class GenerationSettings:
     sampler: str = "cached"
     layouts_from: str | None = None  # a msgnet dataset folder or a COCO json of boxes (pre-MSGNet)
     repeat_layouts: bool = False  # more pairs than given layouts: reuse them in turn (else refused)
+    layout_source: str = "prior"  # without given layouts: "prior" (sampled) or "real" (made from real ones)
+
+    @property
+    def samples_layouts(self) -> bool:
+        """Whether the layouts come from the layout prior (neither given nor made from real ones)."""
+        return self.layouts_from is None and self.layout_source == "prior"
 
     def validate(self) -> None:
         if self.num < 1:
@@ -68,6 +80,10 @@ class GenerationSettings:
         for flag, p in (("--top-p-layout", self.top_p_layout), ("--top-p-codes", self.top_p_codes)):
             if p is not None and not (math.isfinite(p) and 0 < p <= 1):
                 raise UsageError(f"{flag}: must be in (0, 1], got {p}")
+        if self.layout_source not in LAYOUT_SOURCES:
+            raise UsageError(f"--layout-source: unknown {self.layout_source!r} (choose from {', '.join(LAYOUT_SOURCES)})")
+        if self.layout_source != "prior" and self.layouts_from is not None:
+            raise UsageError("--layout-source: layouts are given (--layouts); leave it at 'prior'")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
 
@@ -164,12 +180,15 @@ class _PartialOutput:
         return batch_index in self.state["done_batches"]
 
     def write_batch(self, batch_index: int, first_id: int, images: np.ndarray, layouts: np.ndarray,
-                    seconds: float, extra: dict | None = None) -> None:
-        """Write a batch's pairs as ids ``first_id``...; ``extra`` updates the progress record with them."""
+                    seconds: float, extra: dict | None = None, provenance: list[dict] | None = None) -> None:
+        """Write a batch's pairs as ids ``first_id``...; ``extra`` updates the progress record with them;
+        ``provenance``: how each pair's layout was made, when it was made from real ones."""
         for k, (img, lay) in enumerate(zip(images, layouts)):
             iid = first_id + k
             write_files(self.dir, iid, img, lay)
             self.state["objects"][str(iid)] = [[o.category_id, list(o.bbox)] for o in layout_to_objects(lay)]
+            if provenance is not None:
+                self.state.setdefault("layout_provenance", {})[str(iid)] = provenance[k]
         # The progress record is written last: a batch counts only once all its files exist.
         self.state["done_batches"].append(batch_index)
         self.state["seconds"] += seconds
@@ -218,15 +237,31 @@ def check_guidable(run: GenerationRun, settings: GenerationSettings, run_dir: Pa
                          "prior.condition_dropout > 0; this one has no unconditional model (use guidance 1)")
 
 
+@dataclass
+class SampledBatch:
+    """One batch of pairs: images (n, H, W, C) and layouts (n, H, W), uint8; ``provenance``: how each
+    layout was made, for layouts made from real ones (else None)."""
+
+    images: np.ndarray
+    layouts: np.ndarray
+    provenance: list[dict] | None = None
+
+
 def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Callable[..., torch.Tensor], b: int,
-                 n: int, given: list[np.ndarray] | None = None, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Batch ``b`` of a sampling run: images (n, H, W, C) and layouts (n, H, W), uint8.
+                 n: int, given: list[np.ndarray] | None = None, first: int = 0,
+                 maker: "RealLayoutMaker | None" = None) -> SampledBatch:
+    """Batch ``b`` of a sampling run.
 
     Its randomness comes from a generator seeded by ``(seed, b)`` alone, so a batch is the same
-    whether or not the run was interrupted before it. ``given`` layouts are used from ``first`` on.
+    whether or not the run was interrupted before it. ``given`` layouts are used from ``first`` on;
+    a ``maker`` makes them from real ones instead of the layout prior.
     """
     img_h, img_w = run.info.image_size
     gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + b)
+    provenance = None
+    if maker is not None:
+        given_batch, provenance = maker.make(n, (settings.seed, b))
+        given, first = list(given_batch), 0
     with torch.inference_mode():
         if given is not None:
             full = np.stack([given[(first + k) % len(given)] for k in range(n)])
@@ -252,7 +287,7 @@ def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Calla
                            **codes_rule(settings))
             codes_attn, codes_conv = split_codes(codes.to(run.device))
             images = _to_uint8_images(run.vqvae.decode_indices(codes_attn, codes_conv))
-    return images, np.asarray(full, dtype=np.uint8)
+    return SampledBatch(images, np.asarray(full, dtype=np.uint8), provenance)
 
 
 @dataclass
@@ -266,6 +301,7 @@ class SamplingJob:
     given: list[np.ndarray] | None
     partial: "_PartialOutput | None"  # None in a process that only samples (see msgnet.sampling.ranks)
     sample: Callable[..., torch.Tensor]
+    maker: "RealLayoutMaker | None" = None  # layouts made from real ones (settings.layout_source "real")
 
     @classmethod
     def open(cls, run_dir: Path | str, out: Path | str, settings: GenerationSettings, resume: bool = False,
@@ -273,7 +309,7 @@ class SamplingJob:
         """Load the run and open ``OUT.partial/``; ``record_extra`` joins the settings a resume must match."""
         settings.validate()
         run_dir, out = Path(run_dir), Path(out)
-        run = load_generation_run(run_dir, need_layout_prior=settings.layouts_from is None, device=device)
+        run = load_generation_run(run_dir, need_layout_prior=settings.samples_layouts, device=device)
         if settings.sampler == "cuda-graph" and run.device.type != "cuda":
             raise UsageError(f"--sampler cuda-graph: needs a CUDA device (this run would sample on {run.device})")
         check_guidable(run, settings, run_dir)
@@ -286,37 +322,53 @@ class SamplingJob:
         if given is not None and len(given) < settings.num and not settings.repeat_layouts:
             raise UsageError(f"{settings.layouts_from}: holds {len(given)} layouts, fewer than --num {settings.num} "
                              "(--repeat-layouts reuses them in turn)")
+        maker = _real_layout_maker(run_dir, run, settings)
         partial = _PartialOutput(out, settings, run_dir, resume, record_extra)
-        return cls(run_dir, settings, run, training, given, partial, _sampler(settings.sampler))
+        return cls(run_dir, settings, run, training, given, partial, _sampler(settings.sampler), maker)
 
     @classmethod
     def open_worker(cls, run_dir: Path | str, settings: GenerationSettings, device: str | None = None) -> "SamplingJob":
         """The models and layouts alone, for a process that samples batches another one writes."""
-        run = load_generation_run(Path(run_dir), need_layout_prior=settings.layouts_from is None, device=device)
+        run = load_generation_run(Path(run_dir), need_layout_prior=settings.samples_layouts, device=device)
         given = load_given_layouts(settings.layouts_from, run.info) if settings.layouts_from else None
-        return cls(Path(run_dir), settings, run, {}, given, None, _sampler(settings.sampler))
+        return cls(Path(run_dir), settings, run, {}, given, None, _sampler(settings.sampler),
+                   _real_layout_maker(Path(run_dir), run, settings))
 
-    def batch(self, b: int, n: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        return sample_batch(self.run, self.settings, self.sample, b, n, self.given, first)
+    def batch(self, b: int, n: int, first: int = 0) -> SampledBatch:
+        return sample_batch(self.run, self.settings, self.sample, b, n, self.given, first, self.maker)
 
     def finish(self, extra_source: dict | None = None,
                extra_files: Callable[[Path], None] | None = None) -> Path:
         """Write the dataset's records (``extra_source`` joins its ``source``) and move it into place."""
         assert self.partial is not None, "only the writing process finishes a job"
         info = self.run.info
+        modes = {"prior": "msgnet (sampled layouts)", "real": "msgnet (layouts made from the run's training layouts)"}
+        provenance = self.partial.state.get("layout_provenance")
         info.source = {
             "generated": True,
             "generator": "msgnet",
-            "mode": "pre-msgnet (given layouts)" if self.given is not None else "msgnet (sampled layouts)",
+            "mode": "pre-msgnet (given layouts)" if self.given is not None else modes[self.settings.layout_source],
             "run": str(self.run_dir.resolve()),
             "settings": asdict(self.settings),
             "trained_on": info.name,
             "sampling_seconds": round(self.partial.state["seconds"], 2),
             **(extra_source or {}),
+            **({"layout_provenance": provenance} if provenance is not None else {}),
             GENERATOR_TRAINING_KEY: self.training,  # last: its id list is long
         }
         info.name = f"{info.name}-generated"
         return self.partial.finish(info, info.palette, extra_files)
+
+
+def _real_layout_maker(run_dir: Path, run: GenerationRun, settings: GenerationSettings) -> "RealLayoutMaker | None":
+    """The maker of layouts from the run's own training layouts, when the settings ask for them."""
+    if settings.layout_source != "real":
+        return None
+    from msgnet.sampling.real_layouts import real_layout_maker
+    from msgnet.sampling.run import run_training_data
+
+    data, ids = run_training_data(run_dir)
+    return real_layout_maker(data, ids, run.info.rule, tuple(run.info.augmentations or ()))
 
 
 def generate(run_dir: Path | str, out: Path | str, settings: GenerationSettings, resume: bool = False,
@@ -345,13 +397,12 @@ def generate(run_dir: Path | str, out: Path | str, settings: GenerationSettings,
                 first = mine * settings.batch_size
                 n = min(settings.batch_size, settings.num - first)
                 t0 = time.perf_counter()
-                images, full = job.batch(mine, n, first)
-                result = (mine, first, images, full, time.perf_counter() - t0)
-            for b, first, images, full, seconds in ranks.collect(result):  # main process: every rank's batch
+                result = (mine, first, job.batch(mine, n, first), time.perf_counter() - t0)
+            for b, first, batch, seconds in ranks.collect(result):  # main process: every rank's batch
                 assert job.partial is not None
-                job.partial.write_batch(b, first, images, full, seconds)
-                made += len(images)
-                bar.update(len(images))
+                job.partial.write_batch(b, first, batch.images, batch.layouts, seconds, provenance=batch.provenance)
+                made += len(batch.images)
+                bar.update(len(batch.images))
                 bar.set_postfix(samples_per_s=f"{made / max(time.perf_counter() - started, 1e-9):.2f}")
         bar.close()
         path = job.finish() if ranks.is_main else Path(out)

@@ -99,6 +99,16 @@ def read_run_info(run_dir: Path) -> DatasetInfo:
         raise UsageError(f"{path}: not valid JSON") from None
 
 
+def run_training_data(run_dir: Path) -> tuple[Path, list[int] | None]:
+    """The real dataset a run was trained on and the ids it used (from RUN/dataset.json)."""
+    source = read_run_info(run_dir).source or {}
+    data = source.get("training_data")
+    if not data:
+        raise UsageError(f"{run_dir / 'dataset.json'}: does not record its training data (give the real set explicitly)")
+    ids = source.get("training_ids")
+    return Path(data), (None if ids is None else [int(i) for i in ids])
+
+
 @dataclass
 class GenerationRun:
     """The trained models of a run. ``method``: "msgnet" (double-path VQ-VAE, 2H x W codes given the
