@@ -335,3 +335,16 @@ def test_sample_qc_can_accept_fewer_pairs_at_the_cap(tiny_run, tmp_path):
     kept = meta["pass_rate"]["kept"]
     assert meta["stopped_at_cap"] is True and meta["requested"] == 50 and meta["candidates"] == 8
     assert 1 <= kept <= 8 and len(open_dataset(out).ids("train")) == kept
+
+
+def test_set_quality_sees_collapse_that_the_pass_rate_misses(real_set, prepared):
+    from msgnet.evaluation.qc.set_quality import measure_set
+
+    qc = prepared
+    images, layouts = open_dataset(real_set[0]).load_split("test")
+    varied = measure_set(qc, images[:40], layouts[:40])
+    collapsed = measure_set(qc, np.repeat(images[:1], 40, 0), np.repeat(layouts[:1], 40, 0))
+    assert varied.diversity > 0.5 and collapsed.diversity < 0.05
+    assert collapsed.distinct_layouts == 1 / 40 and varied.distinct_layouts > 0.9
+    assert varied.rule_kept == 1.0 and 0 <= varied.pass_rate <= 1
+    assert varied.score() > collapsed.score() or collapsed.pass_rate == 0

@@ -22,7 +22,8 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
     data = _imported_tiles(tmp_path)
     run = tmp_path / "run"
     cmd = ["run", str(data), "--run", str(run), "--budget", "0.02", "--num", "4", "--seeds", "1",
-           "--min-steps", "20", "--qc-steps", "20", "--qc-max-candidates", "128", "--device", "cpu"]
+           "--min-steps", "20", "--qc-steps", "20", "--qc-max-candidates", "128", "--probe-pairs", "6",
+           "--device", "cpu"]
     assert main(cmd) == 0
     out = capsys.readouterr().out
     report = run / "report"
@@ -40,6 +41,14 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
     else:  # the cap was reached: the report says so instead of a verdict
         assert "were not benchmarked" in first and "passed quality control" in first
     assert "derived-" in md and "kept the weights of step" in md  # derived preset and kept weights reported
+    # the sampling settings came from a probe of declared candidates, whose table is in the report
+    probe = json.loads((run / "probe.json").read_text())
+    chosen = probe["rows"][probe["chosen"]]
+    assert len(probe["rows"]) >= 2 and all(r["pairs"] == 6 for r in probe["rows"])
+    assert "## How the sampling settings were chosen" in md and f"| **{chosen['guidance']:g}** |" in md
+    if (run / "generated").is_dir():
+        used = json.loads((run / "generated" / "dataset.json").read_text())["source"]["settings"]
+        assert (used["guidance"], used["temperature_codes"]) == (chosen["guidance"], chosen["temperature_codes"])
     page = (report / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page and "<table>" in page
     # a rerun finishes at once from what is there, with the same answer
@@ -52,7 +61,7 @@ def test_run_on_a_subset_trains_generator_qc_and_unets_on_the_same_images(tmp_pa
     run = tmp_path / "run"
     assert main(["run", str(data), "--run", str(run), "--budget", "0.02", "--num", "2", "--seeds", "1",
                  "--min-steps", "10", "--qc-steps", "10", "--qc-max-candidates", "64", "--device", "cpu",
-                 "--train-subset", "24"]) == 0
+                 "--probe-pairs", "4", "--train-subset", "24"]) == 0
     out = capsys.readouterr().out
     record = json.loads((run / "dataset.json").read_text())
     ids = record["source"]["training_ids"]

@@ -67,6 +67,15 @@ def latent_size_for(image_size: int) -> int:
                      f"{LATENT_RANGE[0]}-{LATENT_RANGE[1]} cells (use sizes like 32, 48, 64, 96, 128, 192, 256)")
 
 
+def _checked_latent(image_size: int, latent_size: int) -> int:
+    side = image_size
+    while side > latent_size and side % 2 == 0:
+        side //= 2
+    if side != latent_size or latent_size == image_size:
+        raise UsageError(f"latent_size: {latent_size} is not {image_size} halved one or more times")
+    return latent_size
+
+
 def _widths(num_train: int, gpu: bool) -> tuple[VQVAEConfig, PixelSNAILConfig, str]:
     """VQ-VAE and prior widths (sizes filled in later) with the sentence that explains them."""
     if gpu:
@@ -88,13 +97,17 @@ def _widths(num_train: int, gpu: bool) -> tuple[VQVAEConfig, PixelSNAILConfig, s
     return vq, prior, why
 
 
-def derive_structure(info: DatasetInfo, num_train: int, gpu: bool) -> tuple[Preset, list[str]]:
-    """Models derived from the data, with placeholder step counts; and the sentences explaining them."""
+def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
+                     latent_size: int | None = None) -> tuple[Preset, list[str]]:
+    """Models derived from the data, with placeholder step counts; and the sentences explaining them.
+
+    ``latent_size`` replaces the derived latent side (it must be the image side halved one or more times).
+    """
     h, w = info.image_size
     if h != w:
         raise UsageError(f"{info.name}: derived presets need square images, these are {w}x{h} "
                          "(import with --size, or write a preset)")
-    latent = latent_size_for(h)
+    latent = latent_size_for(h) if latent_size is None else _checked_latent(h, latent_size)
     vq, prior, width_why = _widths(num_train, gpu)
     # Self-attention where the maps are small enough to afford it: the latent-size maps on a CPU
     # (as multi-mnist-cpu), one level up on a GPU (as the paper's 64 px presets).
@@ -174,13 +187,17 @@ def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = 3)
 
 
 def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budget_minutes: float | None = None,
-                  step_seconds: Callable[[Preset, torch.device], dict[str, float]] = measure_step_seconds) -> Preset:
-    """The whole preset: structure from the data, step counts filling ``budget_minutes`` on ``device``."""
+                  step_seconds: Callable[[Preset, torch.device], dict[str, float]] = measure_step_seconds,
+                  latent_size: int | None = None) -> Preset:
+    """The whole preset: structure from the data, step counts filling ``budget_minutes`` on ``device``.
+
+    ``latent_size``: the latent side instead of the derived one (measurements of the grid use it).
+    """
     budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else float(budget_minutes)
     if not budget > 0:
         raise UsageError("--budget: must be a positive number of minutes")
     gpu = device.type == "cuda"
-    preset, why = derive_structure(info, num_train, gpu)
+    preset, why = derive_structure(info, num_train, gpu, latent_size)
     # torch.compile made the CPU priors' steps 1.25x faster (benchmarks/training_speed.py); on a GPU
     # it is unmeasured, so off. The step time below is measured compiled, as the loop will run it.
     compile_priors = not gpu and compiler_available(device)

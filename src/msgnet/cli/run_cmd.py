@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qc-steps", type=int, default=None, metavar="N", help="QC segmenter steps at least [1500]")
     p.add_argument("--qc-max-candidates", type=int, default=None, metavar="N",
                    help="give up sampling after N candidates [20 x --num]")
+    p.add_argument("--probe-pairs", type=int, default=None, metavar="N",
+                   help="pairs drawn with each candidate guidance scale and codes temperature before sampling, "
+                   "to choose them (RUN/probe.json) [96]")
     add_train_subset_argument(p)  # the generator, the QC segmenter and every U-Net see the same N images
     add_device_argument(p)
     p.set_defaults(func=_run)
@@ -63,21 +66,28 @@ def _sample(args: argparse.Namespace) -> tuple[Path | None, str | None]:
     """The QC-kept pairs, or None and why there are none."""
     import dataclasses
 
+    from msgnet.device import choose_device
     from msgnet.evaluation.qc.checker import QCSettings
     from msgnet.evaluation.qc.segmenter import QC_PROTOCOL
-    from msgnet.sampling.checked import TooFewPassed, generate_checked
+    from msgnet.sampling.checked import TooFewPassed, generate_checked, prepare_run_qc
     from msgnet.sampling.pipeline import GenerationSettings
+    from msgnet.sampling.probe import PROBE_PAIRS, choose_sampling
 
     out = args.run / "generated"
     if out.is_dir():
         return out, None
     protocol = QC_PROTOCOL if args.qc_steps is None else dataclasses.replace(QC_PROTOCOL, min_steps=args.qc_steps)
-    settings = GenerationSettings(num=args.num, seed=args.seed, batch_size=64)
+    qc_settings = QCSettings(protocol=protocol)
+    qc = prepare_run_qc(args.run, qc_settings, choose_device(args.device))
+    settings, probe = choose_sampling(args.run, GenerationSettings(num=args.num, seed=args.seed, batch_size=64),
+                                      qc, args.device, num=args.probe_pairs or PROBE_PAIRS)
+    print(f"msgnet run: sampling with guidance {settings.guidance:g} and codes temperature "
+          f"{settings.temperature_codes:g}, chosen by a probe of {len(probe['rows'])} settings (RUN/probe.json)")
     partial = out.with_name(out.name + ".partial")
     try:
-        _, record = generate_checked(args.run, out, settings, QCSettings(protocol=protocol),
+        _, record = generate_checked(args.run, out, settings, qc_settings,
                                      max_candidates=args.qc_max_candidates, resume=partial.is_dir(),
-                                     device=args.device, accept_fewer=True)
+                                     device=args.device, accept_fewer=True, qc=qc)
     except TooFewPassed as exc:
         print(f"msgnet run: {exc}")  # not a single pair passed within the cap
         return None, exc.summary
@@ -99,6 +109,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.num < 1 or args.seeds < 1 or args.min_steps < 1:
         raise UsageError("--num, --seeds and --min-steps: must be at least 1")
+    if args.probe_pairs is not None and args.probe_pairs < 2:
+        raise UsageError("--probe-pairs: must be at least 2 (diversity compares each pair with the others)")
     if args.config and args.budget is not None:
         raise UsageError("--budget: only for a derived preset (leave out --config)")
     from msgnet.data.format import open_dataset

@@ -70,6 +70,31 @@ def _training_lines(run: Path) -> list[str]:
     return lines + [""]
 
 
+def _probe_lines(run: Path) -> list[str]:
+    """How the sampling settings were chosen (``RUN/probe.json``, :mod:`msgnet.sampling.probe`), as a table."""
+    path = run / "probe.json"
+    if not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    rows = record["rows"]
+    lines = ["## How the sampling settings were chosen", "",
+             f"{len(rows)} settings tried on {rows[0]['pairs']} probe pairs each, scored against the real data by "
+             f"quality control (thresholds from the validation split); chosen: {record['rule']}. Diversity is the "
+             "median distance from each image to its nearest other one in the QC segmenter's feature space, "
+             "relative to real validation images (1 = as varied as real data).", "",
+             "| guidance | codes temperature | QC pass rate | median DICE | objects found (median) | diversity "
+             "| distinct layouts | near-copies | passing pairs / sampling min |", "|" + "---|" * 9]
+    for k, r in enumerate(record["rows"]):
+        cells = [f"{r['guidance']:g}", f"{r['temperature_codes']:g}", f"{100 * r['pass_rate']:.1f}%",
+                 f"{r['dice_median']:.3f}", f"{r['found_median']:.2f}", f"{r['diversity']:.2f}",
+                 f"{100 * r['distinct_layouts']:.0f}%", f"{100 * r['near_copy_rate']:.1f}%",
+                 f"{r['passing_per_minute']:.1f}"]
+        if k == record["chosen"]:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_job_report(out: Path, data: Path, run: Path, result: dict | None, generated: Path | None,
                      note: str | None = None) -> dict[str, Any]:
     """Write ``out/report.md``, ``out/report.html`` and ``out/report.json``; returns the JSON summary."""
@@ -81,6 +106,7 @@ def write_job_report(out: Path, data: Path, run: Path, result: dict | None, gene
           f"- generated pairs: `{generated}`" + (f" ({note})" if note else "") if generated
           else f"- generated pairs: none ({note})", ""]
     md += _training_lines(run)
+    md += _probe_lines(run)
     summary: dict[str, Any] = {"headline": line, **figures}
     if generated is not None:
         qc_dir = find_qc(generated)

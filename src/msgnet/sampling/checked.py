@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -27,7 +28,7 @@ from msgnet.evaluation.qc.outputs import csv_header, csv_rows, pair_caption, rea
 from msgnet.evaluation.qc.request import (QC_KEY, REJECTED_SHOWN, check_compatible, qc_record,
                                           write_figures_and_summary)
 from msgnet.sampling.pipeline import GenerationSettings, SamplingJob, remove_partial
-from msgnet.sampling.run import run_training_data
+from msgnet.sampling.run import read_run_info, run_training_data
 
 ROWS_FILE = "qc_rows.csv"
 
@@ -41,13 +42,26 @@ class TooFewPassed(UsageError):
 WORST_DIR = "rejected"
 
 
+def prepare_run_qc(run_dir: Path | str, qc_settings: QCSettings, device: torch.device,
+                   progress: bool = True) -> QualityControl:
+    """Quality control against the run's own training data (its segmenter cached in ``RUN/qc/segmenter``)."""
+    run_dir = Path(run_dir)
+    recorded, training_ids = run_training_data(run_dir)
+    real_ds = open_dataset(recorded)
+    check_compatible(read_run_info(run_dir), run_dir / "dataset.json", real_ds)
+    return QualityControl.prepare(real_ds, run_dir / "qc" / "segmenter", qc_settings, device, training_ids,
+                                  progress=progress)
+
+
 def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationSettings, qc_settings: QCSettings,
                      real: Path | None = None, segmenter_dir: Path | None = None,
                      max_candidates: int | None = None, resume: bool = False, device: str | None = None,
-                     progress: bool = True, accept_fewer: bool = False) -> tuple[Path, dict]:
+                     progress: bool = True, accept_fewer: bool = False,
+                     qc: QualityControl | None = None) -> tuple[Path, dict]:
     """Sample until ``settings.num`` pairs pass QC; returns the dataset and its QC record.
 
-    ``real``: the real set to check against (default: the run's training data).
+    ``real``: the real set to check against (default: the run's training data); ``qc``: quality
+    control already prepared against it (:func:`prepare_run_qc`), else it is prepared here.
     ``max_candidates``: stop after this many candidates (default ``20 x num``): with fewer than
     ``num`` kept that is an error, unless ``accept_fewer`` (then the set holds the pairs kept so
     far, at least one, and its record says so).
@@ -63,8 +77,9 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
                            record_extra={"qc": qc_settings.to_json(), "qc_real": str(real_ds.root.resolve())})
     try:
         check_compatible(job.run.info, job.run_dir / "dataset.json", real_ds)
-        qc = QualityControl.prepare(real_ds, segmenter_dir or run_dir / "qc" / "segmenter", qc_settings,
-                                    job.run.device, training_ids if same_data else None, progress=progress)
+        if qc is None:
+            qc = QualityControl.prepare(real_ds, segmenter_dir or run_dir / "qc" / "segmenter", qc_settings,
+                                        job.run.device, training_ids if same_data else None, progress=progress)
     except UsageError:
         if not job.partial.state["done_batches"]:
             remove_partial(out)  # refused before anything was sampled: leave nothing behind

@@ -43,7 +43,7 @@ class QCSettings:
                 "segmenter_protocol": self.protocol.to_json()}
 
 
-def _images_nchw(images: np.ndarray) -> torch.Tensor:
+def images_nchw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
@@ -102,7 +102,7 @@ class QualityControl:
                                         real.info.num_classes, device, fingerprint, settings.protocol,
                                         settings.seed, progress)
             save_segmenter(segmenter, segmenter_dir)
-        ref_images = _images_nchw(images[rows])
+        ref_images = images_nchw(images[rows])
         _, feats = segmenter.segment(ref_images)
         reference = NearestReal(np.asarray(train_ids, dtype=np.int64)[rows],
                                 pixel_vectors(ref_images).to(device), feats)
@@ -114,7 +114,7 @@ class QualityControl:
         if images.shape[1:3] != (h, w) or images.shape[3] != self.real.info.channels:
             raise UsageError(f"pairs of shape {images.shape[1:]} do not match the real data "
                              f"({h}x{w}, {self.real.info.channels} channel(s))")
-        x = _images_nchw(images)
+        x = images_nchw(images)
         pred, feats = self.segmenter.segment(x)
         cols = consistency_columns(pred, layouts, self.num_classes)
         cols["rule_broken"] = rule_column(self.rule, layouts)

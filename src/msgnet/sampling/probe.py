@@ -1,0 +1,105 @@
+"""Sampling settings chosen from the data: a small probe of guidance scales and temperatures.
+
+``msgnet run`` does not ask the user for a guidance scale or a codes temperature: it draws a small set of
+pairs with each of a few declared candidates, measures each set against the real data with quality
+control (:mod:`msgnet.evaluation.qc.set_quality`: consistency *and* diversity, QC's thresholds fitted on
+the validation split), and samples with the best. The probe's pairs come from their own seed and are
+not reused; the test split is never read. The table of every candidate goes into ``RUN/probe.json``
+(and the job's report); a rerun reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from msgnet.evaluation.qc.checker import QualityControl
+from msgnet.evaluation.qc.set_quality import SetQuality, choose, measure_set
+from msgnet.io import atomic_write_json
+from msgnet.sampling.pipeline import GenerationSettings, SamplingJob
+
+PROBE_FILE = "probe.json"
+PROBE_PAIRS = 96  # per candidate: enough to rank settings whose pass rates differ by a few points
+PROBE_SEED_OFFSET = 7919  # the probe's pairs are not the pairs the run keeps
+GUIDANCE_SCALES = (1.0, 1.5, 2.0, 3.0)  # LlamaGen and VAR sample with 1.5-4
+CODES_TEMPERATURES = (1.0, 0.85)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sampling setting the probe tries."""
+
+    guidance: float
+    temperature_codes: float
+
+    def applied(self, settings: GenerationSettings) -> GenerationSettings:
+        return replace(settings, guidance=self.guidance, temperature_codes=self.temperature_codes)
+
+
+def candidates_for(guidable: bool) -> list[Candidate]:
+    """The declared candidates, cheapest first (unguided before guided: :func:`choose` keeps the first of
+    equals); a prior without the "no layout" input can only be probed at guidance 1."""
+    scales = GUIDANCE_SCALES if guidable else (1.0,)
+    return [Candidate(g, t) for g in scales for t in CODES_TEMPERATURES]
+
+
+def sample_in_memory(job: SamplingJob, num: int) -> tuple[np.ndarray, np.ndarray]:
+    """``num`` pairs of ``job``'s settings, batch by batch as a sampling run draws them, nothing written."""
+    bs = job.settings.batch_size
+    images, layouts = [], []
+    for b in range((num + bs - 1) // bs):
+        batch = job.batch(b, min(bs, num - b * bs), b * bs)
+        images.append(batch.images)
+        layouts.append(batch.layouts)
+    return np.concatenate(images), np.concatenate(layouts)
+
+
+def probe_settings(job: SamplingJob, qc: QualityControl, candidates: Sequence[Candidate], num: int = PROBE_PAIRS,
+                   progress: bool = True) -> list[dict[str, Any]]:
+    """Every candidate's :class:`SetQuality`, sampling seconds and QC-passing pairs per sampling minute."""
+    base = job.settings
+    rows = []
+    for cand in tqdm(candidates, desc="probe", unit="setting", disable=not progress):
+        job.settings = replace(cand.applied(base), seed=base.seed + PROBE_SEED_OFFSET)
+        t0 = time.perf_counter()
+        images, layouts = sample_in_memory(job, num)
+        seconds = time.perf_counter() - t0
+        quality = measure_set(qc, images, layouts)
+        rows.append({"guidance": cand.guidance, "temperature_codes": cand.temperature_codes,
+                     "sampling_seconds": round(seconds, 2),
+                     "passing_per_minute": round(60 * quality.pass_rate * num / max(seconds, 1e-9), 2),
+                     **quality.to_json()})
+    job.settings = base
+    return rows
+
+
+def chosen_row(rows: Sequence[dict[str, Any]]) -> int:
+    """Index of the row :func:`msgnet.evaluation.qc.set_quality.choose` ranks first."""
+    fields = SetQuality.__dataclass_fields__
+    return choose([SetQuality(**{k: r[k] for k in fields}) for r in rows])
+
+
+def choose_sampling(run_dir: Path, settings: GenerationSettings, qc: QualityControl, device: str | None = None,
+                    num: int = PROBE_PAIRS, progress: bool = True) -> tuple[GenerationSettings, dict[str, Any]]:
+    """``settings`` with the probe's guidance and codes temperature, and the probe's record (cached in
+    ``run_dir/probe.json`` for the same candidates, base settings and probe size)."""
+    job = SamplingJob.open_worker(run_dir, replace(settings, guidance=1.0), device)
+    candidates = candidates_for(bool(job.run.prior is not None and job.run.prior.config.guidable))
+    key = {"candidates": [vars(c) for c in candidates], "pairs": num, "seed": settings.seed,
+           "layout_source": settings.layout_source, "batch_size": settings.batch_size}
+    path = Path(run_dir) / PROBE_FILE
+    record = json.loads(path.read_text()) if path.is_file() else None
+    if record is None or record.get("key") != key:
+        rows = probe_settings(job, qc, candidates, num, progress)
+        best = chosen_row(rows)
+        record = {"key": key, "rows": rows, "chosen": best,
+                  "rule": "highest pass rate x min(1, diversity); ties: median DICE x min(1, diversity)"}
+        atomic_write_json(path, record)
+    best = candidates[record["chosen"]]
+    return best.applied(settings), record
