@@ -60,6 +60,25 @@ def test_budget_fills_each_stage_in_the_measured_proportions():
                       torch.device("cpu"), 5, step_seconds=fixed_seconds)
 
 
+def test_derived_codes_prior_learns_an_unconditional_input_and_reports_adherence():
+    info = tiny_info(64, 1, 11)
+    preset = derive_preset(info, 1000, torch.device("cpu"), 10, step_seconds=fixed_seconds)
+    assert preset.prior.condition_dropout == 0.1 and preset.prior.guidable
+    assert not preset.layout_prior.guidable  # unconditional: nothing to drop
+    assert preset.prior_train.adherence_pairs > 0 and preset.vqvae_train.adherence_pairs == 0
+    assert "drops the layout of 10% of its training maps" in preset.source
+
+
+def test_a_latent_size_can_be_asked_for():
+    info = tiny_info(64, 1, 11)
+    preset = derive_preset(info, 1000, torch.device("cpu"), 10, step_seconds=fixed_seconds, latent_size=8)
+    assert preset.vqvae.latent_size == 8 and (preset.prior.height, preset.prior.width) == (16, 8)
+    assert (preset.layout_prior.height, preset.layout_prior.width) == (8, 8) and "8x8 latent grid" in preset.source
+    for bad in (6, 64, 128):
+        with pytest.raises(UsageError, match="latent_size"):
+            derive_preset(info, 1000, torch.device("cpu"), 10, step_seconds=fixed_seconds, latent_size=bad)
+
+
 def test_step_time_probe_measures_every_model():
     info = tiny_info(32, 1, 3)
     preset = derive_preset(info, 100, torch.device("cpu"), 5, step_seconds=fixed_seconds)

@@ -163,11 +163,14 @@ class TrainConfig:
     # torch.compile the training forward pass: worth its compile time only for long stages
     # (benchmarks/training_speed.py measures what it buys).
     compile: bool = False
+    # The codes prior's validation also decodes this many sampled maps and scores them against their
+    # layouts with the run's QC segmenter (msgnet.evaluation.qc.adherence); 0: off.
+    adherence_pairs: int = 0
 
     def validate(self, where: str = "train") -> None:
         _check_numbers(self, where, allow_zero=("iterations", "epochs", "max_minutes", "weight_decay", "adam_beta1", "grad_clip",
                                                  "seed", "val_samples", "ema_decay", "patience",
-                                                 "val_every", "augment_copies", "image_every"))
+                                                 "val_every", "augment_copies", "image_every", "adherence_pairs"))
         if self.batch_size < 1:
             raise UsageError("train: batch_size must be positive")
         if self.learning_rate <= 0:

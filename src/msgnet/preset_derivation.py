@@ -38,6 +38,10 @@ LATENT_RANGE = (16, 32)
 STAGE_SHARES = {"vqvae": 8.2 / 34.4, "layout_prior": 10.9 / 34.4, "prior": 15.3 / 34.4}
 DEFAULT_BUDGET_MINUTES = 30.0
 MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
+# Share of the codes prior's training maps that see the "no layout" condition (classifier-free guidance);
+# LlamaGen and VAR train with 10%.
+CONDITION_DROPOUT = 0.1
+ADHERENCE_PAIRS = 16  # decoded samples the codes prior's validation scores against their layouts
 # Small sets train on transformed copies (the dataset's declared transforms), up to about
 # 4,000 code maps: a chosen figure, not a tuned one (README "Low-data result" measures the whole).
 AUGMENT_BELOW, AUGMENT_TARGET, MAX_COPIES = 4000, 4000, 8
@@ -117,7 +121,7 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
     codes_prior = replace(prior, height=2 * latent, width=latent, num_classes=vq.num_embeddings,
                           num_condition_classes=k, condition_embedding_dim=32 if not gpu else 64,
                           condition_res_dim=32 if not gpu else 64, embedding_dim=32 if not gpu else 0,
-                          position_embedding=not gpu)
+                          position_embedding=not gpu, condition_dropout=CONDITION_DROPOUT)
     layout_prior = replace(prior, height=latent, width=latent, num_classes=k, num_condition_classes=0,
                            embedding_dim=32, channels=min(prior.channels, 64 if not gpu else 128),
                            res_channels=min(prior.res_channels, 64 if not gpu else 128),
@@ -128,6 +132,9 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
         f"{h}x{h} images: {steps} stride-2 step(s) to a {latent}x{latent} latent grid, the fewest that reach "
         f"16-24 cells a side as in the paper's presets; the codes prior models the {2 * latent}x{latent} stacked map.",
         f"Widths: {width_why}.",
+        f"The codes prior drops the layout of {100 * CONDITION_DROPOUT:g}% of its training maps (a learned "
+        "\"no layout\" input), as LlamaGen and VAR train for classifier-free guidance, so that sampling can "
+        "push the codes towards their layout (docs/adherence.md).",
     ]
     # A batch never larger than the training set: 24 tiles must train, not be refused.
     placeholder = TrainConfig(iterations=1, batch_size=min(32 if not gpu else 64, max(1, num_train)))
@@ -223,12 +230,15 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
                                            checkpoint_every=max(50, steps // 4), image_every=max(100, steps // 2),
                                            val_samples=1000, val_every=max(5, steps // 20), keep_best=True,
                                            patience=5, ema_decay=round(ema, 4), augment=augment,
-                                           augment_copies=copies if augment and stage != "vqvae" else 0)
+                                           augment_copies=copies if augment and stage != "vqvae" else 0,
+                                           adherence_pairs=ADHERENCE_PAIRS if stage == "prior" else 0)
         parts.append(f"{stage} {steps} steps ({minutes:.1f} min at {seconds[stage]:.3f} s/step measured here)")
     why.append(f"A {budget:g}-minute budget on {device.type}, split {', '.join(parts)}; linear decay to 0; each "
                "stage stops at 1.25x its share if the machine is slower than measured.")
     why.append("Small data: every stage validates 20 times, keeps its best-validated weights and stops after 5 "
-               "validations without improvement; the priors sample with a moving average of their weights.")
+               "validations without improvement; the priors sample with a moving average of their weights. The "
+               f"codes prior's validation also scores {ADHERENCE_PAIRS} decoded samples against their layouts "
+               "(val_adherence in metrics.csv) when the run's QC segmenter exists.")
     if augment:
         why.append(f"{num_train} training images, fewer than {AUGMENT_BELOW}: all three models train on the "
                    f"transforms dataset.json declares valid ({', '.join(declared)}), image and layout alike; the "

@@ -62,23 +62,37 @@ def _train(args: argparse.Namespace) -> int:
     return cli(cmd)  # on failure train has printed its one-line reason
 
 
-def _sample(args: argparse.Namespace) -> tuple[Path | None, str | None]:
-    """The QC-kept pairs, or None and why there are none."""
+def _qc_settings(args: argparse.Namespace):
     import dataclasses
 
-    from msgnet.device import choose_device
     from msgnet.evaluation.qc.checker import QCSettings
     from msgnet.evaluation.qc.segmenter import QC_PROTOCOL
-    from msgnet.sampling.checked import TooFewPassed, generate_checked, prepare_run_qc
+
+    protocol = QC_PROTOCOL if args.qc_steps is None else dataclasses.replace(QC_PROTOCOL, min_steps=args.qc_steps)
+    return QCSettings(protocol=protocol)
+
+
+def _prepare_qc(args: argparse.Namespace):
+    """Quality control of the run, its segmenter trained on the run's training images before the generator,
+    so that the codes prior's validation can score its samples with it (val_adherence)."""
+    from msgnet.device import choose_device
+    from msgnet.sampling.checked import prepare_run_qc
+    from msgnet.sampling.run import record_training_data
+
+    record_training_data(args.run, args.data, args.train_subset)
+    return prepare_run_qc(args.run, _qc_settings(args), choose_device(args.device))
+
+
+def _sample(args: argparse.Namespace, qc) -> tuple[Path | None, str | None]:
+    """The QC-kept pairs, or None and why there are none."""
+    from msgnet.sampling.checked import TooFewPassed, generate_checked
     from msgnet.sampling.pipeline import GenerationSettings
     from msgnet.sampling.probe import PROBE_PAIRS, choose_sampling
 
     out = args.run / "generated"
     if out.is_dir():
         return out, None
-    protocol = QC_PROTOCOL if args.qc_steps is None else dataclasses.replace(QC_PROTOCOL, min_steps=args.qc_steps)
-    qc_settings = QCSettings(protocol=protocol)
-    qc = prepare_run_qc(args.run, qc_settings, choose_device(args.device))
+    qc_settings = qc.settings
     settings, probe = choose_sampling(args.run, GenerationSettings(num=args.num, seed=args.seed, batch_size=64),
                                       qc, args.device, num=args.probe_pairs or PROBE_PAIRS)
     print(f"msgnet run: sampling with guidance {settings.guidance:g} and codes temperature "
@@ -119,12 +133,13 @@ def _run(args: argparse.Namespace) -> int:
     if not dataset.info.splits.get("val") or not dataset.info.splits.get("test"):
         raise UsageError(f"{args.data / 'dataset.json'}: `msgnet run` needs train, val and test splits "
                          "(import with --val-fraction and --test-fraction)")
-    print("msgnet run: 1/4 training")
+    print("msgnet run: 1/4 training (the quality-control segmenter first, then the generator)")
+    qc = _prepare_qc(args)
     code = _train(args)
     if code:
         return code
     print("msgnet run: 2/4 sampling through quality control")
-    generated, note = _sample(args)
+    generated, note = _sample(args, qc)
     print("msgnet run: 3/4 U-Net benchmark")
     json_path = args.run / "benchmark.json"
     settings = SETTINGS if generated is not None else [s for s in SETTINGS if "synthetic" not in s]

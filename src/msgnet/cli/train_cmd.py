@@ -178,10 +178,27 @@ def _train_stages(args: argparse.Namespace, preset, stage: str) -> int:
         from msgnet.train.prior_stage import train_prior
 
         save_preset(preset, run)
-        train_prior(preset, run, resume=args.resume, device=args.device)
+        train_prior(preset, run, resume=args.resume, device=args.device, adherence=_adherence(preset, run, args))
     if is_main_process():
         print(f"{stage}: done in {time.perf_counter() - start:.0f} s -> {run}")
     return 0
+
+
+def _adherence(preset, run: Path, args: argparse.Namespace):
+    """The codes prior's adherence probe when the preset asks for one and the run has validation codes."""
+    pairs = preset.prior_train.adherence_pairs
+    if not pairs or not (run / "codes" / "val.safetensors").is_file() or not is_main_process():
+        return None
+    from msgnet.device import choose_device
+    from msgnet.evaluation.qc.adherence import adherence_probe
+
+    probe = adherence_probe(run, pairs, choose_device(args.device), seed=preset.prior_train.seed)
+    if probe is None:
+        print(f"prior: no QC segmenter trained on this run's images in {run / 'qc' / 'segmenter'} "
+              "(msgnet run trains it first): no adherence figure at validation")
+    else:
+        print(f"prior: adherence of {pairs} decoded samples at every validation, scored by the QC segmenter")
+    return probe
 
 
 def _check_resume_fits(preset, run: Path, stage: str) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -136,9 +136,18 @@ class PriorStage(_PriorStageBase):
     name = "prior"
     kind = PixelSNAIL.kind
 
-    def __init__(self, config: PixelSNAILConfig, **kwargs: Any) -> None:
+    def __init__(self, config: PixelSNAILConfig, adherence: Callable[[nn.Module], float] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.model = PixelSNAIL(config)
+        # Scores decoded samples against their layouts (msgnet.evaluation.qc.adherence); logged, never selects.
+        self.adherence = adherence
+
+    def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
+        metrics = super().evaluate(model, batches)
+        if self.adherence is not None and metrics:
+            metrics["adherence"] = self.adherence(model)
+        return metrics
 
     def training_condition(self, condition: torch.Tensor | None) -> torch.Tensor | None:
         return None if condition is None else self.model.drop_condition(condition)
@@ -195,8 +204,12 @@ def _datasets(run_dir: Path, build: Any, copies: int = 0) -> tuple[TensorRows, A
     return train_set, val_set
 
 
-def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, device: str | None = None) -> Path:
-    """Train the preset's latent PixelSNAIL on ``run_dir/codes``; returns ``run_dir/prior``."""
+def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, device: str | None = None,
+                adherence: Callable[[nn.Module], float] | None = None) -> Path:
+    """Train the preset's latent PixelSNAIL on ``run_dir/codes``; returns ``run_dir/prior``.
+
+    ``adherence``: scores the prior's decoded samples at every validation (logged as ``val_adherence``).
+    """
     run_dir = Path(run_dir)
     cfg = preset.prior
     if not cfg.conditional:
@@ -211,7 +224,8 @@ def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, devic
     tc = preset.prior_train
     train_set, val_set = _datasets(run_dir, build, _copies(tc))
     seed_everything(tc.seed)
-    stage = PriorStage(cfg, val_set=val_set, val_samples=tc.val_samples, batch_size=tc.batch_size)
+    stage = PriorStage(cfg, adherence=adherence, val_set=val_set, val_samples=tc.val_samples,
+                       batch_size=tc.batch_size)
     return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir
 
 

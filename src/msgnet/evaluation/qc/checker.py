@@ -100,7 +100,7 @@ class QualityControl:
                   f"(cached in {segmenter_dir})")
             segmenter = train_segmenter((images[rows], layouts[rows]), real.load_split("val"),
                                         real.info.num_classes, device, fingerprint, settings.protocol,
-                                        settings.seed, progress)
+                                        settings.seed, progress, geometric=real.info.augmentations)
             save_segmenter(segmenter, segmenter_dir)
         ref_images = images_nchw(images[rows])
         _, feats = segmenter.segment(ref_images)
