@@ -28,6 +28,15 @@ def test_latent_side_follows_the_paper_presets():
             latent_size_for(bad)
 
 
+def test_a_cpu_takes_the_grid_one_halving_coarser():
+    sizes = (16, 32, 48, 64, 96, 128, 192, 256)
+    assert [latent_size_for(s, cpu=True) for s in sizes] == [8, 8, 12, 8, 12, 8, 12, 8]
+    assert latent_size_for(56, cpu=True) == 14  # no halving lands in 8-12: the wider range
+    for bad in (8, 33):
+        with pytest.raises(UsageError):
+            latent_size_for(bad, cpu=True)
+
+
 @pytest.mark.parametrize("channels,size,classes", [
     (c, s, k) for (c, s), k in zip(itertools.product((1, 2, 3), (32, 64, 96, 128, 256)), itertools.cycle((2, 7, 25)))
 ])
@@ -36,7 +45,7 @@ def test_derived_presets_build_all_three_models_and_train_one_step(channels, siz
     preset = derive_preset(info, 300, torch.device("cpu"), 10, step_seconds=fixed_seconds)
     assert preset.vqvae.in_channels == channels and preset.vqvae.image_size == size
     lat = preset.vqvae.latent_size
-    assert 16 <= lat <= 32 and preset.layout_prior.num_classes == classes
+    assert lat == latent_size_for(size, cpu=True) and preset.layout_prior.num_classes == classes
     assert (preset.prior.height, preset.prior.width) == (2 * lat, lat)
     assert preset.prior.num_condition_classes == classes and preset.prior.num_classes == preset.vqvae.num_embeddings
     train_one_step_each(preset)

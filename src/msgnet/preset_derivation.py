@@ -7,8 +7,9 @@ matter of how much compute there is:
 * **channels** and **classes** (condition classes of the codes prior, token classes of the
   layout prior) come straight from dataset.json;
 * **image size** gives the number of stride-2 steps: the fewest that bring the latent grid to
-  16–24 cells a side, as in every paper preset (64 -> 16, 96 -> 24, 192 -> 24; 16–32 where no
-  halving lands in 16–24);
+  16–24 cells a side on a GPU, as in every paper preset (64 -> 16, 96 -> 24, 192 -> 24; 16–32 where
+  no halving lands in 16–24), one halving more on a CPU (8–12 cells: measured to follow the layouts
+  better per CPU-minute, ``CPU_GRID_EVIDENCE``);
 * **the number of training images** and **the device** give the widths: the paper's widths on a
   GPU, the CPU presets' (measured in ``benchmarks/``) on a CPU, narrower priors for small sets;
 * **small sets** (under 4,000 training images) train all three models on the geometric
@@ -34,6 +35,11 @@ from msgnet.errors import UsageError
 from msgnet.train.acceleration import Precision, compiled_for_training, compiler_available, place_for_training
 
 LATENT_RANGE = (16, 32)
+# Why a CPU preset takes the coarser grid (docs/adherence.md, "The latent grid for a CPU budget").
+CPU_GRID_EVIDENCE = ("on a CPU budget the coarser grid follows its layouts better per CPU-minute (1,000 64x64 "
+                     "Multi-MNIST images, 12 minutes, guidance 3: QC-passing pairs per sampling minute 283 at 8x8 "
+                     "against 6 at 16x16, median QC DICE 0.276 against 0.165, digits read as annotated 27.6% "
+                     "against 24.5%; docs/adherence.md)")
 # Shares of training time measured by `multi-mnist-cpu` on 50,000 images (README, runs/main): 8.2 / 10.9 / 15.3 min.
 STAGE_SHARES = {"vqvae": 8.2 / 34.4, "layout_prior": 10.9 / 34.4, "prior": 15.3 / 34.4}
 DEFAULT_BUDGET_MINUTES = 30.0
@@ -55,20 +61,26 @@ def augment_copies_for(num_train: int) -> int:
     return min(MAX_COPIES, max(1, -(-AUGMENT_TARGET // max(num_train, 1)) - 1))
 
 
-def latent_size_for(image_size: int) -> int:
+def latent_size_for(image_size: int, cpu: bool = False) -> int:
     """The latent side reached by the fewest stride-2 steps (at least one) that land in 16-24 cells,
-    as the paper's presets do (64 -> 16, 96 -> 24, 192 -> 24); failing that, in 16-32."""
+    as the paper's presets do (64 -> 16, 96 -> 24, 192 -> 24); failing that, in 16-32.
+
+    ``cpu``: one halving coarser, 8-12 cells (failing that 8-16): on a CPU budget the coarser grid
+    follows its layouts better per CPU-minute (CPU_GRID_EVIDENCE).
+    """
+    ranges = ((8, 12), (8, 16)) if cpu else ((16, 24), LATENT_RANGE)
+    floor = ranges[0][0]
     sides = []
     side = image_size
-    while side % 2 == 0 and side // 2 >= LATENT_RANGE[0]:
+    while side % 2 == 0 and side // 2 >= floor:
         side //= 2
         sides.append(side)
-    for low, high in ((16, 24), LATENT_RANGE):
+    for low, high in ranges:
         fitting = [s for s in sides if low <= s <= high]
         if fitting:
             return fitting[0]
     raise UsageError(f"image size {image_size}: no number of halvings gives a latent grid of "
-                     f"{LATENT_RANGE[0]}-{LATENT_RANGE[1]} cells (use sizes like 32, 48, 64, 96, 128, 192, 256)")
+                     f"{ranges[-1][0]}-{ranges[-1][1]} cells (use sizes like 32, 48, 64, 96, 128, 192, 256)")
 
 
 def _checked_latent(image_size: int, latent_size: int) -> int:
@@ -111,7 +123,7 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
     if h != w:
         raise UsageError(f"{info.name}: derived presets need square images, these are {w}x{h} "
                          "(import with --size, or write a preset)")
-    latent = latent_size_for(h) if latent_size is None else _checked_latent(h, latent_size)
+    latent = latent_size_for(h, cpu=not gpu) if latent_size is None else _checked_latent(h, latent_size)
     vq, prior, width_why = _widths(num_train, gpu)
     # Self-attention where the maps are small enough to afford it: the latent-size maps on a CPU
     # (as multi-mnist-cpu), one level up on a GPU (as the paper's 64 px presets).
@@ -129,8 +141,10 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
     steps = h.bit_length() - latent.bit_length()
     why = [
         f"{info.channels} channel(s) and {k} classes (background included) from dataset.json.",
-        f"{h}x{h} images: {steps} stride-2 step(s) to a {latent}x{latent} latent grid, the fewest that reach "
-        f"16-24 cells a side as in the paper's presets; the codes prior models the {2 * latent}x{latent} stacked map.",
+        f"{h}x{h} images: {steps} stride-2 step(s) to a {latent}x{latent} latent grid, "
+        + ("as asked" if latent_size is not None else "the fewest that reach 16-24 cells a side as in the paper's "
+           "presets" if gpu else f"the fewest that reach 8-12 cells a side: {CPU_GRID_EVIDENCE}")
+        + f"; the codes prior models the {2 * latent}x{latent} stacked map.",
         f"Widths: {width_why}.",
         f"The codes prior drops the layout of {100 * CONDITION_DROPOUT:g}% of its training maps (a learned "
         "\"no layout\" input), as LlamaGen and VAR train for classifier-free guidance, so that sampling can "
