@@ -18,12 +18,14 @@ def test_a_collapsed_setting_loses_to_a_varied_one_with_fewer_passes():
     varied = _quality(pass_rate=0.40, diversity=0.95)
     assert choose([collapsed, varied]) == 1
     assert choose([varied, collapsed]) == 0
-    # Diversity above real data's earns nothing more: then pass rate decides.
+    # Diversity above real data's earns nothing more: then consistency, then pass rate decide.
     assert choose([_quality(0.3, 3.0), _quality(0.5, 1.0)]) == 1
+    assert choose([_quality(0.5, 3.0, dice=0.4), _quality(0.1, 1.0, dice=0.5)]) == 1
 
 
-def test_when_nothing_passes_consistency_decides_and_equals_keep_the_first():
+def test_consistency_outranks_a_few_lucky_passes_and_equals_keep_the_first():
     assert choose([_quality(0.0, 1.0, dice=0.2), _quality(0.0, 1.0, dice=0.4)]) == 1
+    assert choose([_quality(0.03, 1.0, dice=0.15), _quality(0.0, 1.0, dice=0.21)]) == 1
     assert choose([_quality(0.2, 1.0), _quality(0.2, 1.0)]) == 0
 
 

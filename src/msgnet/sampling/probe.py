@@ -29,6 +29,7 @@ PROBE_PAIRS = 96  # per candidate: enough to rank settings whose pass rates diff
 PROBE_SEED_OFFSET = 7919  # the probe's pairs are not the pairs the run keeps
 GUIDANCE_SCALES = (1.0, 1.5, 2.0, 3.0)  # LlamaGen and VAR sample with 1.5-4
 CODES_TEMPERATURES = (1.0, 0.85)
+RULE = "highest median QC DICE x min(1, diversity); ties: pass rate x min(1, diversity)"
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,13 @@ def choose_sampling(run_dir: Path, settings: GenerationSettings, qc: QualityCont
            "layout_source": settings.layout_source, "batch_size": settings.batch_size}
     path = Path(run_dir) / PROBE_FILE
     record = json.loads(path.read_text()) if path.is_file() else None
-    if record is None or record.get("key") != key:
+    rows = record["rows"] if record is not None and record.get("key") == key else None
+    if rows is None:
         rows = probe_settings(job, qc, candidates, num, progress)
-        best = chosen_row(rows)
-        record = {"key": key, "rows": rows, "chosen": best,
-                  "rule": "highest pass rate x min(1, diversity); ties: median DICE x min(1, diversity)"}
-        atomic_write_json(path, record)
+    # Chosen again from the measured rows every time, so a record always follows today's rule.
+    chosen = {"key": key, "rows": rows, "chosen": chosen_row(rows), "rule": RULE}
+    if chosen != record:
+        atomic_write_json(path, chosen)
+    record = chosen
     best = candidates[record["chosen"]]
     return best.applied(settings), record
