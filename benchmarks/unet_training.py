@@ -76,7 +76,7 @@ def msgnet_steps(images, layouts, added, protocol, steps, device, augment) -> fl
     extra = DeviceSet.from_arrays(*added, device)
     plan = make_plan(len(real), len(extra), protocol.batch_size, 1.0, steps, seed=0)
     start = time.perf_counter()
-    train_unet(real, extra, plan, 11, protocol, seed=0, augment=augment, progress=False)
+    train_unet(DeviceSet.pool(real, extra), plan, 11, protocol, seed=0, augment=augment, progress=False)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps

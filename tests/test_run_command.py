@@ -29,14 +29,18 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
     report = run / "report"
     md = (report / "report.md").read_text()
     first = md.splitlines()[0]
-    assert first.startswith("**msgnet's pairs ") and first.strip("*") in out
+    assert first.strip("*") in out
     summary = json.loads((report / "report.json").read_text())
     bench = json.loads((run / "benchmark.json").read_text())
     names = {s["name"] for s in bench["results"][0]["settings"]}
-    assert {"real", "augment", "copy-paste@1"} <= names
-    if (run / "generated").is_dir():  # enough pairs passed QC: they were benchmarked against both baselines
-        assert "augment+synthetic@1" in names and summary["verdict"] in first
-        assert "over real + standard augmentation" in first and "over real + copy-paste" in first
+    assert {"real", "augment", "copy-paste@1", "augment+copy-paste@1"} <= names
+    if (run / "generated").is_dir():  # enough pairs passed QC: every declared policy was tried, one chosen on val
+        from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
+
+        assert {"pairs:" + p for p in DECLARED_POLICIES} <= names
+        verdict = bench["results"][0]["verdict"]
+        assert summary["policy"] in first and verdict["reference"]["label"] in first
+        assert first.startswith("**Adopt ") if verdict["adopt"] else first.startswith("**Don't add these pairs")
         assert "## Quality control of the generated pairs" in md
     else:  # the cap was reached: the report says so instead of a verdict
         assert "were not benchmarked" in first and "passed quality control" in first

@@ -132,6 +132,26 @@ def _kinds(text: str) -> list[str]:
     return vals
 
 
+def _policies(text: str) -> list[str]:
+    from msgnet.evaluation.benchmark.policy import PairPolicy
+
+    specs = [v.strip() for v in text.split(";") if v.strip()]
+    try:
+        return [PairPolicy.parse(v).spec for v in specs]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _add_unet_options(p: argparse.ArgumentParser) -> None:
     from msgnet.evaluation.benchmark.runner import SETTING_KINDS
     from msgnet.evaluation.benchmark.protocol import UNetProtocol
@@ -145,6 +165,15 @@ def _add_unet_options(p: argparse.ArgumentParser) -> None:
                    "across settings); several sizes give a low-data curve [the whole split]")
     p.add_argument("--settings", type=_kinds, default=list(SETTING_KINDS), metavar="KIND[,KIND...]",
                    help=f"which settings to run [{','.join(SETTING_KINDS)}; synthetic ones need --synthetic]")
+    p.add_argument("--policies", type=_policies, default=[], metavar="P[;P...]",
+                   help="ways to use the generated pairs, one setting each (real + augmentation + pairs): "
+                   "MIXING[@VALUE][,weight=W][,filter=K] with MIXING union, on-top@R or pretrain@F, e.g. "
+                   "'union;on-top@0.25,weight=0.5;pretrain@0.3' (needs --synthetic)")
+    p.add_argument("--keep-policies", type=_positive_int, default=None, metavar="K",
+                   help="successive halving: every policy trains with seed 0, the K best on the validation split "
+                   "train the other seeds [all policies, all seeds]")
+    p.add_argument("--patience", type=_positive_int, default=None, metavar="P",
+                   help="stop a U-Net after P of its validation points without a better one [never]")
     p.add_argument("--external-generator", action="store_true",
                    help="compare a synthetic set whose generator saw real images outside the U-Net's training "
                    "images (otherwise refused); the figures then say so")
@@ -174,9 +203,11 @@ def augment_request(args: argparse.Namespace, json_path: Path | None, resume: bo
     from msgnet.evaluation.benchmark.request import AugmentRequest
     from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
-    protocol = UNetProtocol(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size)
+    protocol = UNetProtocol(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
+                            patience=args.patience)
     return AugmentRequest(real=args.real, synthetic=args.synthetic, subsets=args.real_subset, seeds=args.seeds,
-                          ratios=args.ratios, settings=args.settings, protocol=protocol, device=args.device,
+                          ratios=args.ratios, settings=args.settings, policies=args.policies,
+                          keep_policies=args.keep_policies, protocol=protocol, device=args.device,
                           external_generator=args.external_generator, json_path=json_path, resume=resume,
                           progress=_progress())
 

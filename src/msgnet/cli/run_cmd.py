@@ -13,7 +13,10 @@ from pathlib import Path
 from msgnet.cli.common import add_device_argument, add_train_subset_argument
 from msgnet.errors import UsageError
 
-SETTINGS = ["real", "augment", "copy-paste", "augment+synthetic"]
+# The simple baselines beside which the pairs are judged; the pairs enter under declared policies.
+SETTINGS = ["real", "augment", "copy-paste", "augment+copy-paste"]
+KEEP_POLICIES = 2  # successive halving: policies that train every seed after the first
+PATIENCE = 6  # U-Net validation points without a better one before it stops (of 20)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run", help="the whole job on your dataset: train, sample through QC, benchmark, report",
         description="Train msgnet on DIR (a preset derived from the data and --budget unless --config), sample "
         "--num pairs through quality control, run the U-Net benchmark on DIR's own splits (real, real + "
-        "standard augmentation, real + copy-paste, real + augmentation + msgnet pairs) and write "
-        "RUN/report/report.md and report.html, whose first line says whether the pairs helped. Rerun the same "
-        "command to resume.",
+        "standard augmentation, real + copy-paste, both, and real + augmentation + msgnet pairs under several "
+        "policies, one chosen on the validation split) and write RUN/report/report.md and report.html, whose "
+        "first line says which way to use the pairs, or not to add them. Rerun the same command to resume.",
     )
     p.add_argument("data", type=Path, help="your dataset (msgnet format: train, val and test splits)")
     p.add_argument("--run", type=Path, required=True, help="run directory (created; reused on a rerun)")
@@ -40,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-pairs", type=int, default=None, metavar="N",
                    help="pairs drawn with each candidate guidance scale and codes temperature before sampling, "
                    "to choose them (RUN/probe.json) [96]")
+    p.add_argument("--policies", default=None, metavar="P[;P...]",
+                   help="ways to use the pairs tried on the validation split (see `msgnet eval augment --help`) "
+                   "[union; on-top@0.25; on-top@1; on-top@0.25,weight=0.5; on-top@0.5,filter=2; pretrain@0.3]")
     add_train_subset_argument(p)  # the generator, the QC segmenter and every U-Net see the same N images
     add_device_argument(p)
     p.set_defaults(func=_run)
@@ -128,7 +134,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.config and args.budget is not None:
         raise UsageError("--budget: only for a derived preset (leave out --config)")
     from msgnet.data.format import open_dataset
+    from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
+    from msgnet.evaluation.benchmark.policy import PairPolicy
 
+    policies = list(DECLARED_POLICIES) if args.policies is None else [
+        p.strip() for p in args.policies.split(";") if p.strip()]
+    try:
+        [PairPolicy.parse(p) for p in policies]  # refused before any work
+    except ValueError as exc:
+        raise UsageError(f"--policies: {exc}") from None
     dataset = open_dataset(args.data)
     if not dataset.info.splits.get("val") or not dataset.info.splits.get("test"):
         raise UsageError(f"{args.data / 'dataset.json'}: `msgnet run` needs train, val and test splits "
@@ -144,10 +158,10 @@ def _run(args: argparse.Namespace) -> int:
     json_path = args.run / "benchmark.json"
     settings = SETTINGS if generated is not None else [s for s in SETTINGS if "synthetic" not in s]
     result = run_augment_benchmark(AugmentRequest(
-        real=args.data, synthetic=generated, seeds=args.seeds, settings=settings,
-        subsets=[args.train_subset] if args.train_subset is not None else None,
-        protocol=UNetProtocol(min_steps=args.min_steps), device=args.device, json_path=json_path,
-        resume=json_path.is_file()))
+        real=args.data, synthetic=generated, seeds=args.seeds, settings=settings, policies=policies,
+        keep_policies=KEEP_POLICIES, subsets=[args.train_subset] if args.train_subset is not None else None,
+        protocol=UNetProtocol(min_steps=args.min_steps, patience=PATIENCE), device=args.device,
+        json_path=json_path, resume=json_path.is_file()))
     print("msgnet run: 4/4 report")
     summary = write_job_report(args.run / "report", args.data, args.run, result, generated, note)
     print(summary["headline"])

@@ -16,16 +16,12 @@ from typing import Any
 import yaml
 
 from msgnet.evaluation.benchmark.report import markdown_section
-from msgnet.evaluation.benchmark.verdict import paired_gain
 from msgnet.evaluation.html_page import markdown_to_html
 from msgnet.io import atomic_write_json, atomic_write_text
 from msgnet.train.selection import describe_kept
 
-WITH_PAIRS = "augment+synthetic"  # the setting a user would adopt: their augmentation plus msgnet's pairs
-
-
 def _gain_text(g: dict | None, ref: str) -> str:
-    if g is None:
+    if not g or "gain" not in g:
         return f"{ref}: not run"
     if g["low"] is None:
         return f"{g['gain']:+.3f} over {ref} (one seed, no interval)"
@@ -33,28 +29,35 @@ def _gain_text(g: dict | None, ref: str) -> str:
 
 
 def headline(result: dict | None, note: str | None = None) -> tuple[str, dict[str, Any]]:
-    """One sentence: did real + augmentation + msgnet's pairs beat both baselines? And its figures."""
+    """One sentence: which way of using msgnet's pairs to adopt (chosen on validation), or not to add
+    them; then what that choice measured on the test split against the best simple baseline."""
     if result is None or not result.get("results"):
         return f"msgnet's pairs were not benchmarked: {note or 'no benchmark result'}.", {"helped": None}
     entry = result["results"][-1]
-    rows = {r["name"].split("@")[0]: r for r in entry["settings"]}
-    pairs, augment, copy_paste = rows.get(WITH_PAIRS), rows.get("augment"), rows.get("copy-paste")
-    if pairs is None:
-        return (f"msgnet's pairs were not benchmarked on {entry['n']} real images: {note or 'no generated set'}.",
-                {"helped": None})
-    vs_aug = paired_gain(pairs["runs"], augment["runs"]) if augment else None
-    vs_cp = paired_gain(pairs["runs"], copy_paste["runs"]) if copy_paste else None
-    above = [g is not None and g["low"] is not None and g["low"] > 0 for g in (vs_aug, vs_cp)]
-    below = [g is not None and g["high"] is not None and g["high"] < 0 for g in (vs_aug, vs_cp)]
-    helped = all(above)
-    verdict = ("helped" if helped else "hurt" if any(below) else "did not measurably help")
-    text = (f"msgnet's pairs {verdict} on {entry['n']} real training images: real + standard augmentation + "
-            f"msgnet pairs reaches DICE {pairs['dice_mean']:.3f}, {_gain_text(vs_aug, 'real + standard augmentation')}"
-            f" and {_gain_text(vs_cp, 'real + copy-paste')}.")
+    v = entry.get("verdict", {})
+    sel, ref = v.get("selected"), v.get("reference")
+    if sel is None or ref is None:
+        return (f"msgnet's pairs were not benchmarked on {entry['n']} real images: "
+                f"{note or v.get('advice', 'no generated set')}.", {"helped": None})
+    g = sel.get("vs_reference")
+    how = sel["policy"]["spec"] if sel.get("policy") else sel["setting"]
+    helped = bool(v["adopt"] and g and g.get("low") is not None and g["low"] > 0)
+    hurt = bool(g and g.get("high") is not None and g["high"] < 0)
+    measured = "helped" if helped else "hurt" if hurt else "did not measurably help"
+    if v["adopt"]:
+        text = (f"Adopt real + standard augmentation + msgnet's pairs used as `{how}` "
+                f"(chosen on the validation split over {ref['label']}): on the test split of {entry['n']} real "
+                f"training images it {measured}, DICE {sel['dice_mean']:.3f}, {_gain_text(g, ref['label'])}.")
+    else:
+        tried = sum(1 for r in entry["settings"] if r.get("policy"))
+        text = (f"Don't add these pairs: on {entry['n']} real training images none of the {tried} ways of using "
+                f"them beat {ref['label']} on the validation split (best: `{how}`, test DICE "
+                f"{sel['dice_mean']:.3f}, {_gain_text(g, ref['label'])}).")
     if note:
         text += f" ({note[0].upper()}{note[1:]}.)"
-    return text, {"helped": helped, "verdict": verdict, "vs_augment": vs_aug, "vs_copy_paste": vs_cp,
-                  "dice_with_pairs": pairs["dice_mean"], "n": entry["n"]}
+    return text, {"helped": helped, "verdict": measured, "adopt": v["adopt"], "policy": how,
+                  "reference": ref["setting"], "vs_reference": g, "vs_augment": sel.get("vs_augment"),
+                  "dice_with_pairs": sel["dice_mean"], "n": entry["n"]}
 
 
 def _training_lines(run: Path) -> list[str]:

@@ -1,9 +1,21 @@
-"""Which images every optimiser step of a U-Net training sees: equal real exposure by construction.
+"""Which images every optimiser step of a U-Net training sees, drawn up front.
 
-The real index stream depends only on the seed and the number of real images, never on what a
-setting adds, so the real-only baseline, standard augmentation, copy-paste and real + synthetic
-see *identical* sequences of real batches. Added images come from a second, independent stream.
-The whole plan is drawn up front and moved to the device once: no per-step host work.
+A training's images live in one *pool*: the real images first, then the images a setting adds
+(copy-paste images or generated pairs). A plan is a (steps, width) table of pool rows, made in
+one of three ways (:class:`msgnet.evaluation.benchmark.policy.PairPolicy` names them):
+
+* **on top** — every step one real batch, drawn exactly as the real-only baseline draws it
+  (the real stream depends only on the seed and the number of real images, never on what is
+  added), plus ``ratio x batch`` added images from a second, independent stream. Equal real
+  exposure: the baselines and this setting see *identical* real batches, step for step.
+* **union** — the added images join the training set and each batch is one slice of a
+  permutation of real ∪ added, so a pool of 42 pairs beside 1,000 real images fills 4% of a
+  batch, not half of it.
+* **pretrain** — the first ``pretrain_steps`` steps draw added images only, the rest are the
+  real stream's first steps (fine-tuning, same total number of steps).
+
+No row appears twice within one step unless the pool is smaller than the step's width.
+The whole plan moves to the device once: no per-step host work.
 """
 
 from __future__ import annotations
@@ -13,21 +25,37 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+MIXINGS = ("on-top", "union", "pretrain")
+
 
 @dataclass
 class ExposurePlan:
-    """Per-step index batches: ``real`` (steps, B) into the real set, ``added`` (steps, B') into the added pool."""
+    """Per-step rows of the pool: ``batches`` (steps, width); the first ``real_columns`` columns of an
+    on-top plan are the real stream; steps before ``pretrain_steps`` draw added images only."""
 
-    real: torch.Tensor | None
-    added: torch.Tensor | None
+    batches: torch.Tensor
+    num_real: int
+    real_columns: int
+    pretrain_steps: int = 0
 
     @property
     def steps(self) -> int:
-        return int((self.real if self.real is not None else self.added).shape[0])  # type: ignore[union-attr]
+        return int(self.batches.shape[0])
+
+    @property
+    def real(self) -> torch.Tensor | None:
+        """The equal-exposure real stream (on-top and real-only plans), else None."""
+        return None if self.real_columns == 0 else self.batches[self.pretrain_steps:, : self.real_columns]
+
+    @property
+    def added(self) -> torch.Tensor | None:
+        """Rows of the added images (indices into the added set) of an on-top or added-only plan."""
+        if self.real_columns == self.batches.shape[1]:
+            return None
+        return self.batches[:, self.real_columns :] - self.num_real
 
     def to(self, device: torch.device) -> "ExposurePlan":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return ExposurePlan(move(self.real), move(self.added))
+        return ExposurePlan(self.batches.to(device), self.num_real, self.real_columns, self.pretrain_steps)
 
 
 def epoch_batches(num: int, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -41,20 +69,45 @@ def epoch_batches(num: int, batch: int, steps: int, rng: np.random.Generator) ->
     return np.concatenate(rows)[:steps]
 
 
-def make_plan(num_real: int, num_added: int, batch_size: int, ratio: float | None, steps: int,
-              seed: int) -> ExposurePlan:
+def _stream(num: int, width: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """(steps, width) rows of ``num``; a pool narrower than ``width`` is repeated within a step (the
+    only case where a row appears twice in one step)."""
+    if steps == 0:
+        return np.zeros((0, width), dtype=np.int64)
+    if num >= width:
+        return epoch_batches(num, width, steps, rng)
+    return np.stack([rng.permutation(np.resize(rng.permutation(num), width)) for _ in range(steps)])
+
+
+def make_plan(num_real: int, num_added: int, batch_size: int, ratio: float | None, steps: int, seed: int,
+              mixing: str = "on-top", pretrain_steps: int = 0) -> ExposurePlan:
     """The plan of one training.
 
     ``num_real`` 0 means "added images only" (synthetic-only): ``batch_size`` added per step.
-    Otherwise every step takes ``min(batch_size, num_real)`` real images and, when
-    ``num_added`` > 0, ``max(1, round(ratio * batch_size))`` added ones.
+    On top: every step takes ``min(batch_size, num_real)`` real images and, when ``num_added`` > 0,
+    ``max(1, round(ratio * batch_size))`` added ones, never more than the pool holds.
     """
-    real = added = None
-    if num_real > 0:
-        real = torch.from_numpy(epoch_batches(num_real, batch_size, steps, np.random.default_rng([seed, 0])))
-    if num_added > 0:
-        per_step = batch_size if num_real == 0 else max(1, int(round((ratio or 1.0) * batch_size)))
-        added = torch.from_numpy(epoch_batches(num_added, per_step, steps, np.random.default_rng([seed, 1])))
-    if real is None and added is None:
+    if mixing not in MIXINGS:
+        raise ValueError(f"unknown mixing {mixing!r} (known: {', '.join(MIXINGS)})")
+    if num_real < 1 and num_added < 1:
         raise ValueError("a training needs real or added images")
-    return ExposurePlan(real, added)
+    real_rng, added_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
+    width = min(batch_size, num_real) if num_real else min(batch_size, num_added)
+    if num_real == 0:
+        table, real_cols = epoch_batches(num_added, width, steps, added_rng), 0
+    elif num_added == 0:
+        table, real_cols = epoch_batches(num_real, width, steps, real_rng), width
+    elif mixing == "union":
+        table, real_cols = epoch_batches(num_real + num_added, width, steps, real_rng), 0
+        return ExposurePlan(torch.from_numpy(table), num_real, real_cols)
+    elif mixing == "pretrain":
+        if not 0 < pretrain_steps < steps:
+            raise ValueError(f"pretraining takes 1 to {steps - 1} of the {steps} steps, not {pretrain_steps}")
+        first = _stream(num_added, width, pretrain_steps, added_rng) + num_real
+        then = epoch_batches(num_real, width, steps - pretrain_steps, real_rng)
+        return ExposurePlan(torch.from_numpy(np.concatenate([first, then])), num_real, width, pretrain_steps)
+    else:
+        per_step = min(num_added, max(1, int(round((ratio or 1.0) * batch_size))))
+        added = epoch_batches(num_added, per_step, steps, added_rng) + num_real
+        table, real_cols = np.concatenate([epoch_batches(num_real, width, steps, real_rng), added], 1), width
+    return ExposurePlan(torch.from_numpy(table), num_real, real_cols)

@@ -21,7 +21,8 @@ from msgnet.errors import UsageError
 
 
 # Fixed, not options: what msgnet.evaluation.benchmark.training.train_unet does, in words.
-LOSS = "MONAI DiceCELoss (softmax, one-hot targets, background included in the loss)"
+LOSS = ("Dice + cross-entropy as MONAI's DiceCELoss (softmax, one-hot targets, background included), "
+        "with a weight for generated samples and pixels a filter leaves out")
 SCHEDULE = "cosine decay to 0, no warm-up"
 
 
@@ -40,6 +41,9 @@ class UNetProtocol:
     weight_decay: float = 1e-4
     curve_points: int = 20  # evaluations on the monitor split (learning curve, model selection)
     eval_batch_size: int = 128
+    # Early stopping: end a training once this many curve points passed without a better
+    # validation DICE (None: every step runs). Only with a validation split to watch.
+    patience: int | None = None
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -48,6 +52,8 @@ class UNetProtocol:
             raise UsageError("--min-steps: must be at least 1")
         if self.batch_size < 1:
             raise UsageError("--batch-size: must be at least 1")
+        if self.patience is not None and self.patience < 1:
+            raise UsageError("--patience: must be at least 1 curve point")
         if len(self.strides) != len(self.channels) - 1:
             raise UsageError("U-Net protocol: need one stride fewer than channels")
 
@@ -71,7 +77,10 @@ class UNetProtocol:
             f"AdamW lr {self.lr:g} wd {self.weight_decay:g}, {SCHEDULE}; "
             f"steps = max({self.min_steps}, {self.epochs} epochs of the real training set); "
             f"every step one real batch of {self.batch_size} drawn exactly as for the real-only baseline, "
-            f"added images on top at the ratio (equal real exposure); bf16 autocast on CUDA, fp32 on CPU"
+            f"added images on top at the ratio (equal real exposure) unless a pair policy says otherwise; "
+            f"bf16 autocast on CUDA, fp32 on CPU"
+            + ("" if self.patience is None else
+               f"; early stopping after {self.patience} of {self.curve_points} validation points without a better one")
         )
 
 

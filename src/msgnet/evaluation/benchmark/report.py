@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from msgnet.evaluation.benchmark.verdict import format_verdict
+from msgnet.evaluation.benchmark.verdict import format_verdict, validation_score
 from msgnet.evaluation.plots import SERIES_COLOURS, line_panel
 from msgnet.evaluation.stats import fmt_mean_std
 from msgnet.io import atomic_path
@@ -26,14 +26,15 @@ def format_benchmark(result: dict) -> str:
         + ("" if result["synthetic_images"] is None else f"; synthetic set {result['synthetic_images']} images"),
         "DICE:         " + result["dice_definition"],
         "",
-        f"{'N':>5} {'setting':<40} {'real+added':>12} {'DICE':>15} {'vs real':>8} {'per-image':>15} {'s/run':>6}",
+        f"{'N':>5} {'setting':<52} {'real+added':>12} {'val':>6} {'DICE':>15} {'vs real':>8} {'per-image':>15} "
+        f"{'s/run':>6}",
     ]
     for entry in result["results"]:
         for s in entry["settings"]:
             r0 = s["runs"][0]
             delta = "" if s["delta_vs_real"] is None else f"{s['delta_vs_real']:+.3f}"
             lines.append(
-                f"{entry['n']:>5} {s['label']:<40} {r0['train_real']:>5}+{r0['train_added']:<6} "
+                f"{entry['n']:>5} {s['label']:<52} {r0['train_real']:>5}+{r0['train_added']:<6} {_val(s):>6} "
                 f"{fmt_mean_std(s['dice_mean'], s['dice_std']):>15} {delta:>8} "
                 f"{fmt_mean_std(s['dice_per_image_mean'], s['dice_per_image_std']):>15} {s['seconds_mean']:>6.0f}")
         lines.append(f"{'':>5} {entry['steps']} steps per training"
@@ -44,10 +45,20 @@ def format_benchmark(result: dict) -> str:
                          f"{fmt_mean_std(f['dice_mean'], f['dice_std'])}")
     if not result.get("complete", True):
         lines += ["", "INCOMPLETE: interrupted before every training ran (`--resume` finishes it)"]
-    lines += ["", "verdict (gains paired by seed, 95% t-interval):"]
+    lines += ["", "verdict (chosen on validation; test gains paired by seed, 95% t-interval):"]
     for entry in result["results"]:
         lines += ["  " + v for v in format_verdict(entry["verdict"])]
     return "\n".join(lines)
+
+
+def _val(row: dict) -> str:
+    score = validation_score(row)
+    return "n/a" if score is None else f"{score:.3f}"
+
+
+def _chosen(entry: dict) -> set[str]:
+    v = entry.get("verdict", {})
+    return {v[k]["setting"] for k in ("reference", "selected") if v.get(k)}
 
 
 def _setting_names(result: dict) -> list[tuple[str, str]]:
@@ -137,16 +148,21 @@ def markdown_section(result: dict, out: Path) -> list[str]:
           f"Copy-paste: {result['copy_paste_text']}.", "",
           f"DICE: {result['dice_definition']}. Tested on the {result['tested_on']}; monitor: {result['monitor']}; "
           f"seeds {result['seeds']}; device {result['device_name']}.", "",
-          "| N | setting | real + added | DICE | vs real only | per-image DICE | s / training |",
-          "|---|---|---|---|---|---|---|"]
+          "Chosen on the validation split (val DICE: mean over seeds of each U-Net's best validation DICE; "
+          "**bold**: the best simple baseline and the best way to use the pairs); test DICE only reports. "
+          "Policies with one seed were dropped after the first round of successive halving.", "",
+          "| N | setting | real + added | seeds | val DICE | test DICE | vs real only | per-image DICE | s / training |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for entry in result["results"]:
+        chosen = _chosen(entry)
         for s in entry["settings"]:
             r0 = s["runs"][0]
             d = "baseline" if s["delta_vs_real"] is None else f"{s['delta_vs_real']:+.3f}"
-            md.append(f"| {entry['n']} | {s['label']} | {r0['train_real']} + {r0['train_added']} | "
-                      f"{fmt_mean_std(s['dice_mean'], s['dice_std'])} | {d} | "
+            label = f"**{s['label']}**" if s["name"] in chosen else s["label"]
+            md.append(f"| {entry['n']} | {label} | {r0['train_real']} + {r0['train_added']} | {len(s['runs'])} | "
+                      f"{_val(s)} | {fmt_mean_std(s['dice_mean'], s['dice_std'])} | {d} | "
                       f"{fmt_mean_std(s['dice_per_image_mean'], s['dice_per_image_std'])} | {s['seconds_mean']:.0f} |")
-    md += ["", "Verdict (gains paired by seed, 95% t-interval):", ""]
+    md += ["", "Verdict (chosen on validation; test gains paired by seed, 95% t-interval):", ""]
     for entry in result["results"]:
         md += [f"- {line}" for line in format_verdict(entry["verdict"])]
         if entry.get("generator_note"):

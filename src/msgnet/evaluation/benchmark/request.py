@@ -23,8 +23,9 @@ from msgnet.data.subsets import seeded_subset
 from msgnet.errors import UsageError
 from msgnet.evaluation.benchmark.verdict import verdict_for
 from msgnet.evaluation.dice import DICE_DEFINITION
-from msgnet.evaluation.benchmark.runner import (SETTING_KINDS, Arrays, BenchmarkData, make_settings, run_benchmark,
-                                              summarise)
+from msgnet.evaluation.benchmark.policy import PairPolicy
+from msgnet.evaluation.benchmark.runner import Arrays, BenchmarkData, run_benchmark, summarise
+from msgnet.evaluation.benchmark.settings import POLICY_PREFIX, SETTING_KINDS, make_settings
 from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
 
@@ -38,6 +39,8 @@ class AugmentRequest:
     seeds: int = 3
     ratios: list[float] = field(default_factory=lambda: [1.0])
     settings: list[str] = field(default_factory=lambda: list(SETTING_KINDS))
+    policies: list[str] = field(default_factory=list)  # PairPolicy specs, each one more setting
+    keep_policies: int | None = None  # successive halving: policies kept after the first seed
     protocol: UNetProtocol = field(default_factory=UNetProtocol)
     device: str | None = None
     external_generator: bool = False
@@ -108,7 +111,23 @@ def _load_done(path: Path, protocol: UNetProtocol, real: Path, synthetic: Path |
 
 
 def _ratios_in(runs: dict[str, dict]) -> set[float]:
-    return {float(r["setting"].split("@")[1]) for r in runs.values() if "@" in r["setting"]}
+    return {float(r["setting"].split("@")[1]) for r in runs.values()
+            if "@" in r["setting"] and not r["setting"].startswith(POLICY_PREFIX)}
+
+
+def _policies_in(runs: dict[str, dict], requested: list[PairPolicy]) -> list[PairPolicy]:
+    """The requested policies, then those an earlier invocation ran, in a stable order."""
+    found = {r["setting"][len(POLICY_PREFIX):] for r in runs.values() if r["setting"].startswith(POLICY_PREFIX)}
+    specs = [p.spec for p in requested]
+    return requested + [PairPolicy.parse(s) for s in sorted(found - set(specs))]
+
+
+def parse_policies(specs: list[str]) -> list[PairPolicy]:
+    """Policies from their specs; a bad one is refused naming the field."""
+    try:
+        return [PairPolicy.parse(s) for s in specs]
+    except ValueError as exc:
+        raise UsageError(f"policies: {exc}") from None
 
 
 def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = print) -> dict:
@@ -143,7 +162,10 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
     if req.resume and req.json_path is not None:
         done = _load_done(req.json_path, protocol, real.root, None if syn is None else syn.root)
     augmentation = AugmentationSettings.for_dataset(real.info.augmentations)
-    settings = make_settings(req.settings, req.ratios, syn is not None)
+    policies = parse_policies(req.policies)
+    if req.keep_policies is not None and req.keep_policies < 1:
+        raise UsageError("keep_policies: must be at least 1")
+    settings = make_settings(req.settings, req.ratios, syn is not None, policies)
     if not settings:
         raise UsageError("--settings: nothing to run (the synthetic settings need --synthetic)")
     train = Arrays(*real.load_split("train"))
@@ -167,7 +189,8 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
                     "(the dataset has no separate test split, so val serves as test)"),
         "seeds": list(range(req.seeds)), "ratios": list(req.ratios), "subsets": [len(v) for v in id_sets.values()],
         "real_train_images": len(train_ids), "synthetic_images": None if synthetic is None else len(synthetic),
-        "generator": generator,
+        "generator": generator, "policies": [p.to_json() | {"text": p.describe()} for p in policies],
+        "keep_policies": req.keep_policies,
     }
     log("protocol: " + protocol.describe())
     log("standard augmentation: " + augmentation.describe())
@@ -180,7 +203,8 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
         # (marked "complete": false) and `--resume` finishes it.
         result = {**head, "complete": final, "runs": runs, "wall_seconds": round(time.perf_counter() - started, 1)}
         # Every setting found in the runs, also those of an earlier invocation resumed with other --settings.
-        every = make_settings(SETTING_KINDS, sorted(set(req.ratios) | _ratios_in(runs)), syn is not None)
+        every = make_settings(SETTING_KINDS, sorted(set(req.ratios) | _ratios_in(runs)), syn is not None,
+                              _policies_in(runs, policies))
         entries = summarise(runs, every, real.info.num_classes)
         for e in entries:
             e["verdict"] = verdict_for(e)
@@ -197,5 +221,6 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
         save(partial, final=False)
 
     runs = run_benchmark(data, protocol, list(range(req.seeds)), subsets, settings, augmentation, device,
-                         subset_ids=lambda n: id_sets[n], done=done, on_run=on_run, progress=req.progress, log=log)
+                         subset_ids=lambda n: id_sets[n], done=done, on_run=on_run, progress=req.progress, log=log,
+                         keep_policies=req.keep_policies)
     return save(runs, final=True)

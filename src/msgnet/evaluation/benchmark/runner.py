@@ -2,19 +2,24 @@
 practitioners actually use.
 
 For every real-set size N (a fixed, seeded, nested subset of the real training split) and
-every seed, a MONAI U-Net learns to segment layouts in each setting:
+every seed, a MONAI U-Net learns to segment layouts in each setting
+(:mod:`msgnet.evaluation.benchmark.settings`):
 
-* ``real``                 real images only — the baseline every figure is read against;
-* ``augment``              real + standard augmentation (the dataset's valid geometric transforms + intensity);
-* ``copy-paste@R``         real + copy-paste images made from the same N real images, R per real image;
-* ``synthetic@R``          real + generated pairs ("accuracy" in Table 1);
-* ``augment+synthetic@R``  real + standard augmentation + generated pairs;
-* ``synthetic-only``       generated pairs only ("diversity" in Table 1).
+* ``real``                   real images only — the baseline every figure is read against;
+* ``augment``                real + standard augmentation (the dataset's valid geometric transforms + intensity);
+* ``copy-paste@R``           real + copy-paste images made from the same N real images, R per real image;
+* ``augment+copy-paste@R``   both: what a practitioner would use without msgnet;
+* ``synthetic@R``            real + generated pairs ("accuracy" in Table 1);
+* ``augment+synthetic@R``    real + standard augmentation + generated pairs;
+* ``synthetic-only``         generated pairs only ("diversity" in Table 1);
+* ``pairs:POLICY``           real + standard augmentation + generated pairs used under a policy
+                             (:mod:`msgnet.evaluation.benchmark.policy`: union, on top, loss weight,
+                             pixel filter, pretraining).
 
-Every setting draws the same real batches step for step (:mod:`msgnet.evaluation.benchmark.exposure`),
-trains for the same number of steps, is selected on the same validation split and tested on
-the same real test split. Results are written after every training, so ``--resume`` skips
-what is done.
+Every on-top setting draws the same real batches step for step
+(:mod:`msgnet.evaluation.benchmark.exposure`), every setting trains for the same number of steps,
+is selected on the same validation split and tested on the same real test split. Results are
+written after every training, so ``--resume`` skips what is done.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ import torch
 
 from msgnet.augmentation.copy_paste import copy_paste_set, cut_objects
 from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
-from msgnet.evaluation.benchmark.exposure import make_plan
-from msgnet.evaluation.stats import mean_std
+from msgnet.evaluation.benchmark.exposure import ExposurePlan, make_plan
+from msgnet.evaluation.benchmark.loss import IGNORE, PairLoss, class_mean_losses, filter_pixels, pixel_losses
 from msgnet.evaluation.benchmark.protocol import UNetProtocol
-from msgnet.evaluation.benchmark.training import DeviceSet, evaluate_dice, train_unet
+from msgnet.evaluation.benchmark.settings import (SETTING_KINDS, Setting, halving_order,  # noqa: F401 (re-exported)
+                                                  make_settings)
+from msgnet.evaluation.benchmark.training import DeviceSet, TrainedUNet, evaluate_dice, train_unet
+from msgnet.evaluation.stats import mean_std
 
 
 @dataclass
@@ -49,49 +57,6 @@ class Arrays:
         return Arrays(self.images[idx], self.layouts[idx])
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One way of building a U-Net's training stream."""
-
-    name: str
-    label: str
-    real: bool = True
-    augment: bool = False
-    added: str | None = None  # None, "copy-paste" or "synthetic"
-    ratio: float | None = None
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "label": self.label, "ratio": self.ratio, "added": self.added,
-                "augment": self.augment, "real": self.real}
-
-
-SETTING_KINDS = ("real", "augment", "copy-paste", "synthetic", "augment+synthetic", "synthetic-only")
-
-
-def make_settings(kinds: Sequence[str], ratios: Sequence[float], with_synthetic: bool) -> list[Setting]:
-    """The settings to run, in report order; synthetic ones only when a synthetic set is given."""
-    out: list[Setting] = []
-    for kind in SETTING_KINDS:
-        if kind not in kinds or ("synthetic" in kind and not with_synthetic):
-            continue
-        if kind == "real":
-            out.append(Setting("real", "real only (baseline)"))
-        elif kind == "augment":
-            out.append(Setting("augment", "real + standard augmentation", augment=True))
-        elif kind == "synthetic-only":
-            out.append(Setting("synthetic-only", "synthetic only (diversity)", real=False, added="synthetic"))
-        else:
-            for r in ratios:
-                if kind == "copy-paste":
-                    out.append(Setting(f"copy-paste@{r:g}", f"real + copy-paste {r:g}:1", added="copy-paste", ratio=r))
-                elif kind == "synthetic":
-                    out.append(Setting(f"synthetic@{r:g}", f"real + synthetic {r:g}:1", added="synthetic", ratio=r))
-                else:
-                    out.append(Setting(f"augment+synthetic@{r:g}", f"real + augmentation + synthetic {r:g}:1",
-                                       augment=True, added="synthetic", ratio=r))
-    return out
-
-
 @dataclass
 class BenchmarkData:
     """What one benchmark trains and tests on (host arrays)."""
@@ -106,7 +71,78 @@ class BenchmarkData:
 
 
 def _digest(t: torch.Tensor | None) -> str | None:
-    return None if t is None else hashlib.sha1(t.cpu().numpy().tobytes()).hexdigest()[:16]
+    return None if t is None else hashlib.sha1(t.cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class _Context:
+    """What every training of one benchmark shares (sets already on the device)."""
+
+    data: BenchmarkData
+    protocol: UNetProtocol
+    augmentation: AugmentationSettings
+    device: torch.device
+    test: DeviceSet
+    monitor: DeviceSet | None
+    synthetic: DeviceSet | None
+    progress: bool
+
+
+def _added_set(ctx: _Context, setting: Setting, real_arrays: Arrays, seed: int, objects) -> DeviceSet | None:
+    """The images ``setting`` adds: copy-paste images of the N real ones, or generated pairs."""
+    n = len(real_arrays)
+    if setting.added == "copy-paste":
+        num = max(1, int(round((setting.ratio or 1.0) * n)))
+        cp_imgs, cp_lays = copy_paste_set(real_arrays.images, real_arrays.layouts, num, seed, objects)
+        return DeviceSet.from_arrays(cp_imgs, cp_lays, ctx.device)
+    syn = ctx.synthetic
+    if setting.added != "synthetic" or syn is None:
+        return None
+    if setting.policy is not None:  # the policy decides each step's share: the whole pool is available
+        return DeviceSet(syn.images, syn.layouts)
+    want = n if not setting.real else int(round((setting.ratio or 1.0) * n))
+    num = max(1, min(len(syn), want))
+    pick = np.random.default_rng(10_000 + seed).permutation(len(syn))[:num]
+    idx = torch.from_numpy(np.sort(pick)).to(ctx.device)
+    return DeviceSet(syn.images.index_select(0, idx), syn.layouts.index_select(0, idx))
+
+
+def _train_one(ctx: _Context, setting: Setting, real: DeviceSet, added: DeviceSet | None, seed: int,
+               desc: str) -> tuple[TrainedUNet, ExposurePlan]:
+    n = len(real) if setting.real else 0
+    policy, steps = setting.mixing, ctx.protocol.steps(len(real))
+    pool = DeviceSet.pool(real if setting.real else None, added, added_generated=setting.added == "synthetic")
+    plan = make_plan(n, 0 if added is None else len(added), ctx.protocol.batch_size, policy.ratio, steps, seed,
+                     mixing=policy.mixing, pretrain_steps=policy.pretrain_steps(steps))
+    augment = StandardAugmentation(ctx.augmentation, ctx.device, seed=1_000 + seed) if setting.augment else None
+    loss = PairLoss(policy.weight, ignores_pixels=policy.filter_k is not None)
+    trained = train_unet(pool, plan, ctx.data.num_classes, ctx.protocol, seed, augment=augment,
+                         monitor=ctx.monitor, select=ctx.data.select, desc=desc, progress=ctx.progress,
+                         loss_fn=loss)
+    return trained, plan
+
+
+def _filtered(ctx: _Context, added: DeviceSet, judge: torch.nn.Module, real: DeviceSet, k: float) -> DeviceSet:
+    """``added`` with its implausible pixels labelled IGNORE, judged by ``judge`` (a real-trained U-Net)."""
+    means = class_mean_losses(pixel_losses(judge, real.images, real.layouts), real.layouts, ctx.data.num_classes)
+    losses = pixel_losses(judge, added.images, added.layouts)
+    return DeviceSet(added.images, filter_pixels(added.layouts, losses, means, k))
+
+
+def _record(setting: Setting, real: DeviceSet, added: DeviceSet | None, plan: ExposurePlan, trained: TrainedUNet,
+            res, seed: int) -> dict:
+    n = len(real)
+    run = {"n": n, "setting": setting.name, "seed": seed, "train_real": n if setting.real else 0,
+           "train_added": 0 if added is None else len(added), "steps": plan.steps,
+           "real_per_step": 0 if plan.real is None else int(plan.real.shape[1]),
+           "added_per_step": 0 if plan.added is None else int(plan.added.shape[1]),
+           "pretrain_steps": plan.pretrain_steps, "real_batches_sha1": _digest(plan.real),
+           "seconds": trained.seconds, "selected_step": trained.selected_step, "stopped_at": trained.stopped_at,
+           "val_dice": trained.best_monitor_dice if trained.selected_step is not None else None,
+           "curve": trained.curve, **res.to_json()}
+    if added is not None and setting.policy is not None and setting.policy.filter_k is not None:
+        run["generated_pixels_kept"] = float((added.layouts != IGNORE).float().mean())
+    return run
 
 
 def run_benchmark(
@@ -122,66 +158,58 @@ def run_benchmark(
     on_run: Callable[[str, dict], None] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    keep_policies: int | None = None,
 ) -> dict[str, dict]:
     """Train and test every (N, setting, seed); returns {"N/setting/seed": run record}.
 
     ``subset_ids(N)`` names the real training ids of size N (``None`` in ``subsets``: the whole
     split). Runs found in ``done`` are not repeated; ``on_run`` is called after each new one.
+    ``keep_policies``: successive halving of the pair policies on the validation split
+    (:func:`~msgnet.evaluation.benchmark.settings.halving_order`); None, or no validation split,
+    trains every policy with every seed.
     """
     protocol.validate()
     runs: dict[str, dict] = dict(done or {})
     row_of = {image_id: row for row, image_id in enumerate(data.real_train_ids)}
-    test = DeviceSet.from_arrays(data.test.images, data.test.layouts, device)
-    monitor = None if data.monitor is None else DeviceSet.from_arrays(data.monitor.images, data.monitor.layouts, device)
-    syn_all = None if data.synthetic is None else DeviceSet.from_arrays(data.synthetic.images, data.synthetic.layouts, device)
-    total = len(subsets) * len(settings) * len(seeds)
-    k = 0
+    dev = lambda a: None if a is None else DeviceSet.from_arrays(a.images, a.layouts, device)  # noqa: E731
+    ctx = _Context(data, protocol, augmentation, device, dev(data.test), dev(data.monitor), dev(data.synthetic),
+                   progress)
+    keep = keep_policies if data.select else None
     for n_req in subsets:
         ids = list(data.real_train_ids) if n_req is None else subset_ids(n_req)
         real_arrays = data.real_train.subset([row_of[i] for i in ids])
         n = len(real_arrays)
         real = DeviceSet.from_arrays(real_arrays.images, real_arrays.layouts, device)
         objects = cut_objects(real_arrays.layouts) if any(s.added == "copy-paste" for s in settings) else None
-        steps = protocol.steps(n)
-        for seed in seeds:
-            for setting in settings:
-                k += 1
-                key = f"{n}/{setting.name}/{seed}"
-                if key in runs:
-                    continue
-                added = None
-                if setting.added == "copy-paste":
-                    num = max(1, int(round((setting.ratio or 1.0) * n)))
-                    cp_imgs, cp_lays = copy_paste_set(real_arrays.images, real_arrays.layouts, num, seed, objects)
-                    added = DeviceSet.from_arrays(cp_imgs, cp_lays, device)
-                elif setting.added == "synthetic" and syn_all is not None:
-                    want = n if not setting.real else int(round((setting.ratio or 1.0) * n))
-                    num = max(1, min(len(syn_all), want))
-                    pick = np.random.default_rng(10_000 + seed).permutation(len(syn_all))[:num]
-                    idx = torch.from_numpy(np.sort(pick)).to(device)
-                    added = DeviceSet(syn_all.images.index_select(0, idx), syn_all.layouts.index_select(0, idx))
-                plan = make_plan(n if setting.real else 0, 0 if added is None else len(added),
-                                 protocol.batch_size, setting.ratio, steps, seed)
-                augment = (StandardAugmentation(augmentation, device, seed=1_000 + seed) if setting.augment else None)
-                trained = train_unet(real if setting.real else None, added, plan, data.num_classes, protocol, seed,
-                                     augment=augment, monitor=monitor, select=data.select,
-                                     desc=f"[{k}/{total}] N={n} {setting.name} seed {seed}", progress=progress)
-                res = evaluate_dice(trained.model, test, data.num_classes, protocol.eval_batch_size)
-                run = {"n": n, "setting": setting.name, "seed": seed, "train_real": n if setting.real else 0,
-                       "train_added": 0 if added is None else len(added), "steps": steps,
-                       "real_per_step": 0 if plan.real is None else int(plan.real.shape[1]),
-                       "added_per_step": 0 if plan.added is None else int(plan.added.shape[1]),
-                       "real_batches_sha1": _digest(plan.real), "seconds": trained.seconds,
-                       "selected_step": trained.selected_step, "curve": trained.curve, **res.to_json()}
-                if setting.name == "real" and syn_all is not None:
-                    fid = evaluate_dice(trained.model, syn_all, data.num_classes, protocol.eval_batch_size)
-                    run["segmentation_fidelity"] = fid.dice
-                runs[key] = run
-                log(f"[{k}/{total}] N={n} {setting.label}, seed {seed}: DICE {res.dice:.4f} "
-                    f"in {trained.seconds:.0f} s")
-                if on_run is not None:
-                    on_run(key, run)
-                del trained, added
+        judges: dict[int, torch.nn.Module] = {}  # seed -> the real + augmentation U-Net (the pixel filter's judge)
+        while True:
+            of_n = {key.split("/", 1)[1]: r for key, r in runs.items() if r["n"] == n}
+            todo = [job for job in halving_order(settings, seeds, of_n, keep) if f"{job[0].name}/{job[1]}" not in of_n]
+            if not todo:
+                break
+            setting, seed = todo[0]
+            added = _added_set(ctx, setting, real_arrays, seed, objects)
+            if setting.policy is not None and setting.policy.filter_k is not None and added is not None:
+                if seed not in judges:  # resumed after its augment run: trained again, same seed, same model
+                    judges[seed] = _train_one(ctx, make_settings(["augment"], [], False)[0], real, None, seed,
+                                              f"N={n} augment seed {seed} (pixel filter's judge)")[0].model
+                added = _filtered(ctx, added, judges[seed], real, setting.policy.filter_k)
+            trained, plan = _train_one(ctx, setting, real, added, seed,
+                                       f"N={n} {setting.name} seed {seed} ({len(todo)} to go)")
+            if setting.name == "augment":
+                judges[seed] = trained.model
+            res = evaluate_dice(trained.model, ctx.test, data.num_classes, protocol.eval_batch_size)
+            run = _record(setting, real, added, plan, trained, res, seed)
+            if setting.name == "real" and ctx.synthetic is not None:
+                run["segmentation_fidelity"] = evaluate_dice(trained.model, ctx.synthetic, data.num_classes,
+                                                             protocol.eval_batch_size).dice
+            key = f"{n}/{setting.name}/{seed}"
+            runs[key] = run
+            log(f"N={n} {setting.label}, seed {seed}: DICE {res.dice:.4f} in {trained.seconds:.0f} s"
+                + ("" if trained.stopped_at is None else f" (stopped early at step {trained.stopped_at})"))
+            if on_run is not None:
+                on_run(key, run)
+            del trained, added
     return runs
 
 

@@ -23,15 +23,18 @@ from tqdm import tqdm
 
 from msgnet.evaluation.dice import DiceAccumulator, DiceResult
 from msgnet.evaluation.benchmark.exposure import ExposurePlan
+from msgnet.evaluation.benchmark.loss import PairLoss
 from msgnet.evaluation.benchmark.protocol import UNetProtocol, build_unet
 
 
 @dataclass
 class DeviceSet:
-    """A set on the device: images (N, C, H, W) uint8, layouts (N, H, W) uint8."""
+    """A set on the device: images (N, C, H, W) uint8, layouts (N, H, W) uint8, and which rows are
+    generated pairs (N,) bool (None: all real)."""
 
     images: torch.Tensor
     layouts: torch.Tensor
+    generated: torch.Tensor | None = None
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, layouts: np.ndarray, device: torch.device) -> "DeviceSet":
@@ -39,12 +42,27 @@ class DeviceSet:
         imgs = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         return cls(imgs.to(device), torch.from_numpy(np.ascontiguousarray(layouts)).to(device))
 
+    @classmethod
+    def pool(cls, real: "DeviceSet | None", added: "DeviceSet | None", added_generated: bool = False) -> "DeviceSet":
+        """One set of real rows then added rows (the rows an :class:`ExposurePlan` indexes)."""
+        parts = [p for p in (real, added) if p is not None]
+        if not parts:
+            raise ValueError("a pool needs real or added images")
+        flags = [torch.zeros(len(real), dtype=torch.bool, device=real.images.device)] if real is not None else []
+        if added is not None:
+            flags.append(torch.full((len(added),), added_generated, dtype=torch.bool, device=added.images.device))
+        cat = (lambda ts: torch.cat(ts)) if len(parts) > 1 else (lambda ts: ts[0])  # noqa: E731
+        return cls(cat([p.images for p in parts]), cat([p.layouts for p in parts]), cat(flags))
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images in [0, 1] and long layouts of the given indices."""
         return self.images.index_select(0, idx).float().div_(255.0), self.layouts.index_select(0, idx).long()
+
+    def generated_of(self, idx: torch.Tensor) -> torch.Tensor | None:
+        return None if self.generated is None else self.generated.index_select(0, idx)
 
 
 @dataclass
@@ -54,7 +72,13 @@ class TrainedUNet:
     model: torch.nn.Module
     curve: list[dict] = field(default_factory=list)  # {"step", "loss", "monitor_dice"}
     selected_step: int | None = None  # the checkpoint kept (None: the last one, no selection)
+    stopped_at: int | None = None  # the step early stopping ended training at (None: ran every step)
     seconds: float = 0.0
+
+    @property
+    def best_monitor_dice(self) -> float | None:
+        vals = [p["monitor_dice"] for p in self.curve if "monitor_dice" in p]
+        return max(vals) if vals else None
 
 
 def autocast(device: torch.device):
@@ -64,9 +88,27 @@ def autocast(device: torch.device):
     return nullcontext()
 
 
+def cosine_schedule(steps: int, restart_at: int = 0) -> Callable[[int], float]:
+    """Cosine decay to 0 over the steps; with ``restart_at`` > 0 two decays (pretraining, fine-tuning)."""
+    def phase(s: int, length: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(s, length) / length))
+
+    if restart_at <= 0:
+        return lambda s: phase(s, steps)
+    return lambda s: phase(s, restart_at) if s < restart_at else phase(s - restart_at, steps - restart_at)
+
+
+@dataclass
+class _Selection:
+    """The best checkpoint on the monitor split so far, and how long since it improved."""
+
+    best: float = -1.0
+    state: dict | None = None
+    since: int = 0
+
+
 def train_unet(
-    real: DeviceSet | None,
-    added: DeviceSet | None,
+    pool: DeviceSet,
     plan: ExposurePlan,
     num_classes: int,
     protocol: UNetProtocol,
@@ -76,68 +118,70 @@ def train_unet(
     select: bool = False,
     desc: str = "u-net",
     progress: bool = True,
+    loss_fn: PairLoss | None = None,
 ) -> TrainedUNet:
-    """Train a fresh U-Net following ``plan``; ``augment`` (if any) sees every batch, real and added.
+    """Train a fresh U-Net on ``pool`` following ``plan``; ``augment`` (if any) sees every batch.
 
     With ``select`` the checkpoint with the best monitor DICE is returned (the monitor split must
-    then be a validation split, never the test split).
+    then be a validation split, never the test split), only from the fine-tuning phase of a
+    pretraining plan; and with ``protocol.patience`` training stops once that many curve points
+    passed without a better one.
     """
-    from monai.losses import DiceCELoss
-
-    source = real if real is not None else added
-    assert source is not None
-    device = source.images.device
+    device = pool.images.device
     plan = plan.to(device)
     torch.manual_seed(seed)
     steps = plan.steps
-    model = build_unet(protocol, source.images.shape[1], num_classes).to(device)
+    model = build_unet(protocol, pool.images.shape[1], num_classes).to(device)
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay, **fused)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(steps, plan.pretrain_steps))
+    loss_fn = loss_fn or PairLoss()
     every = protocol.eval_every(steps)
-    result = TrainedUNet(model)
-    best, best_state = -1.0, None
+    result, chosen = TrainedUNet(model), _Selection()
     loss_sum = torch.zeros((), device=device)
     start = time.perf_counter()
     model.train()
     bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False)
     for step in bar:
-        parts = []
-        if plan.real is not None and real is not None:
-            parts.append(real.batch(plan.real[step]))
-        if plan.added is not None and added is not None:
-            parts.append(added.batch(plan.added[step]))
-        x = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        y = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        idx = plan.batches[step]
+        x, y = pool.batch(idx)
         if augment is not None:
             x, y = augment(x, y)
         with autocast(device):
-            loss = loss_fn(model(x), y.unsqueeze(1))
+            loss = loss_fn(model(x), y, pool.generated_of(idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         loss_sum += loss.detach().float()
         if (step + 1) % every == 0 or step + 1 == steps:
-            n_window = (step % every) + 1
-            point = {"step": step + 1, "loss": float(loss_sum) / n_window}  # one host read per curve point
+            point = {"step": step + 1, "loss": float(loss_sum) / ((step % every) + 1)}  # one host read per point
             loss_sum.zero_()
             if monitor is not None:
                 point["monitor_dice"] = evaluate_dice(model, monitor, num_classes, protocol.eval_batch_size).dice
                 model.train()
-                if select and point["monitor_dice"] > best:
-                    best = point["monitor_dice"]
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    result.selected_step = step + 1
+                if select and step + 1 > plan.pretrain_steps:
+                    _keep_if_better(chosen, point, model, result)
             result.curve.append(point)
             bar.set_postfix(loss=f"{point['loss']:.3f}", refresh=False)
+            if select and protocol.patience and chosen.since >= protocol.patience:
+                result.stopped_at = step + 1
+                break
     bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if chosen.state is not None:
+        model.load_state_dict(chosen.state)
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _keep_if_better(chosen: _Selection, point: dict, model: torch.nn.Module, result: TrainedUNet) -> None:
+    if point["monitor_dice"] > chosen.best:
+        chosen.best, chosen.since = point["monitor_dice"], 0
+        chosen.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        result.selected_step = point["step"]
+    else:
+        chosen.since += 1
 
 
 @torch.no_grad()

@@ -157,7 +157,7 @@ def train_segmenter(
         monitor = DeviceSet.from_arrays(val[0][keep], val[1][keep], device)
     steps = protocol.steps(len(real))
     plan = make_plan(len(real), 0, protocol.batch_size, None, steps, seed)
-    trained = train_unet(real, None, plan, num_classes, protocol, seed,
+    trained = train_unet(real, plan, num_classes, protocol, seed,
                          augment=StandardAugmentation(augmentation, device, seed=1_000 + seed), monitor=monitor,
                          select=monitor is not None, desc="qc segmenter", progress=progress)
     curve = trained.curve
