@@ -143,7 +143,7 @@ def test_policies_train_under_their_rules_and_the_choice_ignores_the_test_split(
     from msgnet.evaluation.benchmark.settings import make_settings
     from msgnet.evaluation.benchmark.verdict import verdict_for
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # one thread: the loop times no thread counts, so both benchmarks round alike
     toy = _toy_arrays(28)
     policies = [PairPolicy.parse(s) for s in ("union", "on-top@0.5,weight=0.5", "on-top@0.5,filter=1", "pretrain@0.5")]
     settings = make_settings(["real", "augment", "augment+copy-paste"], [1.0], True, policies)
@@ -287,3 +287,27 @@ def test_a_benchmark_without_synthetic_pairs_resumes_with_them(tmp_path):
         _load_done(path, protocol, tmp_path / "real", tmp_path / "other")  # another synthetic set
     with pytest.raises(UsageError):
         _load_done(path, protocol, tmp_path / "other-real", tmp_path / "syn")  # another real set
+
+
+
+def test_the_unet_loop_times_its_threads_and_restores_them(monkeypatch):
+    """On a CPU with 2 threads the loop times 2 and 1 threads every THREAD_PROBE_PERIOD steps, keeps the
+    faster, and leaves the process's setting as it found it."""
+    from msgnet.evaluation.benchmark import training
+    from msgnet.evaluation.benchmark.exposure import make_plan
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.training import DeviceSet, train_unet
+
+    toy = _toy_arrays(16)
+    real = DeviceSet.from_arrays(toy.images, toy.layouts, torch.device("cpu"))
+    protocol = UNetProtocol(channels=(4, 8), strides=(2,), batch_size=4, curve_points=2)
+    monkeypatch.setattr(training, "THREAD_PROBE_PERIOD", 8)
+    calls = []
+    real_set = torch.set_num_threads
+    torch.set_num_threads(2)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real_set(n)))
+    train_unet(real, make_plan(16, 0, 4, None, 22, 0), 3, protocol, seed=0, progress=False)
+    # three probes (steps 1-4, 9-12, 17-20): 2 threads, 1 thread, then the faster kept; 2 restored at the end
+    probes, restore = calls[:-1], calls[-1]
+    assert len(probes) == 9 and probes[0::3] == [2, 2, 2] and probes[1::3] == [1, 1, 1] and restore == 2
+    assert set(probes[2::3]) <= {1, 2}

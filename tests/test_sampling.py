@@ -95,13 +95,13 @@ def test_sampling_is_deterministic_and_independent_of_batch_size_and_threads():
 
 
 def test_token_threads_are_chosen_again_every_few_rows_and_follow_the_faster():
-    from msgnet.sampling.cached import _TokenThreads
+    from msgnet.threads import ThreadChooser
 
     chosen = []
     real = torch.set_num_threads
     try:
         torch.set_num_threads = lambda n: chosen.append(n)  # record instead of changing the process
-        chooser = _TokenThreads([1, 2], span=2, period=10)
+        chooser = ThreadChooser([1, 2], span=2, period=10)
         slow = {1: 0.5, 2: 0.1}  # first the neighbour is idle: 2 threads win ...
         for p in range(30):
             if p == 15:

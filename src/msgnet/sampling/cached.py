@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from msgnet.models.pixelsnail import PixelSNAIL
+from msgnet.threads import ThreadChooser
 from msgnet.sampling.cached_layers import BlockCache, PointwiseGated, folded_matrix
 from msgnet.sampling.common import plan_sampling, token_rule
 
@@ -203,42 +204,6 @@ def _probe_span(width: int) -> int:
 REPROBE_ROWS = 4  # probe again every this many rows: the load on a shared CPU changes mid-batch
 
 
-class _TokenThreads:
-    """Which thread count the per-token work runs on, chosen by timing and chosen again.
-
-    At the start of every ``period`` tokens, ``span`` tokens run with each candidate and the
-    fastest is kept until the next probe. The probed tokens are sampled as usual (only timed),
-    so probing costs nothing but the slower candidate's few tokens; a neighbour that starts or
-    stops loading the CPU is noticed within ``period`` tokens instead of never.
-    """
-
-    def __init__(self, candidates: list[int], span: int, period: int) -> None:
-        self.candidates, self.span = candidates, span
-        self.period = max(period, span * len(candidates) + 1)
-        self.timings = [0.0] * len(candidates)
-
-    def _phase(self, p: int) -> int:
-        k = p % self.period
-        return k - 1 if self.span and 1 <= k < 1 + self.span * len(self.candidates) else -1
-
-    def before(self, p: int) -> bool:
-        """Set the threads for token ``p``; True when it is timed."""
-        i = self._phase(p)
-        if i < 0:
-            return False
-        if i == 0:
-            self.timings = [0.0] * len(self.candidates)
-        if i % self.span == 0:
-            torch.set_num_threads(self.candidates[i // self.span])
-        return True
-
-    def after(self, p: int, seconds: float) -> None:
-        i = self._phase(p)
-        self.timings[i // self.span] += seconds
-        if i == self.span * len(self.candidates) - 1:  # the probe's last token: keep the fastest
-            torch.set_num_threads(self.candidates[self.timings.index(min(self.timings))])
-
-
 def sample_cached(
     model: PixelSNAIL,
     num: int,
@@ -279,7 +244,7 @@ def sample_cached(
     if token_threads is None and row_threads > 1:
         candidates.append(row_threads)
     span = _probe_span(w) if on_cpu and len(candidates) > 1 else 0
-    chooser = _TokenThreads(candidates, span, REPROBE_ROWS * w)
+    chooser = ThreadChooser(candidates, span, REPROBE_ROWS * w)
     try:
         if on_cpu:
             torch.set_num_threads(candidates[0])

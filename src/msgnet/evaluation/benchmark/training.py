@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from msgnet.evaluation.dice import DiceAccumulator, DiceResult
 from msgnet.evaluation.benchmark.exposure import ExposurePlan
 from msgnet.evaluation.benchmark.loss import PairLoss
 from msgnet.evaluation.benchmark.protocol import UNetProtocol, build_unet
+from msgnet.threads import ThreadChooser
 
 
 @dataclass
@@ -132,6 +133,8 @@ def train_unet(
     torch.manual_seed(seed)
     steps = plan.steps
     model = build_unet(protocol, pool.images.shape[1], num_classes).to(device)
+    if device.type == "cpu":  # oneDNN's convolutions: 0.84x the step time (benchmarks/unet_cpu_step.py)
+        model = model.to(memory_format=torch.channels_last)
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay, **fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(steps, plan.pretrain_steps))
@@ -142,37 +145,66 @@ def train_unet(
     start = time.perf_counter()
     model.train()
     bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False)
-    for step in bar:
-        idx = plan.batches[step]
-        x, y = pool.batch(idx)
-        if augment is not None:
-            x, y = augment(x, y)
-        with autocast(device):
-            loss = loss_fn(model(x), y, pool.generated_of(idx))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        loss_sum += loss.detach().float()
-        if (step + 1) % every == 0 or step + 1 == steps:
-            point = {"step": step + 1, "loss": float(loss_sum) / ((step % every) + 1)}  # one host read per point
-            loss_sum.zero_()
-            if monitor is not None:
-                point["monitor_dice"] = evaluate_dice(model, monitor, num_classes, protocol.eval_batch_size).dice
-                model.train()
-                if select and step + 1 > plan.pretrain_steps:
-                    _keep_if_better(chosen, point, model, result)
-            result.curve.append(point)
-            bar.set_postfix(loss=f"{point['loss']:.3f}", refresh=False)
-            if select and protocol.patience and chosen.since >= protocol.patience:
-                result.stopped_at = step + 1
-                break
+    with _timed_threads(device) as threads:
+        for step in bar:
+            timed = threads is not None and threads.before(step)
+            tick = time.perf_counter()
+            loss_sum += _step(model, opt, loss_fn, pool, plan.batches[step], augment, device)
+            sched.step()
+            if timed:
+                threads.after(step, time.perf_counter() - tick)  # type: ignore[union-attr]
+            if (step + 1) % every == 0 or step + 1 == steps:
+                point = {"step": step + 1, "loss": float(loss_sum) / ((step % every) + 1)}  # one host read per point
+                loss_sum.zero_()
+                if monitor is not None:
+                    point["monitor_dice"] = evaluate_dice(model, monitor, num_classes, protocol.eval_batch_size).dice
+                    model.train()
+                    if select and step + 1 > plan.pretrain_steps:
+                        _keep_if_better(chosen, point, model, result)
+                result.curve.append(point)
+                bar.set_postfix(loss=f"{point['loss']:.3f}", refresh=False)
+                if select and protocol.patience and chosen.since >= protocol.patience:
+                    result.stopped_at = step + 1
+                    break
     bar.close()
     if chosen.state is not None:
         model.load_state_dict(chosen.state)
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+THREAD_PROBE_PERIOD = 100  # steps between two timings of the thread counts (2 steps each)
+
+
+@contextmanager
+def _timed_threads(device: torch.device) -> Iterator[ThreadChooser | None]:
+    """On a CPU with more than one thread: all of them and one are timed every 100 steps and the
+    faster kept (beside a neighbour on both cores a step took 11.5x its idle time on 2 threads,
+    2.9x on 1: benchmarks/unet_cpu_step.py); the process's setting is restored on exit."""
+    previous = torch.get_num_threads()
+    chooser = (ThreadChooser([previous, 1], span=2, period=THREAD_PROBE_PERIOD)
+               if device.type == "cpu" and previous > 1 else None)
+    try:
+        yield chooser
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: PairLoss, pool: DeviceSet,
+          idx: torch.Tensor, augment, device: torch.device) -> torch.Tensor:
+    """One optimiser step on the pool rows ``idx``; returns the detached loss (on the device)."""
+    x, y = pool.batch(idx)
+    if augment is not None:
+        x, y = augment(x, y)
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device):
+        loss = loss_fn(model(x), y, pool.generated_of(idx))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach().float()
 
 
 def _keep_if_better(chosen: _Selection, point: dict, model: torch.nn.Module, result: TrainedUNet) -> None:
