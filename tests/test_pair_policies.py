@@ -158,3 +158,14 @@ def test_successive_halving_keeps_the_best_on_validation_and_finishes_their_seed
     order = halving_order(settings, [0, 1, 2], done, keep=1)
     assert [(s.name, seed) for s, seed in order[6:]] == [("pairs:on-top@0.25", 1), ("pairs:on-top@0.25", 2)]
     assert len(halving_order(settings, [0, 1, 2], done, keep=None)) == 12
+
+
+def test_a_bad_policy_is_refused_in_one_line_before_any_work(tmp_path, capsys):
+    from msgnet.cli import main
+
+    for cmd in (["eval", "augment", "--real", str(tmp_path / "nowhere"), "--policies", "union;sideways"],
+                ["run", str(tmp_path / "nowhere"), "--run", str(tmp_path / "r"), "--policies", "pretrain@2"]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) <= 2 and "pair policy" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "r").exists()
