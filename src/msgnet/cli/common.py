@@ -19,6 +19,16 @@ def add_preset_arguments(p: argparse.ArgumentParser, derivable: bool = False) ->
                    help="dotted overrides may also be given bare, e.g. prior.dropout=0.2")
 
 
+def pair_policies(text: str) -> list[str]:
+    """argparse type of ``--policies``: ``P;P;...``, each a valid pair policy spec (normalised)."""
+    from msgnet.evaluation.benchmark.policy import PairPolicy
+
+    try:
+        return [PairPolicy.parse(v.strip()).spec for v in text.split(";") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_device_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N [cuda if available, else cpu]")
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from msgnet.cli.common import add_device_argument
+from msgnet.cli.common import add_device_argument, pair_policies
 from msgnet.errors import UsageError
 
 
@@ -132,16 +132,6 @@ def _kinds(text: str) -> list[str]:
     return vals
 
 
-def _policies(text: str) -> list[str]:
-    from msgnet.evaluation.benchmark.policy import PairPolicy
-
-    specs = [v.strip() for v in text.split(";") if v.strip()]
-    try:
-        return [PairPolicy.parse(v).spec for v in specs]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -165,7 +155,7 @@ def _add_unet_options(p: argparse.ArgumentParser) -> None:
                    "across settings); several sizes give a low-data curve [the whole split]")
     p.add_argument("--settings", type=_kinds, default=list(SETTING_KINDS), metavar="KIND[,KIND...]",
                    help=f"which settings to run [{','.join(SETTING_KINDS)}; synthetic ones need --synthetic]")
-    p.add_argument("--policies", type=_policies, default=[], metavar="P[;P...]",
+    p.add_argument("--policies", type=pair_policies, default=[], metavar="P[;P...]",
                    help="ways to use the generated pairs, one setting each (real + augmentation + pairs): "
                    "MIXING[@VALUE][,weight=W][,filter=K] with MIXING union, on-top@R or pretrain@F, e.g. "
                    "'union;on-top@0.25,weight=0.5;pretrain@0.3' (needs --synthetic)")

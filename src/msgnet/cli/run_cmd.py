@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgnet.cli.common import add_device_argument, add_train_subset_argument
+from msgnet.cli.common import add_device_argument, add_train_subset_argument, pair_policies
 from msgnet.errors import UsageError
 
 # The simple baselines beside which the pairs are judged; the pairs enter under declared policies.
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-pairs", type=int, default=None, metavar="N",
                    help="pairs drawn with each candidate guidance scale and codes temperature before sampling, "
                    "to choose them (RUN/probe.json) [96]")
-    p.add_argument("--policies", default=None, metavar="P[;P...]",
+    p.add_argument("--policies", type=pair_policies, default=None, metavar="P[;P...]",
                    help="ways to use the pairs tried on the validation split (see `msgnet eval augment --help`) "
                    "[union; on-top@0.25; on-top@1; on-top@0.25,weight=0.5; on-top@0.5,filter=2; pretrain@0.3]")
     add_train_subset_argument(p)  # the generator, the QC segmenter and every U-Net see the same N images
@@ -135,14 +135,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--budget: only for a derived preset (leave out --config)")
     from msgnet.data.format import open_dataset
     from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
-    from msgnet.evaluation.benchmark.policy import PairPolicy
 
-    policies = list(DECLARED_POLICIES) if args.policies is None else [
-        p.strip() for p in args.policies.split(";") if p.strip()]
-    try:
-        [PairPolicy.parse(p) for p in policies]  # refused before any work
-    except ValueError as exc:
-        raise UsageError(f"--policies: {exc}") from None
+    policies = list(DECLARED_POLICIES) if args.policies is None else args.policies
     dataset = open_dataset(args.data)
     if not dataset.info.splits.get("val") or not dataset.info.splits.get("test"):
         raise UsageError(f"{args.data / 'dataset.json'}: `msgnet run` needs train, val and test splits "
