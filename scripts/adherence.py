@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from msgnet.evaluation.qc.checker import QCSettings
     from msgnet.evaluation.qc.set_quality import near_copy_share
-    from msgnet.sampling.checked import prepare_run_qc
+    from msgnet.workflow.checked import prepare_run_qc
     from msgnet.sampling.pipeline import GenerationSettings
 
     qc = prepare_run_qc(args.run, QCSettings(), torch.device("cpu"), progress=False)

@@ -18,7 +18,7 @@ FAST = UNetProtocol(channels=(8, 16), strides=(2,), min_steps=30, epochs=1, batc
 
 @pytest.fixture(scope="module")
 def run_with_segmenter(tmp_path_factory):
-    from msgnet.sampling.checked import prepare_run_qc
+    from msgnet.workflow.checked import prepare_run_qc
     from tests.fixtures import make_tiny_dataset
 
     root = tmp_path_factory.mktemp("adherence")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from msgnet.evaluation.qc.set_quality import SetQuality, choose, nearest_other_distance
-from msgnet.sampling.probe import candidates_for, chosen_row
+from msgnet.workflow.probe import candidates_for, chosen_row
 
 
 def _quality(pass_rate: float, diversity: float, dice: float = 0.5) -> SetQuality:

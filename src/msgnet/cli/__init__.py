@@ -68,6 +68,20 @@ def _check_outputs(args: argparse.Namespace) -> None:
         choose_device(args.device)  # an unknown or absent device is refused before any work
 
 
+# The library names the field a bad value came in ("subset: ..."); the command line names its flag.
+FIELD_FLAGS = {"subset": "--train-subset", "budget": "--budget", "steps": "--steps", "data": "--data",
+               "num": "--num", "seeds": "--seeds", "min_steps": "--min-steps", "probe_pairs": "--probe-pairs",
+               "seed": "--seed", "guidance": "--guidance", "batch_size": "--batch-size",
+               "max_candidates": "--qc-max-candidates", "qc_steps": "--qc-steps"}
+
+
+def as_flags(message: str) -> str:
+    """``message`` with a leading field name put as the command line's flag for it."""
+    field, sep, rest = message.partition(": ")
+    flag = FIELD_FLAGS.get(field)
+    return f"{flag}: {rest}" if sep and flag else message
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_outputs(args)
         return int(args.func(args) or 0)
     except UsageError as exc:
-        print(f"msgnet: error: {exc}", file=sys.stderr)
+        print(f"msgnet: error: {as_flags(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if hasattr(args, "resume"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgnet.cli.common import add_device_argument, add_train_subset_argument, is_main_process
+from msgnet.cli.common import add_device_argument, add_train_subset_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,17 +24,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from msgnet.cli.train_cmd import prior_copies, run_extract
+    from msgnet.run_dir import RunDir
+    from msgnet.workflow.train import extract_run_codes, is_main_process, prior_copies
     from msgnet.config import load_preset
     from msgnet.sampling.run import record_training_data, training_data_for
 
     # The run's record names the images its VQ-VAE trained on; the priors must see the same.
     training = training_data_for(args.run, args.data, args.train_subset)
-    recorded = args.run / "preset.yaml"  # its priors may learn from transformed copies too
+    recorded = RunDir(args.run).preset_yaml  # its priors may learn from transformed copies too
     preset = load_preset(str(recorded)) if recorded.is_file() else None
-    run_extract(args.run, args.data, args.device, train_ids=training.ids,
-                copies=prior_copies(preset) if preset else 0, seed=preset.prior_train.seed if preset else 0)
+    extract_run_codes(RunDir(args.run), args.data, args.device, train_ids=training.ids,
+                      copies=prior_copies(preset) if preset else 0, seed=preset.prior_train.seed if preset else 0)
     if is_main_process():  # after extraction: a failed one leaves the run as it was
         record_training_data(args.run, args.data, args.train_subset)
-    print(f"codes written to {args.run / 'codes'}")
+    print(f"codes written to {RunDir(args.run).codes}")
     return 0

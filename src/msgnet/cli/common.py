@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 
@@ -44,17 +43,3 @@ def load_preset_from_args(args: argparse.Namespace):
     from msgnet.config import load_preset
 
     return load_preset(args.config, list(args.overrides) + list(args.overrides_positional))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def save_preset(preset, run_dir: Path) -> None:
-    import yaml
-
-    from msgnet.config import to_dict
-    from msgnet.io import atomic_write_text
-
-    if is_main_process():
-        atomic_write_text(run_dir / "preset.yaml", yaml.safe_dump(to_dict(preset), sort_keys=False))

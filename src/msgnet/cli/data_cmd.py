@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     brk.add_argument("--overwrite", action="store_true", help="replace --out if msgnet wrote it")
     brk.set_defaults(func=_break_rule)
 
-    from msgnet.data.importers.cli import register_import
+    from msgnet.cli.import_cmd import register_import
 
     register_import(dsub)
 

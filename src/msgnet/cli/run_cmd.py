@@ -1,9 +1,4 @@
-"""`msgnet run DIR --run RUN`: the user's whole job — train, sample through QC, benchmark, report.
-
-Each step resumes where it stopped, so rerunning the same command after an interruption
-finishes the job: training resumes from its checkpoints, sampling from ``RUN/generated.partial``,
-the benchmark from ``RUN/benchmark.json``; the report is rewritten at the end.
-"""
+"""`msgnet run DIR --run RUN`: the user's whole job (:func:`msgnet.workflow.job.run_job`) from the command line."""
 
 from __future__ import annotations
 
@@ -11,12 +6,6 @@ import argparse
 from pathlib import Path
 
 from msgnet.cli.common import add_device_argument, add_train_subset_argument, pair_policies
-from msgnet.errors import UsageError
-
-# The simple baselines beside which the pairs are judged; the pairs enter under declared policies.
-SETTINGS = ["real", "augment", "copy-paste", "augment+copy-paste"]
-KEEP_POLICIES = 2  # successive halving: policies that train every seed after the first
-PATIENCE = 6  # U-Net validation points without a better one before it stops (of 20)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,113 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from msgnet.cli import main as cli
-
-    cmd = ["train", "all", "--data", str(args.data), "--run", str(args.run)]
-    if args.config:
-        cmd += ["--config", args.config]
-    elif args.budget is not None and not (args.run / "preset.yaml").is_file():
-        cmd += ["--budget", str(args.budget)]
-    if args.train_subset is not None:
-        cmd += ["--train-subset", str(args.train_subset)]
-    if args.run.exists():
-        cmd.append("--resume")
-    if args.device:
-        cmd += ["--device", args.device]
-    return cli(cmd)  # on failure train has printed its one-line reason
-
-
-def _qc_settings(args: argparse.Namespace):
-    import dataclasses
-
-    from msgnet.evaluation.qc.checker import QCSettings
-    from msgnet.evaluation.qc.segmenter import QC_PROTOCOL
-
-    protocol = QC_PROTOCOL if args.qc_steps is None else dataclasses.replace(QC_PROTOCOL, min_steps=args.qc_steps)
-    return QCSettings(protocol=protocol)
-
-
-def _prepare_qc(args: argparse.Namespace):
-    """Quality control of the run, its segmenter trained on the run's training images before the generator,
-    so that the codes prior's validation can score its samples with it (val_adherence)."""
-    from msgnet.device import choose_device
-    from msgnet.sampling.checked import prepare_run_qc
-    from msgnet.sampling.run import record_training_data
-
-    record_training_data(args.run, args.data, args.train_subset)
-    return prepare_run_qc(args.run, _qc_settings(args), choose_device(args.device))
-
-
-def _sample(args: argparse.Namespace, qc) -> tuple[Path | None, str | None]:
-    """The QC-kept pairs, or None and why there are none."""
-    from msgnet.sampling.checked import TooFewPassed, generate_checked
-    from msgnet.sampling.pipeline import GenerationSettings
-    from msgnet.sampling.probe import PROBE_PAIRS, choose_sampling
-
-    out = args.run / "generated"
-    if out.is_dir():
-        return out, None
-    qc_settings = qc.settings
-    settings, probe = choose_sampling(args.run, GenerationSettings(num=args.num, seed=args.seed, batch_size=64),
-                                      qc, args.device, num=args.probe_pairs or PROBE_PAIRS)
-    print(f"msgnet run: sampling with guidance {settings.guidance:g} and codes temperature "
-          f"{settings.temperature_codes:g}, chosen by a probe of {len(probe['rows'])} settings (RUN/probe.json)")
-    partial = out.with_name(out.name + ".partial")
-    try:
-        _, record = generate_checked(args.run, out, settings, qc_settings,
-                                     max_candidates=args.qc_max_candidates, resume=partial.is_dir(),
-                                     device=args.device, accept_fewer=True, qc=qc)
-    except TooFewPassed as exc:
-        print(f"msgnet run: {exc}")  # not a single pair passed within the cap
-        return None, exc.summary
-    return out, _fewer_note(record)
-
-
-def _fewer_note(record: dict) -> str | None:
-    if not record.get("stopped_at_cap"):
-        return None
-    rate = record["pass_rate"]
-    return (f"only {rate['kept']} of the {record['requested']} requested pairs passed quality control in "
-            f"{record['candidates']} candidates (pass rate {100 * rate['rate']:.2f}%); the benchmark uses those")
-
-
 def _run(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.benchmark.protocol import UNetProtocol
-    from msgnet.evaluation.benchmark.request import AugmentRequest, run_augment_benchmark
-    from msgnet.evaluation.job_report import write_job_report
+    from msgnet.workflow.job import JobRequest, run_job
 
-    if args.num < 1 or args.seeds < 1 or args.min_steps < 1:
-        raise UsageError("--num, --seeds and --min-steps: must be at least 1")
-    if args.probe_pairs is not None and args.probe_pairs < 2:
-        raise UsageError("--probe-pairs: must be at least 2 (diversity compares each pair with the others)")
-    if args.config and args.budget is not None:
-        raise UsageError("--budget: only for a derived preset (leave out --config)")
-    from msgnet.data.format import open_dataset
-    from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
-
-    policies = list(DECLARED_POLICIES) if args.policies is None else args.policies
-    dataset = open_dataset(args.data)
-    if not dataset.info.splits.get("val") or not dataset.info.splits.get("test"):
-        raise UsageError(f"{args.data / 'dataset.json'}: `msgnet run` needs train, val and test splits "
-                         "(import with --val-fraction and --test-fraction)")
-    print("msgnet run: 1/4 training (the quality-control segmenter first, then the generator)")
-    qc = _prepare_qc(args)
-    code = _train(args)
-    if code:
-        return code
-    print("msgnet run: 2/4 sampling through quality control")
-    generated, note = _sample(args, qc)
-    print("msgnet run: 3/4 U-Net benchmark")
-    json_path = args.run / "benchmark.json"
-    settings = SETTINGS if generated is not None else [s for s in SETTINGS if "synthetic" not in s]
-    result = run_augment_benchmark(AugmentRequest(
-        real=args.data, synthetic=generated, seeds=args.seeds, settings=settings, policies=policies,
-        keep_policies=KEEP_POLICIES, subsets=[args.train_subset] if args.train_subset is not None else None,
-        protocol=UNetProtocol(min_steps=args.min_steps, patience=PATIENCE), device=args.device,
-        json_path=json_path, resume=json_path.is_file()))
-    print("msgnet run: 4/4 report")
-    summary = write_job_report(args.run / "report", args.data, args.run, result, generated, note)
+    summary = run_job(JobRequest(
+        data=args.data, run=args.run, preset=args.config, budget=args.budget, num=args.num, seed=args.seed,
+        seeds=args.seeds, min_steps=args.min_steps, qc_steps=args.qc_steps, max_candidates=args.qc_max_candidates,
+        probe_pairs=args.probe_pairs, policies=args.policies, subset=args.train_subset, device=args.device))
     print(summary["headline"])
     print(f"report: {args.run / 'report' / 'report.md'} and report.html")
     return 0

@@ -81,7 +81,7 @@ def _sample(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("--qc: quality-controlled sampling runs in one process (leave out torchrun)")
     from msgnet.evaluation.qc.request import format_summary
-    from msgnet.sampling.checked import generate_checked
+    from msgnet.workflow.checked import generate_checked
 
     out, record = generate_checked(args.run, args.out, settings, qc_settings_from_args(args), real=args.qc_real,
                                    segmenter_dir=args.segmenter, max_candidates=args.qc_max_candidates,

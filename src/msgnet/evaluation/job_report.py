@@ -18,6 +18,7 @@ import yaml
 from msgnet.evaluation.benchmark.report import markdown_section
 from msgnet.evaluation.html_page import markdown_to_html
 from msgnet.io import atomic_write_json, atomic_write_text
+from msgnet.run_dir import RunDir
 from msgnet.train.selection import describe_kept
 
 def _gain_text(g: dict | None, ref: str) -> str:
@@ -62,20 +63,20 @@ def headline(result: dict | None, note: str | None = None) -> tuple[str, dict[st
 
 def _training_lines(run: Path) -> list[str]:
     lines = ["## How the models were chosen and trained", ""]
-    preset_file = run / "preset.yaml"
+    preset_file = RunDir(run).preset_yaml
     if preset_file.is_file():
         preset = yaml.safe_load(preset_file.read_text()) or {}
         lines += [f"Preset `{preset.get('name')}`: {preset.get('source', '').strip()}", ""]
-    for stage in ("vqvae", "layout_prior", "prior"):
-        sel = run / stage / "selected.json"
+    for stage in ("vqvae", "layout-prior", "prior"):
+        sel = RunDir(run).stage_dir(stage) / "selected.json"
         if sel.is_file():
-            lines.append(f"- {stage}: kept the weights of {describe_kept(json.loads(sel.read_text()))}")
+            lines.append(f"- {sel.parent.name}: kept the weights of {describe_kept(json.loads(sel.read_text()))}")
     return lines + [""]
 
 
 def _probe_lines(run: Path) -> list[str]:
-    """How the sampling settings were chosen (``RUN/probe.json``, :mod:`msgnet.sampling.probe`), as a table."""
-    path = run / "probe.json"
+    """How the sampling settings were chosen (``RUN/probe.json``, :mod:`msgnet.workflow.probe`), as a table."""
+    path = RunDir(run).probe_json
     if not path.is_file():
         return []
     record = json.loads(path.read_text())

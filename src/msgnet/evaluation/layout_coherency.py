@@ -82,15 +82,17 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
     from msgnet.sampling.cached import sample_cached
     from msgnet.sampling.run import read_run_info
     from msgnet.device import choose_device
+    from msgnet.run_dir import RunDir
 
     if num < 1:
         raise UsageError("--num: must be at least 1")
     info = read_run_info(run_dir)
-    rule = _rule_parts(info.rule, parts, run_dir / "dataset.json")
-    if not (run_dir / "layout_prior" / "config.json").is_file():
-        raise UsageError(f"{run_dir / 'layout_prior'}: no trained layout prior here")
+    run = RunDir(run_dir)
+    rule = _rule_parts(info.rule, parts, run.dataset_json)
+    if not run.has_weights("layout-prior"):
+        raise UsageError(f"{run.layout_prior}: no trained layout prior here")
     dev = choose_device(device)
-    model = load_prior(run_dir / "layout_prior").to(dev).eval()
+    model = load_prior(run.layout_prior).to(dev).eval()
     result = LayoutCoherency(num=num, violating=0, rule=rule, palette=info.palette)
     start = time.perf_counter()
     bar = tqdm(total=num, desc="layouts", unit="layout", disable=not progress)

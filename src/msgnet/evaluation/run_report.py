@@ -16,8 +16,9 @@ from typing import Any
 
 from msgnet.errors import UsageError
 from msgnet.io import atomic_write_json, atomic_write_text
+from msgnet.run_dir import RunDir
 
-STAGES = (("vqvae", "Double-path VQ-VAE"), ("layout_prior", "LayoutPixelSNAIL"), ("prior", "Latent PixelSNAIL"))
+STAGES = (("vqvae", "Double-path VQ-VAE"), ("layout-prior", "LayoutPixelSNAIL"), ("prior", "Latent PixelSNAIL"))
 
 
 def _last_rows(csv_path: Path) -> dict[str, dict[str, str]]:
@@ -43,12 +44,14 @@ def _clean(row: dict[str, str]) -> dict[str, float]:
 def stage_summary(run: Path, stage: str, title: str) -> dict[str, Any] | None:
     from msgnet.evaluation.plots import plot_metrics
 
-    csv_path = run / stage / "metrics.csv"
+    folder = RunDir(run).stage_dir(stage)
+    csv_path = folder / "metrics.csv"
     if not csv_path.is_file():
         return None
+    stage = folder.name  # the report names a stage by its folder
     last = _last_rows(csv_path)
-    plot = plot_metrics(csv_path, run / "report" / f"{stage}_curves.png", title)
-    selected = run / stage / "selected.json"
+    plot = plot_metrics(csv_path, RunDir(run).report / f"{stage}_curves.png", title)
+    selected = folder / "selected.json"
     return {
         "selected": json.loads(selected.read_text()) if selected.is_file() else None,
         "stage": stage,
@@ -73,12 +76,12 @@ def samples_summary(run: Path, samples: Path) -> dict[str, Any]:
                            "samples_per_s": n / seconds if seconds > 0 else None,
                            "sampler": src.get("settings", {}).get("sampler")}
     if (samples / "preview.png").is_file():
-        (run / "report").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(samples / "preview.png", run / "report" / "samples_preview.png")
+        RunDir(run).report.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(samples / "preview.png", RunDir(run).report / "samples_preview.png")
         out["preview"] = "report/samples_preview.png"
     qc_dir = find_qc(samples)
     if qc_dir is not None:
-        out["qc"], out["qc_markdown"] = qc_section(qc_dir, run / "report", "report")
+        out["qc"], out["qc_markdown"] = qc_section(qc_dir, RunDir(run).report, "report")
     if ds.info.rule:
         coh = check_coherency(ds, progress=False)
         out["rule"] = ds.info.rule.get("description", ds.info.rule)

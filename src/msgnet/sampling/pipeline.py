@@ -29,7 +29,7 @@ from msgnet.errors import UsageError
 from msgnet.layouts import boxes_to_layout, downsample_layout, layout_to_objects, pairs_grid, save_png
 from msgnet.layouts import upsample_layout
 from msgnet.layouts.boxes import coco_box, coco_id, coco_size
-from msgnet.models.latents import split_codes, stack_layout
+from msgnet.run_dir import RunDir
 from msgnet.sampling.run import GenerationRun, load_generation_run
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class GenerationSettings:
             raise UsageError(f"--sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
 
 
-def _sampler(name: str) -> Callable[..., torch.Tensor]:
+def sampler_named(name: str) -> Callable[..., torch.Tensor]:
     if name == "reference":
         from msgnet.sampling.reference import sample_reference
 
@@ -230,10 +230,8 @@ def codes_rule(settings: GenerationSettings) -> dict:
 
 def check_guidable(run: GenerationRun, settings: GenerationSettings, run_dir: Path) -> None:
     """Guidance needs a codes prior that learned the "no layout" condition; say so before any work."""
-    if settings.guidance == 1.0 or run.method == "obj-cgan":
-        return
-    if run.prior is None or not run.prior.config.guidable:
-        raise UsageError(f"{run_dir / 'prior'}: guidance {settings.guidance:g} needs a codes prior trained with "
+    if settings.guidance != 1.0 and run.images.guidable is False:
+        raise UsageError(f"{RunDir(run_dir).prior}: guidance {settings.guidance:g} needs a codes prior trained with "
                          "prior.condition_dropout > 0; this one has no unconditional model (use guidance 1)")
 
 
@@ -262,31 +260,19 @@ def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Calla
     if maker is not None:
         given_batch, provenance = maker.make(n, (settings.seed, b))
         given, first = list(given_batch), 0
+    latent_hw = run.images.latent_hw
     with torch.inference_mode():
+        latent = None
         if given is not None:
             full = np.stack([given[(first + k) % len(given)] for k in range(n)])
-            if run.method != "obj-cgan":  # the others condition on the layout at their latent grid
-                small = torch.as_tensor(downsample_layout(full, run.latent_hw, num_classes=run.info.num_classes)).long()
+            if latent_hw is not None:  # the generator conditions on the layout at its latent grid
+                latent = torch.as_tensor(downsample_layout(full, latent_hw, num_classes=run.info.num_classes)).long()
         else:
-            small = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
-                           top_k=settings.top_k_layout, top_p=settings.top_p_layout,
-                           generator=gen, batch_size=n).cpu()
-            full = upsample_layout(small.numpy().astype(np.uint8), (img_h, img_w))
-        if run.method == "obj-cgan":  # the GAN baseline: the layout's objects (class, box) and noise
-            from msgnet.baselines.obj_cgan import objects_of_layouts
-
-            labels, boxes = objects_of_layouts(full, run.vqvae.config.max_objects)
-            images = _to_uint8_images(run.vqvae.generate(labels, boxes, gen))
-        elif run.method == "cvqvae":  # the baseline: H x W codes given the layout, decoded with it
-            codes = sample(run.prior, n, condition=small.to(run.device), generator=gen, batch_size=n,
-                           **codes_rule(settings))
-            layout = torch.as_tensor(np.asarray(full, dtype=np.int64)).to(run.device)
-            images = _to_uint8_images(run.vqvae.decode_indices(codes.to(run.device), layout))
-        else:
-            codes = sample(run.prior, n, condition=stack_layout(small).to(run.device), generator=gen, batch_size=n,
-                           **codes_rule(settings))
-            codes_attn, codes_conv = split_codes(codes.to(run.device))
-            images = _to_uint8_images(run.vqvae.decode_indices(codes_attn, codes_conv))
+            latent = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
+                            top_k=settings.top_k_layout, top_p=settings.top_p_layout,
+                            generator=gen, batch_size=n).cpu()
+            full = upsample_layout(latent.numpy().astype(np.uint8), (img_h, img_w))
+        images = _to_uint8_images(run.images.images(full, latent, gen, sample, codes_rule(settings)))
     return SampledBatch(images, np.asarray(full, dtype=np.uint8), provenance)
 
 
@@ -324,14 +310,14 @@ class SamplingJob:
                              "(--repeat-layouts reuses them in turn)")
         maker = _real_layout_maker(run_dir, run, settings)
         partial = _PartialOutput(out, settings, run_dir, resume, record_extra)
-        return cls(run_dir, settings, run, training, given, partial, _sampler(settings.sampler), maker)
+        return cls(run_dir, settings, run, training, given, partial, sampler_named(settings.sampler), maker)
 
     @classmethod
     def open_worker(cls, run_dir: Path | str, settings: GenerationSettings, device: str | None = None) -> "SamplingJob":
         """The models and layouts alone, for a process that samples batches another one writes."""
         run = load_generation_run(Path(run_dir), need_layout_prior=settings.samples_layouts, device=device)
         given = load_given_layouts(settings.layouts_from, run.info) if settings.layouts_from else None
-        return cls(Path(run_dir), settings, run, {}, given, None, _sampler(settings.sampler),
+        return cls(Path(run_dir), settings, run, {}, given, None, sampler_named(settings.sampler),
                    _real_layout_maker(Path(run_dir), run, settings))
 
     def batch(self, b: int, n: int, first: int = 0) -> SampledBatch:

@@ -1,12 +1,8 @@
-"""A trained run directory, as the generation pipeline needs it.
+"""A trained run, as the generation pipeline needs it: its training record and its models.
 
-```
-RUN_DIR/dataset.json     classes, image size, channels and rule of the training data, and which
-                         real images the run trains on (see msgnet.data.provenance)
-RUN_DIR/vqvae/           model.safetensors + config.json
-RUN_DIR/prior/           the latent PixelSNAIL (conditioned on the layout)
-RUN_DIR/layout_prior/    the LayoutPixelSNAIL
-```
+Where each file lives is :class:`msgnet.run_dir.RunDir`'s business; this module reads the run's
+``dataset.json`` (which real images it trains on, msgnet.data.provenance) and loads the generator
+it holds behind :class:`msgnet.sampling.generators.LayoutToImage`.
 """
 
 from __future__ import annotations
@@ -14,15 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from msgnet.data.format import DatasetInfo, open_dataset
 from msgnet.data.provenance import TRAIN_SPLIT, TrainingData, choose_training_data, recorded_training_data
 from msgnet.errors import UsageError
-
-RUN_DATASET_FILE = "dataset.json"
-STAGE_DIRS = ("vqvae", "codes", "layout_prior", "prior")  # what a run trains from its training data
+from msgnet.run_dir import RunDir, stages_of
+from msgnet.sampling.generators import CVQVAEImages, LayoutToImage, MSGNetImages, ObjCGANImages
 
 
 def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) -> TrainingData:
@@ -36,7 +32,7 @@ def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) 
     Reads only: call it before writing anything into the run.
     """
     dataset = open_dataset(data_dir)
-    path = run_dir / RUN_DATASET_FILE
+    path = RunDir(run_dir).dataset_json
     rec = None
     if path.is_file() and _stage_started(run_dir):
         rec = recorded_training_data(read_run_info(run_dir), str(path))
@@ -59,7 +55,8 @@ def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) 
 
 def _stage_started(run_dir: Path) -> bool:
     """Whether any stage has written a file: from then on the models depend on the record."""
-    return any(p.is_file() for stage in STAGE_DIRS for p in (run_dir / stage).rglob("*"))
+    run = RunDir(run_dir)
+    return any(run.started(stage.name) for stage in stages_of("msgnet"))
 
 
 def _describe(rec: TrainingData) -> str:
@@ -85,12 +82,12 @@ def record_training_data(run_dir: Path, data_dir: Path, subset: int | None = Non
     run_dir.mkdir(parents=True, exist_ok=True)
     from msgnet.io import atomic_write_json
 
-    atomic_write_json(run_dir / RUN_DATASET_FILE, description)
+    atomic_write_json(RunDir(run_dir).dataset_json, description)
     return training
 
 
 def read_run_info(run_dir: Path) -> DatasetInfo:
-    path = run_dir / RUN_DATASET_FILE
+    path = RunDir(run_dir).dataset_json
     if not path.is_file():
         raise UsageError(f"{path}: missing (is {run_dir} a run trained with `msgnet train`?)")
     try:
@@ -104,28 +101,24 @@ def run_training_data(run_dir: Path) -> tuple[Path, list[int] | None]:
     source = read_run_info(run_dir).source or {}
     data = source.get("training_data")
     if not data:
-        raise UsageError(f"{run_dir / 'dataset.json'}: does not record its training data (give the real set explicitly)")
+        raise UsageError(f"{RunDir(run_dir).dataset_json}: does not record its training data (give the real set explicitly)")
     ids = source.get("training_ids")
     return Path(data), (None if ids is None else [int(i) for i in ids])
 
 
 @dataclass
 class GenerationRun:
-    """The trained models of a run. ``method``: "msgnet" (double-path VQ-VAE, 2H x W codes given the
-    stacked layout), "cvqvae" (the baseline: H x W codes given the layout, a decoder that sees it) or
-    "obj-cgan" (the GAN baseline, in ``vqvae``; ``prior`` is None: it draws its noise directly)."""
+    """The trained models of a run: ``images`` turns layouts into images (whichever generator the run
+    trained, :mod:`msgnet.sampling.generators`); ``layout_prior`` draws layouts (None: given ones only)."""
 
     info: DatasetInfo
-    vqvae: torch.nn.Module
-    prior: torch.nn.Module | None
+    images: LayoutToImage
     layout_prior: torch.nn.Module | None
     device: torch.device
-    method: str = "msgnet"
 
     @property
-    def latent_hw(self) -> tuple[int, int]:
-        cfg = self.vqvae.config
-        return cfg.latent_size, cfg.latent_size
+    def method(self) -> str:
+        return self.images.method
 
 
 def _need(path: Path, what: str) -> Path:
@@ -135,50 +128,55 @@ def _need(path: Path, what: str) -> Path:
 
 
 def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: str | None = None) -> GenerationRun:
-    from msgnet.models.priors import load_prior
-    from msgnet.models.vqvae import DoublePathVQVAE
+    """The run's generator and (when ``need_layout_prior``) its layout prior, on ``device``."""
     from msgnet.device import choose_device
 
-    if not run_dir.is_dir():
+    if not Path(run_dir).is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
+    run = RunDir(run_dir)
     dev = choose_device(device)
-    info = read_run_info(run_dir)
-    if (run_dir / "cvqvae" / "config.json").is_file() and not (run_dir / "vqvae").is_dir():
-        return _load_cvqvae_run(run_dir, info, need_layout_prior, dev)
-    if (run_dir / "obj_cgan" / "config.json").is_file() and not (run_dir / "vqvae").is_dir():
-        return _load_obj_cgan_run(run_dir, info, need_layout_prior, dev)
-    vqvae = DoublePathVQVAE.from_pretrained(_need(run_dir / "vqvae", "VQ-VAE"), dev)
-    prior = load_prior(_need(run_dir / "prior", "latent prior")).to(dev).eval()
+    info = read_run_info(run.root)
+    method = run.method()
+    if need_layout_prior and method != "msgnet":
+        raise UsageError(f"{run.root}: a {method} run has no layout prior; give layouts with --layouts DIR|COCO.json")
+    images = _LOADERS[method](run, dev)
     layout_prior = None
     if need_layout_prior:
-        layout_prior = load_prior(_need(run_dir / "layout_prior", "layout prior")).to(dev).eval()
+        from msgnet.models.priors import load_prior
+
+        layout_prior = load_prior(_need(run.layout_prior, "layout prior")).to(dev).eval()
+    return GenerationRun(info=info, images=images, layout_prior=layout_prior, device=dev)
+
+
+def _load_msgnet(run: RunDir, dev: torch.device) -> LayoutToImage:
+    from msgnet.models.priors import load_prior
+    from msgnet.models.vqvae import DoublePathVQVAE
+
+    vqvae = DoublePathVQVAE.from_pretrained(_need(run.vqvae, "VQ-VAE"), dev)
+    prior = load_prior(_need(run.prior, "latent prior")).to(dev).eval()
     lat = vqvae.config.latent_size
     if (prior.config.height, prior.config.width) != (2 * lat, lat):
-        raise UsageError(f"{run_dir / 'prior'}: prior models {prior.config.height}x{prior.config.width} codes, "
+        raise UsageError(f"{run.prior}: prior models {prior.config.height}x{prior.config.width} codes, "
                          f"the VQ-VAE makes {2 * lat}x{lat}")
-    return GenerationRun(info=info, vqvae=vqvae, prior=prior, layout_prior=layout_prior, device=dev)
+    return MSGNetImages(vqvae, prior, dev)
 
 
-
-def _load_cvqvae_run(run_dir: Path, info: DatasetInfo, need_layout_prior: bool, dev: torch.device) -> GenerationRun:
+def _load_cvqvae(run: RunDir, dev: torch.device) -> LayoutToImage:
     """A run of the cVQ-VAE baseline: it has no layout prior, so it generates from given layouts only."""
     from msgnet.baselines.cvqvae import LayoutConditionedVQVAE
-    from msgnet.baselines.cvqvae_training import MODEL_DIR, PRIOR_DIR
     from msgnet.models.priors import load_prior
 
-    if need_layout_prior:
-        raise UsageError(f"{run_dir}: a cVQ-VAE run has no layout prior; give layouts with --layouts DIR|COCO.json")
-    model = LayoutConditionedVQVAE.from_pretrained(_need(run_dir / MODEL_DIR, "cVQ-VAE"), dev)
-    prior = load_prior(_need(run_dir / PRIOR_DIR, "cVQ-VAE prior")).to(dev).eval()
-    return GenerationRun(info=info, vqvae=model, prior=prior, layout_prior=None, device=dev, method="cvqvae")
+    model = LayoutConditionedVQVAE.from_pretrained(_need(run.stage_dir("cvqvae"), "cVQ-VAE"), dev)
+    prior = load_prior(_need(run.stage_dir("cvqvae-prior"), "cVQ-VAE prior")).to(dev).eval()
+    return CVQVAEImages(model, prior, dev)
 
 
-def _load_obj_cgan_run(run_dir: Path, info: DatasetInfo, need_layout_prior: bool, dev: torch.device) -> GenerationRun:
+def _load_obj_cgan(run: RunDir, dev: torch.device) -> LayoutToImage:
     """A run of the obj-cGAN baseline: it generates from given layouts only."""
     from msgnet.baselines.obj_cgan import ObjCGAN
-    from msgnet.baselines.obj_cgan_training import MODEL_DIR
 
-    if need_layout_prior:
-        raise UsageError(f"{run_dir}: an obj-cGAN run has no layout prior; give layouts with --layouts DIR|COCO.json")
-    model = ObjCGAN.from_pretrained(_need(run_dir / MODEL_DIR, "obj-cGAN"), dev)
-    return GenerationRun(info=info, vqvae=model, prior=None, layout_prior=None, device=dev, method="obj-cgan")
+    return ObjCGANImages(ObjCGAN.from_pretrained(_need(run.stage_dir("obj-cgan"), "obj-cGAN"), dev), dev)
+
+
+_LOADERS: dict[str, Callable[[RunDir, torch.device], LayoutToImage]] = {
+    "msgnet": _load_msgnet, "cvqvae": _load_cvqvae, "obj-cgan": _load_obj_cgan}

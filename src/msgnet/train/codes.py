@@ -28,12 +28,13 @@ from msgnet.io import atomic_path
 from msgnet.models.latents import stack_codes
 from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.device import choose_device
+from msgnet.run_dir import RunDir
 
 
 def vqvae_dir(run_dir: Path | str) -> Path:
     """``run_dir/vqvae`` (or ``run_dir`` itself if it is the saved model's directory)."""
-    run_dir = Path(run_dir)
-    return run_dir if (run_dir / "config.json").is_file() and not (run_dir / "vqvae").is_dir() else run_dir / "vqvae"
+    run = RunDir(run_dir)
+    return run.root if (run.root / "config.json").is_file() and not run.vqvae.is_dir() else run.vqvae
 
 
 @torch.no_grad()
@@ -62,7 +63,7 @@ def extract_codes(
     settings = AugmentationSettings.for_generator(open_dataset(data_dir).info.augmentations)
     copies = copies if settings.geometric else 0
     dtype = torch.uint8 if cfg.num_embeddings <= 256 else torch.int16
-    out_dir = run_dir / "codes"
+    out_dir = RunDir(run_dir).codes
 
     def encode(images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -102,7 +103,7 @@ def load_codes(run_dir: Path | str, split: str, copies: int = 0) -> tuple[torch.
     The originals, followed by up to ``copies`` transformed copies of each as far as the file
     holds them (metadata ``copies``; ``copies_used`` says how many were taken).
     """
-    path = Path(run_dir) / "codes" / f"{split}.safetensors"
+    path = RunDir(run_dir).codes_file(split)
     if not path.is_file():
         raise UsageError(f"{path}: missing (run code extraction after training the VQ-VAE)")
     try:

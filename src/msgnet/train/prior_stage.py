@@ -31,6 +31,7 @@ from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.train import distributed as D
 from msgnet.train.codes import load_codes
 from msgnet.train.loop import BaseStage, iterate_batches, seed_everything, to_device, train
+from msgnet.run_dir import RunDir
 
 __all__ = ["PriorStage", "LayoutPriorStage", "TensorRows", "train_prior", "train_layout_prior"]
 
@@ -183,14 +184,14 @@ def _copies(tc: TrainConfig) -> int:
 
 
 def _load_split(run_dir: Path, split: str, required: bool, copies: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if not required and not (run_dir / "codes" / f"{split}.safetensors").is_file():
+    if not required and not RunDir(run_dir).codes_file(split).is_file():
         return None
     codes, layouts, meta = load_codes(run_dir, split, copies)
     if split == "train" and copies:
         used = int(meta["copies_used"])
         print(f"{meta['num_images']} training images and {used} transformed cop{'y' if used == 1 else 'ies'} "
               f"of each ({codes.shape[0]} code maps)" + ("" if used == copies else
-              f"; {copies} asked for, but {run_dir / 'codes'} holds {meta.get('copies', 0)}"))
+              f"; {copies} asked for, but {RunDir(run_dir).codes} holds {meta.get('copies', 0)}"))
     return codes, layouts
 
 
@@ -198,7 +199,7 @@ def _datasets(run_dir: Path, build: Any, copies: int = 0) -> tuple[TensorRows, A
     train_split = _load_split(run_dir, "train", required=True, copies=copies)
     assert train_split is not None
     val_split = _load_split(run_dir, "val", required=False)
-    where = str(run_dir / "codes")
+    where = str(RunDir(run_dir).codes)
     train_set = build(*train_split, f"{where}/train.safetensors")
     val_set = build(*val_split, f"{where}/val.safetensors") if val_split is not None else []
     return train_set, val_set
@@ -273,7 +274,7 @@ def train_layout_prior(
         return TensorRows(layouts)
 
     tc = preset.layout_prior_train
-    if data_dir is not None and not (run_dir / "codes" / "train.safetensors").is_file():
+    if data_dir is not None and not RunDir(run_dir).codes_file("train").is_file():
         train_set, val_set = _layouts_from_dataset(Path(data_dir), cfg, train_ids, _copies(tc), tc.seed)
     else:
         train_set, val_set = _datasets(run_dir, build, _copies(tc))

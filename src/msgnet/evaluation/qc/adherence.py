@@ -62,14 +62,15 @@ def adherence_probe(run_dir: Path, pairs: int, device: torch.device, seed: int =
     from msgnet.models.vqvae import DoublePathVQVAE
     from msgnet.sampling.run import read_run_info, run_training_data
     from msgnet.train.codes import load_codes
+    from msgnet.run_dir import RunDir
 
     data, ids = run_training_data(run_dir)
     real = open_dataset(data)
     train_ids = ids if ids is not None else [int(i) for i in real.ids("train")]
-    segmenter = load_segmenter_trained_on(run_dir / "qc" / "segmenter", real.root, train_ids, device)
+    segmenter = load_segmenter_trained_on(RunDir(run_dir).qc_segmenter, real.root, train_ids, device)
     if segmenter is None:
         return None
     _, layouts, _ = load_codes(run_dir, "val", 0)
     info = read_run_info(run_dir)
-    vqvae = DoublePathVQVAE.from_pretrained(run_dir / "vqvae", device)
+    vqvae = DoublePathVQVAE.from_pretrained(RunDir(run_dir).vqvae, device)
     return AdherenceProbe(vqvae, segmenter, layouts[:pairs], info.image_size, info.num_classes, seed)

@@ -57,7 +57,9 @@ def default_segmenter_dir(gen: Dataset, real: Dataset) -> Path:
     """Beside the generator's run when the set names one (``RUN/qc/segmenter``), else in the real set's cache."""
     run = gen.info.source.get("run") if isinstance(gen.info.source, dict) else None
     if run and Path(run).is_dir():
-        return Path(run) / "qc" / "segmenter"
+        from msgnet.run_dir import RunDir
+
+        return RunDir(run).qc_segmenter
     return real.root / ".cache" / "qc-segmenter"
 
 

@@ -27,6 +27,7 @@ from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
 from msgnet.evaluation.qc.outputs import csv_header, csv_rows, pair_caption, read_csv_table, severity_key
 from msgnet.evaluation.qc.request import (QC_KEY, REJECTED_SHOWN, check_compatible, qc_record,
                                           write_figures_and_summary)
+from msgnet.run_dir import RunDir
 from msgnet.sampling.pipeline import GenerationSettings, SamplingJob, remove_partial
 from msgnet.sampling.run import read_run_info, run_training_data
 
@@ -45,11 +46,11 @@ WORST_DIR = "rejected"
 def prepare_run_qc(run_dir: Path | str, qc_settings: QCSettings, device: torch.device,
                    progress: bool = True) -> QualityControl:
     """Quality control against the run's own training data (its segmenter cached in ``RUN/qc/segmenter``)."""
-    run_dir = Path(run_dir)
-    recorded, training_ids = run_training_data(run_dir)
+    run = RunDir(run_dir)
+    recorded, training_ids = run_training_data(run.root)
     real_ds = open_dataset(recorded)
-    check_compatible(read_run_info(run_dir), run_dir / "dataset.json", real_ds)
-    return QualityControl.prepare(real_ds, run_dir / "qc" / "segmenter", qc_settings, device, training_ids,
+    check_compatible(read_run_info(run.root), run.dataset_json, real_ds)
+    return QualityControl.prepare(real_ds, run.qc_segmenter, qc_settings, device, training_ids,
                                   progress=progress)
 
 
@@ -76,9 +77,9 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
     job = SamplingJob.open(run_dir, out, settings, resume, device,
                            record_extra={"qc": qc_settings.to_json(), "qc_real": str(real_ds.root.resolve())})
     try:
-        check_compatible(job.run.info, job.run_dir / "dataset.json", real_ds)
+        check_compatible(job.run.info, RunDir(job.run_dir).dataset_json, real_ds)
         if qc is None:
-            qc = QualityControl.prepare(real_ds, segmenter_dir or run_dir / "qc" / "segmenter", qc_settings,
+            qc = QualityControl.prepare(real_ds, segmenter_dir or RunDir(run_dir).qc_segmenter, qc_settings,
                                         job.run.device, training_ids if same_data else None, progress=progress)
     except UsageError:
         if not job.partial.state["done_batches"]:

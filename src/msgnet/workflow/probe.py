@@ -23,8 +23,8 @@ from msgnet.evaluation.qc.checker import QualityControl
 from msgnet.evaluation.qc.set_quality import SetQuality, choose, measure_set
 from msgnet.io import atomic_write_json
 from msgnet.sampling.pipeline import GenerationSettings, SamplingJob
+from msgnet.run_dir import RunDir
 
-PROBE_FILE = "probe.json"
 PROBE_PAIRS = 96  # per candidate: enough to rank settings whose pass rates differ by a few points
 PROBE_SEED_OFFSET = 7919  # the probe's pairs are not the pairs the run keeps
 GUIDANCE_SCALES = (1.0, 1.5, 2.0, 3.0)  # LlamaGen and VAR sample with 1.5-4
@@ -91,10 +91,10 @@ def choose_sampling(run_dir: Path, settings: GenerationSettings, qc: QualityCont
     """``settings`` with the probe's guidance and codes temperature, and the probe's record (cached in
     ``run_dir/probe.json`` for the same candidates, base settings and probe size)."""
     job = SamplingJob.open_worker(run_dir, replace(settings, guidance=1.0), device)
-    candidates = candidates_for(bool(job.run.prior is not None and job.run.prior.config.guidable))
+    candidates = candidates_for(bool(job.run.images.guidable))
     key = {"candidates": [vars(c) for c in candidates], "pairs": num, "seed": settings.seed,
            "layout_source": settings.layout_source, "batch_size": settings.batch_size}
-    path = Path(run_dir) / PROBE_FILE
+    path = RunDir(run_dir).probe_json
     record = json.loads(path.read_text()) if path.is_file() else None
     rows = record["rows"] if record is not None and record.get("key") == key else None
     if rows is None:

@@ -1,0 +1,199 @@
+"""The run directory: every path a run holds, the stages that fill it, and its manifest.
+
+```
+RUN/run.json            the manifest: what the run holds, which stages are done, how it was made
+RUN/dataset.json        the training data's classes, image size and rule, and which real images
+                        the run trains on (msgnet.data.provenance)
+RUN/preset.yaml         the configuration every stage trained with
+RUN/vqvae/              the double-path VQ-VAE (model.safetensors + config.json, checkpoint/, metrics.csv)
+RUN/codes/              train.safetensors, val.safetensors: the training images' code maps
+RUN/layout_prior/       the LayoutPixelSNAIL
+RUN/prior/              the latent PixelSNAIL (codes given the layout)
+RUN/cvqvae/, RUN/cvqvae_prior/   the cVQ-VAE baseline and its prior (instead of the four above)
+RUN/obj_cgan/           the obj-cGAN baseline (instead of the four above)
+RUN/qc/segmenter/       the quality-control U-Net trained on the run's training images
+RUN/probe.json          the sampling settings tried before sampling, and the one chosen
+RUN/generated/          the pairs that passed quality control (RUN/generated.partial/ while sampling)
+RUN/benchmark.json      the U-Net benchmark of the pairs
+RUN/report/             report.md, report.html, report.json and their pictures
+```
+
+Nothing else in msgnet joins these names: code that needs a path asks a :class:`RunDir`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST_FILE = "run.json"
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: the name it has on the command line and in the manifest, its folder,
+    the method it belongs to, and whether it trains from the images (else from the codes)."""
+
+    name: str
+    folder: str
+    method: str
+    from_images: bool = True
+    weights: bool = True  # the stage leaves model.safetensors + config.json in its folder
+
+
+# Every stage a run can hold, in the order `msgnet train all` runs them for its method.
+STAGES: tuple[Stage, ...] = (
+    Stage("vqvae", "vqvae", "msgnet"),
+    Stage("codes", "codes", "msgnet", weights=False),
+    Stage("layout-prior", "layout_prior", "msgnet", from_images=False),
+    Stage("prior", "prior", "msgnet", from_images=False),
+    Stage("cvqvae", "cvqvae", "cvqvae"),
+    Stage("cvqvae-prior", "cvqvae_prior", "cvqvae"),
+    Stage("obj-cgan", "obj_cgan", "obj-cgan"),
+)
+METHODS = ("msgnet", "cvqvae", "obj-cgan")
+
+
+def stage(name: str) -> Stage:
+    """The stage called ``name`` (a command-line name such as "layout-prior")."""
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+def stages_of(method: str) -> tuple[Stage, ...]:
+    return tuple(s for s in STAGES if s.method == method)
+
+
+class RunDir:
+    """A run directory: the one place that knows where a run keeps each of its files."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    # -- files at the top
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    @property
+    def dataset_json(self) -> Path:
+        return self.root / "dataset.json"
+
+    @property
+    def preset_yaml(self) -> Path:
+        return self.root / "preset.yaml"
+
+    @property
+    def probe_json(self) -> Path:
+        return self.root / "probe.json"
+
+    @property
+    def benchmark_json(self) -> Path:
+        return self.root / "benchmark.json"
+
+    # -- folders
+    def stage_dir(self, name: str) -> Path:
+        """The folder of stage ``name`` ("vqvae", "codes", "layout-prior", "prior", "cvqvae", ...)."""
+        return self.root / stage(name).folder
+
+    @property
+    def vqvae(self) -> Path:
+        return self.stage_dir("vqvae")
+
+    @property
+    def codes(self) -> Path:
+        return self.stage_dir("codes")
+
+    def codes_file(self, split: str) -> Path:
+        return self.codes / f"{split}.safetensors"
+
+    @property
+    def layout_prior(self) -> Path:
+        return self.stage_dir("layout-prior")
+
+    @property
+    def prior(self) -> Path:
+        return self.stage_dir("prior")
+
+    @property
+    def qc_segmenter(self) -> Path:
+        return self.root / "qc" / "segmenter"
+
+    @property
+    def generated(self) -> Path:
+        return self.root / "generated"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    # -- what the run holds
+    def has_weights(self, name: str) -> bool:
+        return (self.stage_dir(name) / "config.json").is_file()
+
+    def started(self, name: str) -> bool:
+        """Whether stage ``name`` has written anything (a checkpoint or its weights)."""
+        folder = self.stage_dir(name)
+        return any(p.is_file() for p in folder.rglob("*")) if folder.is_dir() else False
+
+    def method(self) -> str:
+        """Which generator the run holds: "msgnet" unless only a baseline's folder is there."""
+        if not self.vqvae.is_dir():
+            for method in ("cvqvae", "obj-cgan"):
+                if self.has_weights(stages_of(method)[0].name):
+                    return method
+        return "msgnet"
+
+    def contents(self) -> dict[str, str]:
+        """What the run holds now, by name: stage folders with weights or files, and the top files."""
+        held = {s.name: s.folder + "/" for s in STAGES if self.started(s.name)}
+        for name, path in (("dataset", self.dataset_json), ("preset", self.preset_yaml),
+                           ("probe", self.probe_json), ("benchmark", self.benchmark_json)):
+            if path.is_file():
+                held[name] = path.name
+        for name, path in (("qc-segmenter", self.qc_segmenter), ("generated", self.generated),
+                           ("report", self.report)):
+            if path.is_dir():
+                held[name] = str(path.relative_to(self.root)) + "/"
+        return held
+
+    def read_manifest(self) -> dict:
+        """The manifest, or an empty one for a run written before manifests (or not begun)."""
+        try:
+            return json.loads(self.manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def record_stage(self, name: str, **facts: object) -> dict:
+        """Write down in the manifest that stage ``name`` is done (with ``facts``: steps, seconds...)
+        and what the run holds now. Atomic: a reader sees the old manifest or the new one."""
+        from msgnet import __version__
+        from msgnet.io import atomic_write_json
+
+        manifest = self.read_manifest()
+        manifest.update(format=MANIFEST_FORMAT, msgnet_version=__version__, method=self.method())
+        stages = manifest.setdefault("stages", {})
+        stages[name] = {"done": True, **facts}
+        manifest["holds"] = self.contents()
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.manifest, manifest)
+        return manifest
+
+    def done(self, name: str) -> bool:
+        return bool(self.read_manifest().get("stages", {}).get(name, {}).get("done"))
+
+
+def as_run_dir(run: "RunDir | Path | str | os.PathLike[str]") -> RunDir:
+    """``run`` as a :class:`RunDir` (callers may pass a path)."""
+    return run if isinstance(run, RunDir) else RunDir(Path(run))

@@ -1,0 +1,328 @@
+"""Training a run: the stages of its method in order, from a preset named, recorded or derived.
+
+``train(run, data)`` is `msgnet train all`: the double-path VQ-VAE, code extraction, the
+LayoutPixelSNAIL and the latent PixelSNAIL, each resuming from its checkpoint with
+``resume=True`` and recorded in the run's manifest (``RUN/run.json``) when done. One stage alone
+(``stages=("prior",)``) or a baseline (``stages=("cvqvae",)``) go through the same function.
+Under torchrun every process calls it; rank 0 writes the records.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from msgnet.config import Preset
+from msgnet.errors import UsageError
+from msgnet.run_dir import RunDir, stage, stages_of
+
+ALL = tuple(s.name for s in stages_of("msgnet"))  # vqvae, codes, layout-prior, prior
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or the only process): the one that writes shared records."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@dataclass
+class TrainJob:
+    """What one call to :func:`train` trains: the run, its data, the preset and the stages in order.
+    ``train_ids``: the run's training images (from its record; None: the whole train split)."""
+
+    run: RunDir
+    data: Path | None
+    preset: Preset
+    stages: tuple[str, ...]
+    resume: bool = False
+    device: str | None = None
+    subset: int | None = None
+    train_ids: list[int] | None = None
+    steps: int | None = None  # exactly this many steps per stage (the GAN counts its own)
+
+
+def train(run: Path | str, data: Path | str | None = None, preset: Preset | None = None,
+          stages: Sequence[str] = ALL, budget: float | None = None, resume: bool = False,
+          device: str | None = None, subset: int | None = None, steps: int | None = None,
+          overrides: Sequence[str] = ()) -> RunDir:
+    """Train ``stages`` of ``run`` on dataset ``data``; returns the run.
+
+    ``preset``: None derives one from the data and ``budget`` minutes (or, resuming, reads the run's
+    ``preset.yaml``). ``subset``: train on a seeded subset of that many train images (recorded in the
+    run: later stages and resumes reuse it). ``steps``: every stage trains exactly that many steps.
+    ``overrides``: dotted ``key=value`` changes to a derived or recorded preset.
+    A call refused before anything trained leaves no half-made run behind.
+    """
+    run_dir = RunDir(run)
+    data = Path(data) if data is not None else None
+    created = not run_dir.root.exists()
+    try:
+        if preset is None:
+            preset = derived_or_recorded_preset(run_dir, data, budget, resume, subset, device, overrides)
+        elif budget is not None:
+            raise UsageError("budget: only for a derived preset (give no preset)")
+        if steps is not None:
+            preset = with_steps(preset, steps)
+        job = _open_job(run_dir, data, preset, tuple(stages), resume, device, subset)
+        job.steps = steps
+        start = time.perf_counter()
+        for name in job.stages:
+            stage_start = time.perf_counter()
+            _TRAINERS[name](job)
+            if is_main_process():
+                run_dir.record_stage(name, seconds=round(time.perf_counter() - stage_start, 1))
+        if is_main_process():
+            what = "all" if job.stages == ALL else ", ".join(job.stages)
+            print(f"{what}: done in {time.perf_counter() - start:.0f} s -> {run_dir.root}")
+        return run_dir
+    except UsageError:
+        if created and is_main_process() and not _anything_trained(run_dir):
+            shutil.rmtree(run_dir.root, ignore_errors=True)  # refused before training: leave no half-made run
+        raise
+
+
+def with_steps(preset: Preset, steps: int) -> Preset:
+    """Every stage trains exactly ``steps`` steps (iterations, not epochs)."""
+    if steps < 1:
+        raise UsageError("steps: must be at least 1")
+    changed = {name: replace(getattr(preset, name), iterations=steps, epochs=0)
+               for name in ("vqvae_train", "layout_prior_train", "prior_train")}
+    return replace(preset, **changed)
+
+
+def derived_or_recorded_preset(run: RunDir, data: Path | None, budget: float | None, resume: bool,
+                               subset: int | None, device: str | None, overrides: Sequence[str] = ()) -> Preset:
+    """Without a named preset: the run's own preset.yaml when resuming, else one derived from the data."""
+    from msgnet.config import load_preset, preset_from_dict, to_dict
+    from msgnet.data.format import open_dataset
+    from msgnet.device import choose_device
+    from msgnet.preset_derivation import derive_preset
+    from msgnet.sampling.run import training_data_for
+
+    recorded = run.preset_yaml
+    if resume and recorded.is_file():
+        if budget is not None:
+            raise UsageError(f"budget: {recorded} already fixes the run's steps (leave the budget out to resume)")
+        return load_preset(str(recorded), list(overrides))
+    if recorded.is_file():
+        raise UsageError(f"{recorded}: the run exists (resume it, or choose another run directory)")
+    if data is None:
+        raise UsageError("data: a derived preset is derived from the training data")
+    dataset = open_dataset(data)
+    training = training_data_for(run.root, data, subset)
+    num_train = len(training.ids) if training.ids is not None else len(dataset.ids("train"))
+    preset = derive_preset(dataset.info, num_train, choose_device(device), budget)
+    print(f"derived preset: {preset.source}")
+    return preset_from_dict(to_dict(preset), list(overrides))
+
+
+def _anything_trained(run: RunDir) -> bool:
+    return any((run.stage_dir(s.name) / sub).exists() for s in _TRAINED for sub in ("checkpoint", "config.json"))
+
+
+def _open_job(run: RunDir, data: Path | None, preset: Preset, stages: tuple[str, ...], resume: bool,
+              device: str | None, subset: int | None) -> TrainJob:
+    """Every check that can fail before anything is written, in the order a user would fix them."""
+    for name in stages:
+        stage(name)  # an unknown stage is a bug in the caller: KeyError
+    _check_not_trained(run, stages, resume)
+    if resume:
+        _check_resume_fits(preset, run, stages)
+    if subset is not None and data is None:
+        raise UsageError("subset: needs the training data (without it the layout prior trains on the run's codes)")
+    job = TrainJob(run, data, preset, stages, resume, device, subset)
+    if data is None:
+        return job
+    if any(stage(name).from_images for name in stages):
+        from msgnet.data.format import open_dataset
+        from msgnet.train.vqvae_stage import check_dataset_fits
+
+        check_dataset_fits(preset.vqvae, open_dataset(data).info, data)
+    # The run's record decides the training images; a subset that contradicts it is refused here.
+    from msgnet.sampling.run import training_data_for
+
+    training = training_data_for(run.root, data, subset)
+    job.train_ids = training.ids
+    if training.ids is not None:
+        where = "subset" if training.subset is not None else f"{data}: train split"
+        _check_enough_images(preset, stages, len(training.ids), where)
+    return job
+
+
+def _check_not_trained(run: RunDir, stages: tuple[str, ...], resume: bool) -> None:
+    first = stages[0]
+    if not resume and stage(first).weights and run.has_weights(first):
+        raise UsageError(f"{run.stage_dir(first)}: already trained (resume it, or choose another run directory)")
+
+
+def _check_resume_fits(preset: Preset, run: RunDir, stages: tuple[str, ...]) -> None:
+    """A resumed stage must have the architecture it was saved with."""
+    from msgnet.train.checkpoint import check_same_architecture, check_saved_config
+
+    for name, config in _stage_configs(preset, stages).items():
+        check_same_architecture(run.stage_dir(name) / "checkpoint", config)
+        check_saved_config(run.stage_dir(name), config)
+
+
+def _stage_configs(preset: Preset, stages: tuple[str, ...]) -> dict[str, object]:
+    configs: dict[str, object] = {}
+    if "cvqvae" in stages:
+        from msgnet.baselines.cvqvae import CVQVAEConfig
+        from msgnet.baselines.cvqvae_training import prior_config
+
+        config = CVQVAEConfig.from_preset(preset)
+        configs.update({"cvqvae": config, "cvqvae-prior": prior_config(preset, config)})
+    if "obj-cgan" in stages:
+        from msgnet.baselines.obj_cgan import ObjCGANConfig
+
+        configs["obj-cgan"] = ObjCGANConfig.from_preset(preset)
+    fields = {"vqvae": "vqvae", "layout-prior": "layout_prior", "prior": "prior"}
+    configs.update({name: getattr(preset, fields[name]) for name in stages if name in fields})
+    return configs
+
+
+# What each stage's batch size must not exceed the training images of.
+_BATCHES = {"vqvae": ("vqvae_train",), "layout-prior": ("layout_prior_train",), "prior": ("prior_train",),
+            "cvqvae": ("vqvae_train", "prior_train"), "obj-cgan": ("vqvae_train",)}
+
+
+def _check_enough_images(preset: Preset, stages: tuple[str, ...], n: int, where: str) -> None:
+    """A subset smaller than a batch would fail only inside the loop, after the record is written."""
+    for key in dict.fromkeys(k for name in stages for k in _BATCHES.get(name, ())):
+        batch = getattr(preset, key).batch_size
+        if n < batch:
+            raise UsageError(f"{where}: {n} training images, fewer than {key}.batch_size {batch}")
+
+
+def save_preset(preset: Preset, run: RunDir) -> None:
+    import yaml
+
+    from msgnet.config import to_dict
+    from msgnet.io import atomic_write_text
+
+    if is_main_process():
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.preset_yaml, yaml.safe_dump(to_dict(preset), sort_keys=False))
+
+
+def _record_training(job: TrainJob) -> None:
+    """Keep the run's training images beside its models (rank 0) before the first model is written."""
+    from msgnet.sampling.run import record_training_data
+
+    if job.data is not None and is_main_process():
+        record_training_data(job.run.root, job.data, job.subset)
+    save_preset(job.preset, job.run)
+
+
+def _train_vqvae(job: TrainJob) -> None:
+    from msgnet.sampling.run import record_training_data, training_data_for
+    from msgnet.train.vqvae_stage import train_vqvae
+
+    if job.data is None:
+        raise UsageError("data: the VQ-VAE trains on images")
+    if is_main_process():
+        training = record_training_data(job.run.root, job.data, job.subset)
+    else:
+        training = training_data_for(job.run.root, job.data, job.subset)  # the same ids; rank 0 writes the record
+    save_preset(job.preset, job.run)
+    train_vqvae(job.preset, job.data, job.run.root, resume=job.resume, device=job.device, train_ids=training.ids)
+
+
+def prior_copies(preset: Preset) -> int:
+    """Transformed copies of each training image to encode: as many as either prior learns from."""
+    return max((t.augment_copies for t in (preset.prior_train, preset.layout_prior_train) if t.augment), default=0)
+
+
+def extract_run_codes(run: RunDir, data: Path, device: str | None, skip_existing: bool = False,
+                      train_ids: list[int] | None = None, copies: int = 0, seed: int = 0) -> None:
+    """Extract codes on rank 0; other ranks (under torchrun) wait for the files.
+
+    ``train_ids``: the run's training images (from its record); None encodes the whole train split.
+    ``copies``: transformed copies of each training image the priors learn from as well.
+    """
+    from msgnet.train.codes import extract_codes
+
+    target = run.codes_file("val")
+    if skip_existing and target.is_file():
+        return
+    if is_main_process():
+        extract_codes(run.root, data, device=device, train_ids=train_ids, copies=copies, seed=seed)
+    else:
+        while not target.is_file():
+            time.sleep(1.0)
+
+
+def _extract(job: TrainJob) -> None:
+    if job.data is None:
+        raise UsageError("data: codes are extracted from the training images")
+    extract_run_codes(job.run, job.data, job.device, skip_existing=job.resume, train_ids=job.train_ids,
+                      copies=prior_copies(job.preset), seed=job.preset.prior_train.seed)
+
+
+def _need_codes(run: RunDir) -> None:
+    if not run.codes_file("train").is_file():
+        raise UsageError(f"{run.codes}: no extracted codes (run `msgnet codes extract --run {run.root} --data DIR`)")
+
+
+def _train_layout_prior(job: TrainJob) -> None:
+    """From the run's codes within a whole run; from a dataset's layouts directly when trained alone."""
+    from msgnet.train.prior_stage import train_layout_prior
+
+    layout_data = job.data if job.stages == ("layout-prior",) else None
+    if layout_data is None:
+        _need_codes(job.run)
+    _record_training(job) if layout_data is not None else save_preset(job.preset, job.run)
+    train_layout_prior(job.preset, job.run.root, resume=job.resume, device=job.device, data_dir=layout_data,
+                       train_ids=job.train_ids if layout_data is not None else None)
+
+
+def _train_prior(job: TrainJob) -> None:
+    from msgnet.train.prior_stage import train_prior
+
+    _need_codes(job.run)
+    save_preset(job.preset, job.run)
+    train_prior(job.preset, job.run.root, resume=job.resume, device=job.device,
+                adherence=_adherence(job.preset, job.run, job.device))
+
+
+def _adherence(preset: Preset, run: RunDir, device: str | None) -> Callable | None:
+    """The codes prior's adherence probe when the preset asks for one and the run has validation codes."""
+    pairs = preset.prior_train.adherence_pairs
+    if not pairs or not run.codes_file("val").is_file() or not is_main_process():
+        return None
+    from msgnet.device import choose_device
+    from msgnet.evaluation.qc.adherence import adherence_probe
+
+    probe = adherence_probe(run.root, pairs, choose_device(device), seed=preset.prior_train.seed)
+    if probe is None:
+        print(f"prior: no QC segmenter trained on this run's images in {run.qc_segmenter} "
+              "(msgnet run trains it first): no adherence figure at validation")
+    else:
+        print(f"prior: adherence of {pairs} decoded samples at every validation, scored by the QC segmenter")
+    return probe
+
+
+def _train_cvqvae(job: TrainJob) -> None:
+    from msgnet.baselines.cvqvae_training import train_cvqvae
+
+    _record_training(job)
+    train_cvqvae(job.preset, job.data, job.run.root, resume=job.resume, device=job.device, train_ids=job.train_ids)
+
+
+def _train_obj_cgan(job: TrainJob) -> None:
+    from msgnet.baselines.obj_cgan_training import train_obj_cgan
+
+    _record_training(job)
+    train_obj_cgan(job.preset, job.data, job.run.root, resume=job.resume, device=job.device,
+                   train_ids=job.train_ids, steps=job.steps)
+
+
+# The stage registry: what trains each stage (cvqvae trains its prior too).
+_TRAINERS: dict[str, Callable[[TrainJob], None]] = {
+    "vqvae": _train_vqvae, "codes": _extract, "layout-prior": _train_layout_prior, "prior": _train_prior,
+    "cvqvae": _train_cvqvae, "obj-cgan": _train_obj_cgan,
+}
+_TRAINED = tuple(s for s in stages_of("msgnet") + stages_of("cvqvae") + stages_of("obj-cgan") if s.weights)
