@@ -4,7 +4,7 @@ For each of a preset's models (VQ-VAE, layout prior, codes prior) it builds the 
 initial weights twice and times optimiser steps of
 
 - ``fp32``: the reference path (fp32, contiguous memory, eager), what training ran before
-  :mod:`msgnet.train.acceleration`;
+  :mod:`msgnet.training.acceleration`;
 - ``loop``: the step the training loop runs now (``precision: auto``, the model's preferred
   memory format), and with ``--compile`` that step under ``torch.compile`` as well;
 
@@ -34,7 +34,7 @@ from msgnet.config import load_preset
 from msgnet.models.layout_prior import LayoutPixelSNAIL
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.models.vqvae import DoublePathVQVAE
-from msgnet.train.acceleration import Precision, compiled_for_training, place_for_training
+from msgnet.training.acceleration import Precision, compiled_for_training, place_for_training
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, seconds: float = 1.0) -> float:

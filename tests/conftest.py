@@ -12,6 +12,16 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def no_compilation_unless_tested(request, monkeypatch):
+    """Derived CPU presets compile their priors; a test that does not test compilation should not pay
+    torch.compile's cold cache (minutes on a fresh machine). Tests marked ``compiles`` keep it."""
+    if request.node.get_closest_marker("compiles") is None:
+        import msgnet.preset_derivation as derivation
+
+        monkeypatch.setattr(derivation, "compiler_available", lambda device: False)
+
+
 @pytest.fixture
 def rng():
     import numpy as np

@@ -1,4 +1,4 @@
-"""The fast training step (msgnet.train.acceleration): precision choice, channels-last, compile."""
+"""The fast training step (msgnet.training.acceleration): precision choice, channels-last, compile."""
 
 from dataclasses import replace
 
@@ -10,11 +10,11 @@ from msgnet.io import load_state_dict
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.nn.quantizer import VectorQuantizer
-from msgnet.train import acceleration
-from msgnet.train.acceleration import (Precision, compiled_for_training, native_bf16, place_for_training,
+from msgnet.training import acceleration
+from msgnet.training.acceleration import (Precision, compiled_for_training, native_bf16, place_for_training,
                                        uses_bf16)
-from msgnet.train.loop import BaseStage, train
-from msgnet.train.prior_stage import TensorRows
+from msgnet.training.loop import BaseStage, train
+from msgnet.training.prior_stage import TensorRows
 
 
 def test_precision_auto_is_bf16_exactly_where_the_device_has_it():
@@ -50,7 +50,7 @@ def test_quantizer_chooses_in_fp32_under_bf16_autocast():
 
 def test_the_vqvae_trains_channels_last_and_saves_weights_any_model_loads(tmp_path):
     from tests.fixtures import make_tiny_dataset
-    from msgnet.train.vqvae_stage import train_vqvae
+    from msgnet.training.vqvae_stage import train_vqvae
 
     preset = load_preset("tiny")
     preset = replace(preset, vqvae_train=replace(preset.vqvae_train, iterations=3, image_every=0))

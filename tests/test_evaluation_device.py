@@ -161,6 +161,20 @@ def test_classifier_training_on_explicit_cpu_is_reproducible_and_learns():
         assert info2["epoch_loss"] == info["epoch_loss"]
 
 
+def test_classifier_training_says_how_long_it_will_take(capsys):
+    """Trained on first use inside `eval fidelity`: one estimate line after the first steps, and a bar."""
+    from msgnet.evaluation.digit_classifier import ESTIMATE_AFTER
+
+    xt, yt = _cells(64 * (ESTIMATE_AFTER + 5), 0)
+    xv, yv = _cells(64, 1)
+    lines: list[str] = []
+    train_classifier(xt, yt, xv, yv, DigitClassifierConfig(channels=(4, 8), hidden=16),
+                     ClassifierTraining(epochs=1, batch_size=64), progress=True, device="cpu", log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith(f"digit classifier: {ESTIMATE_AFTER + 5} steps, about ")
+    assert f"the first {ESTIMATE_AFTER} (" in lines[0] and " ms a step)" in lines[0]
+    assert f"{ESTIMATE_AFTER + 5}/{ESTIMATE_AFTER + 5}" in capsys.readouterr().err  # the bar reached its end
+
+
 def test_compute_fid_lives_in_the_library_and_cli_passes_device(tmp_path, capsys, monkeypatch):
     from msgnet.cli import main
     from msgnet.evaluation import digit_classifier, fid

@@ -110,7 +110,7 @@ def test_condition_dropout_replaces_whole_maps_at_its_rate():
 
 
 def test_prior_stage_trains_on_dropped_conditions_only_with_dropout():
-    from msgnet.train.prior_stage import PriorStage
+    from msgnet.training.prior_stage import PriorStage
 
     tokens = torch.randint(0, 6, (8, 5, 7))
     cond = torch.randint(0, 3, (8, 5, 7))

@@ -80,7 +80,7 @@ LAYERS: dict[str, int] = {
     "layouts": 2, "nn": 2,
     "data": 3, "augmentation": 3,
     "models": 4,
-    "train": 5,
+    "training": 5,
     "baselines": 6, "preset_derivation": 6,
     "sampling": 7,
     "evaluation": 8,

@@ -21,11 +21,34 @@ def trained_run(tmp_path_factory):
 
 
 def test_train_all_writes_every_stage(trained_run):
-    _, run = trained_run
-    for stage in ("vqvae", "layout_prior", "prior"):
-        assert (run / stage / "model.safetensors").is_file() and (run / stage / "config.json").is_file()
-        assert (run / stage / "metrics.csv").is_file()
-    assert (run / "codes" / "train.safetensors").is_file() and (run / "dataset.json").is_file()
+    """Each stage's weights rebuild from their config into the preset's model, trained for the preset's
+    steps; the codes hold every training image; the manifest says what is done."""
+    import csv
+
+    from msgnet.config import load_preset
+    from msgnet.models.priors import load_prior
+    from msgnet.models.vqvae import DoublePathVQVAE
+    from msgnet.run_dir import RunDir
+    from msgnet.training.codes import load_codes
+
+    data, run = trained_run
+    preset, run_dir = load_preset("tiny"), RunDir(run)
+    vqvae = DoublePathVQVAE.from_pretrained(run_dir.vqvae, "cpu")
+    assert vqvae.config == preset.vqvae
+    assert load_prior(run_dir.prior).config == preset.prior
+    assert load_prior(run_dir.layout_prior).config == preset.layout_prior
+    for folder, train in ((run_dir.vqvae, preset.vqvae_train), (run_dir.prior, preset.prior_train),
+                          (run_dir.layout_prior, preset.layout_prior_train)):
+        with (folder / "metrics.csv").open() as f:
+            steps = [int(r["step"]) for r in csv.DictReader(f) if r["split"] == "train"]
+        assert steps[-1] == train.iterations, folder
+    codes, layouts, _ = load_codes(run, "train")
+    n_train = len(open_dataset(data).ids("train"))
+    lat = preset.vqvae.latent_size
+    assert codes.shape == (n_train, 2 * lat, lat) and layouts.shape == (n_train, lat, lat)
+    assert int(codes.max()) < preset.vqvae.num_embeddings
+    manifest = run_dir.read_manifest()
+    assert list(manifest["stages"]) == ["vqvae", "codes", "layout-prior", "prior"] and manifest["method"] == "msgnet"
 
 
 def test_sample_writes_a_readable_dataset(trained_run, tmp_path, capsys):

@@ -95,6 +95,39 @@ def test_step_time_probe_measures_every_model():
     assert set(seconds) == {"vqvae", "layout_prior", "prior"} and all(v > 0 for v in seconds.values())
 
 
+@pytest.mark.compiles
+def test_derived_cpu_presets_compile_their_priors_where_the_compiler_works():
+    from msgnet.training.acceleration import compiler_available
+
+    preset = derive_preset(tiny_info(32, 1, 3), 100, torch.device("cpu"), 5, step_seconds=fixed_seconds)
+    expected = compiler_available(torch.device("cpu"))
+    assert preset.prior_train.compile == expected and preset.layout_prior_train.compile == expected
+    assert not preset.vqvae_train.compile
+
+
+def test_tests_derive_presets_without_compilation():
+    """tests/conftest.py: only tests marked `compiles` pay for torch.compile."""
+    preset = derive_preset(tiny_info(32, 1, 3), 100, torch.device("cpu"), 5, step_seconds=fixed_seconds)
+    assert not preset.prior_train.compile and not preset.layout_prior_train.compile
+
+
+def test_step_time_probe_takes_the_median_after_a_warm_up(monkeypatch):
+    """Each model: one warm-up step whose time is never read, then the median of the timed steps."""
+    from types import SimpleNamespace
+
+    import msgnet.preset_derivation as derivation
+
+    info = tiny_info(32, 1, 3)
+    preset = derive_preset(info, 100, torch.device("cpu"), 5, step_seconds=fixed_seconds)
+    # Per model: the warm-up's start, then (start, end) of steps lasting 1, 3 and 2 s (the warm-up: 100 s).
+    starts_and_ends = [0.0, 100.0, 101.0, 200.0, 203.0, 300.0, 302.0]
+    clock = iter([1000.0 * m + t for m in range(3) for t in starts_and_ends])
+    monkeypatch.setattr(derivation, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    assert measure_step_seconds(preset, torch.device("cpu"), repeats=3) == {"vqvae": 2.0, "layout_prior": 2.0,
+                                                                            "prior": 2.0}
+    assert next(clock, None) is None  # exactly 3 timed steps and a warm-up per model, no more
+
+
 def test_train_all_without_a_preset_derives_one_writes_it_and_resumes(tmp_path, capsys):
     data = make_tiny_dataset(tmp_path / "data", n=48, size=32, channels=3, num_classes=4, n_val=8)
     run = tmp_path / "run"

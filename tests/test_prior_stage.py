@@ -16,7 +16,7 @@ from msgnet.io import load_state_dict
 from msgnet.models.layout_prior import LayoutPixelSNAIL
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.models.priors import load_prior
-from msgnet.train.prior_stage import train_layout_prior, train_prior
+from msgnet.training.prior_stage import train_layout_prior, train_prior
 
 
 def write_codes(run_dir, n_train=12, n_val=4, h=4, w=4, num_codes=16, num_classes=3, seed=0, offset=0):

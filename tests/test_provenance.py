@@ -29,7 +29,7 @@ def _snapshot(run: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def subset_run(tmp_path_factory):
     """`train all --train-subset 7`, with the length of the VQ-VAE's training set captured."""
-    from msgnet.train import vqvae_stage
+    from msgnet.training import vqvae_stage
 
     root = tmp_path_factory.mktemp("subset")
     data = make_tiny_dataset(root / "data", n=24, size=16, channels=1, num_classes=3)
@@ -61,7 +61,7 @@ def test_run_records_exactly_the_seeded_subset(subset_run):
 
 def test_priors_see_only_the_subset_and_val_stays_whole(subset_run):
     from msgnet.layouts import downsample_layout
-    from msgnet.train.codes import load_codes
+    from msgnet.training.codes import load_codes
 
     data, run, expected, _ = subset_run
     ds = open_dataset(data)
@@ -90,7 +90,7 @@ def test_another_subset_is_refused_and_the_run_is_unchanged(subset_run, argv, ca
 
 
 def test_later_stages_reuse_the_record(subset_run, tmp_path):
-    from msgnet.train.codes import load_codes
+    from msgnet.training.codes import load_codes
 
     data, run, expected, _ = subset_run
     copy = tmp_path / "run"
@@ -159,7 +159,7 @@ def test_bad_subsets_write_nothing(tmp_path, capsys):
 
 def test_layout_prior_from_data_trains_on_the_subset(tmp_path, monkeypatch):
     from msgnet.sampling.run import record_training_data
-    from msgnet.train import prior_stage
+    from msgnet.training import prior_stage
 
     data = make_tiny_dataset(tmp_path / "data", n=16, size=16)  # 12 train images
     run = tmp_path / "run"

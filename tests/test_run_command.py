@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from msgnet.cli import main
+from msgnet.data.format import open_dataset
 from tests.fixtures_importers import make_folder_fixture
 
 
@@ -18,7 +21,19 @@ def _imported_tiles(tmp_path):
     return data
 
 
-def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
+def _force_qc(monkeypatch, passes: bool) -> None:
+    """Every candidate passes quality control, or none does: the job's two endings, each for certain."""
+    from msgnet.evaluation.qc.checker import QualityControl
+
+    original = QualityControl.reasons
+    verdict = [] if passes else ["dice"]
+    monkeypatch.setattr(QualityControl, "reasons", lambda self, table: [list(verdict) for _ in original(self, table)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("passes", [True, False], ids=["pairs pass qc", "no pair passes qc"])
+def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys, monkeypatch, passes):
+    _force_qc(monkeypatch, passes)
     data = _imported_tiles(tmp_path)
     run = tmp_path / "run"
     cmd = ["run", str(data), "--run", str(run), "--budget", "0.02", "--num", "4", "--seeds", "1",
@@ -34,15 +49,18 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
     bench = json.loads((run / "benchmark.json").read_text())
     names = {s["name"] for s in bench["results"][0]["settings"]}
     assert {"real", "augment", "copy-paste@1", "augment+copy-paste@1"} <= names
-    if (run / "generated").is_dir():  # enough pairs passed QC: every declared policy was tried, one chosen on val
-        from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
+    from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
 
+    if passes:  # every declared policy was tried, one chosen on val, and the report says which
+        assert (run / "generated").is_dir() and len(open_dataset(run / "generated").ids("train")) == 4
         assert {"pairs:" + p for p in DECLARED_POLICIES} <= names
         verdict = bench["results"][0]["verdict"]
         assert summary["policy"] in first and verdict["reference"]["label"] in first
         assert first.startswith("**Adopt ") if verdict["adopt"] else first.startswith("**Don't add these pairs")
         assert "## Quality control of the generated pairs" in md
-    else:  # the cap was reached: the report says so instead of a verdict
+    else:  # the cap was reached: no pairs, no policy trained, and the report says so instead of a verdict
+        assert not (run / "generated").exists() and (run / "generated.partial" / "qc.json").is_file()
+        assert not any(n.startswith("pairs:") for n in names)
         assert "were not benchmarked" in first and "passed quality control" in first
     assert "derived-" in md and "kept the weights of step" in md  # derived preset and kept weights reported
     # the sampling settings came from a probe of declared candidates, whose table is in the report
@@ -50,14 +68,14 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys):
     chosen = probe["rows"][probe["chosen"]]
     assert len(probe["rows"]) >= 2 and all(r["pairs"] == 6 for r in probe["rows"])
     assert "## How the sampling settings were chosen" in md and f"| **{chosen['guidance']:g}** |" in md
-    if (run / "generated").is_dir():
+    if passes:
         used = json.loads((run / "generated" / "dataset.json").read_text())["source"]["settings"]
         assert (used["guidance"], used["temperature_codes"]) == (chosen["guidance"], chosen["temperature_codes"])
-    page = (report / "report.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page and "<table>" in page
-    # a rerun finishes at once from what is there, with the same answer
-    assert main(cmd) == 0
-    assert (report / "report.md").read_text().splitlines()[0] == first
+        page = (report / "report.html").read_text()
+        assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page and "<table>" in page
+        # a rerun finishes at once from what is there, with the same answer
+        assert main(cmd) == 0
+        assert (report / "report.md").read_text().splitlines()[0] == first
 
 
 def test_run_on_a_subset_trains_generator_qc_and_unets_on_the_same_images(tmp_path, capsys):

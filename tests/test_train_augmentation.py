@@ -11,9 +11,9 @@ from msgnet.config import load_preset
 from msgnet.models.latents import stack_codes
 from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.preset_derivation import augment_copies_for, derive_preset
-from msgnet.train.codes import load_codes
-from msgnet.train.prior_stage import _layouts_from_dataset
-from msgnet.train.vqvae_stage import VQVAEStage
+from msgnet.training.codes import load_codes
+from msgnet.training.prior_stage import _layouts_from_dataset
+from msgnet.training.vqvae_stage import VQVAEStage
 from tests.fixtures import make_tiny_dataset, tiny_info
 from tests.test_preset_derivation import fixed_seconds
 

@@ -15,10 +15,10 @@ import torch
 from msgnet.config import TrainConfig, load_preset
 from msgnet.errors import UsageError
 from msgnet.io import load_state_dict
-from msgnet.train import codebook_usage
-from msgnet.train.loop import epoch_permutation, seed_everything, train
-from msgnet.train.schedules import lr_factor
-from msgnet.train.vqvae_stage import VQVAEStage, open_image_datasets, train_vqvae
+from msgnet.training import codebook_usage
+from msgnet.training.loop import epoch_permutation, seed_everything, train
+from msgnet.training.schedules import lr_factor
+from msgnet.training.vqvae_stage import VQVAEStage, open_image_datasets, train_vqvae
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +183,8 @@ def test_steps_flag_sets_every_stage_to_that_many_steps(tmp_path):
 def test_batches_gathered_by_index_equal_batches_stacked_item_by_item(tmp_path):
     from msgnet.data.format import open_dataset
     from msgnet.data.torch_dataset import ImageLayoutDataset
-    from msgnet.train.loop import _gather, collate
-    from msgnet.train.prior_stage import TensorRows
+    from msgnet.training.stage import collate, gather_batch as _gather
+    from msgnet.training.prior_stage import TensorRows
     from tests.fixtures import make_tiny_dataset
 
     ds = ImageLayoutDataset(open_dataset(make_tiny_dataset(tmp_path / "d", n=12, n_val=2)), "train")

@@ -11,7 +11,7 @@ from torch import nn
 
 from msgnet.config import TrainConfig
 from msgnet.io import load_state_dict
-from msgnet.train.loop import BaseStage, train
+from msgnet.training.loop import BaseStage, train
 
 
 @dataclass(frozen=True)

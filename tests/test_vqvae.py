@@ -221,7 +221,7 @@ def test_extract_codes(tmp_path):
 
     from msgnet.data.format import open_dataset
     from msgnet.layouts import downsample_layout
-    from msgnet.train.codes import extract_codes, load_codes
+    from msgnet.training.codes import extract_codes, load_codes
 
     data = make_tiny_dataset(tmp_path / "data", n=12, size=16, channels=1)
     torch.manual_seed(0)

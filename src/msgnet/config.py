@@ -37,7 +37,7 @@ class VQVAEConfig:
     commitment: float = 0.25
     # Self-attention only on feature maps smaller than this per side (paper App. B).
     attention_below: int = 64
-    # Restart codes unused over the last window of steps (msgnet.train.codebook_usage.RESTART_WINDOW,
+    # Restart codes unused over the last window of steps (msgnet.training.codebook_usage.RESTART_WINDOW,
     # at most an epoch) from random encoder outputs; also initialises the codebooks from the
     # first batch (off in paper presets).
     restart_dead_codes: bool = False
@@ -143,7 +143,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     image_every: int = 1000
     val_samples: int = 0  # validate on the first N validation items (0: all); CPU presets use it
-    # Small-data training (msgnet.train.selection): moving average of the weights (0: off),
+    # Small-data training (msgnet.training.selection): moving average of the weights (0: off),
     # keep the best-validated weights, stop after `patience` validations without improvement
     # (0: never), validate every `val_every` steps (0: only with checkpoints and image grids).
     ema_decay: float = 0.0
@@ -158,7 +158,7 @@ class TrainConfig:
     augment_copies: int = 0
     # "auto": bf16 autocast (and TF32 for what stays fp32) where the device computes bf16 natively
     # (CUDA; CPUs with AVX512-BF16 or AMX), else fp32; "bf16": autocast on any device; "fp32": never.
-    # Weights and optimiser stay fp32 (msgnet.train.acceleration).
+    # Weights and optimiser stay fp32 (msgnet.training.acceleration).
     precision: str = "auto"
     # torch.compile the training forward pass: worth its compile time only for long stages
     # (benchmarks/training_speed.py measures what it buys).

@@ -21,12 +21,12 @@ def choose_device(device: str | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise UsageError(f"--device: unknown device {device!r} ({KNOWN})") from None
+        raise UsageError(f"device: unknown device {device!r} ({KNOWN})") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: no CUDA GPU is available on this machine (use cpu)")
+            raise UsageError(f"device {device}: no CUDA GPU is available on this machine (use cpu)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+            raise UsageError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     elif dev.type != "cpu":
-        raise UsageError(f"--device: {device!r} is not supported ({KNOWN})")
+        raise UsageError(f"device: {device!r} is not supported ({KNOWN})")
     return dev

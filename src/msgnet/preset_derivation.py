@@ -32,7 +32,7 @@ import torch
 from msgnet.config import PixelSNAILConfig, Preset, TrainConfig, VQVAEConfig
 from msgnet.data.format import DatasetInfo
 from msgnet.errors import UsageError
-from msgnet.train.acceleration import Precision, compiled_for_training, compiler_available, place_for_training
+from msgnet.training.acceleration import Precision, compiled_for_training, compiler_available, place_for_training
 
 LATENT_RANGE = (16, 32)
 # Why a CPU preset takes the coarser grid (docs/adherence.md, "The latent grid for a CPU budget").
@@ -40,7 +40,7 @@ CPU_GRID_EVIDENCE = ("on a CPU budget the coarser grid follows its layouts bette
                      "Multi-MNIST images, 12 minutes, guidance 3: QC-passing pairs per sampling minute 283 at 8x8 "
                      "against 6 at 16x16, median QC DICE 0.276 against 0.165, digits read as annotated 27.6% "
                      "against 24.5%; docs/adherence.md)")
-# Shares of training time measured by `multi-mnist-cpu` on 50,000 images (README, runs/main): 8.2 / 10.9 / 15.3 min.
+# Shares of training time measured by `multi-mnist-cpu` on 50,000 images (docs/results.md, runs/main): 8.2 / 10.9 / 15.3 min.
 STAGE_SHARES = {"vqvae": 8.2 / 34.4, "layout_prior": 10.9 / 34.4, "prior": 15.3 / 34.4}
 DEFAULT_BUDGET_MINUTES = 30.0
 MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
@@ -49,7 +49,7 @@ MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
 CONDITION_DROPOUT = 0.1
 ADHERENCE_PAIRS = 16  # decoded samples the codes prior's validation scores against their layouts
 # Small sets train on transformed copies (the dataset's declared transforms), up to about
-# 4,000 code maps: a chosen figure, not a tuned one (README "Low-data result" measures the whole).
+# 4,000 code maps: a chosen figure, not a tuned one (docs/results.md "Low-data result" measures the whole).
 AUGMENT_BELOW, AUGMENT_TARGET, MAX_COPIES = 4000, 4000, 8
 
 
@@ -216,7 +216,7 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
     """
     budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else float(budget_minutes)
     if not budget > 0:
-        raise UsageError("--budget: must be a positive number of minutes")
+        raise UsageError("budget: must be a positive number of minutes")
     gpu = device.type == "cuda"
     preset, why = derive_structure(info, num_train, gpu, latent_size)
     # torch.compile made the CPU priors' steps 1.25x faster (benchmarks/training_speed.py); on a GPU

@@ -33,7 +33,7 @@ class CVQVAEConfig(VQVAEConfig):
     """MSGNet's VQ-VAE config plus the layout (``num_classes`` layout classes) the decoder sees.
 
     The single path has no self-attention: ``attention_below`` is inherited but unused. Dead codes
-    are restarted like MSGNet's (``restart_dead_codes``, :mod:`msgnet.train.codebook_usage`).
+    are restarted like MSGNet's (``restart_dead_codes``, :mod:`msgnet.training.codebook_usage`).
     """
 
     num_classes: int = 11  # layout classes, background included

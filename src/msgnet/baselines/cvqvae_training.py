@@ -18,9 +18,9 @@ from torch import nn
 
 from msgnet.baselines.cvqvae import CVQVAEConfig, LayoutConditionedVQVAE
 from msgnet.config import PixelSNAILConfig, Preset
-from msgnet.train.codebook_usage import CodebookUsage
-from msgnet.train.loop import BaseStage, seed_everything, train
-from msgnet.train.grid import save_grid
+from msgnet.training.codebook_usage import CodebookUsage
+from msgnet.training.loop import BaseStage, seed_everything, train
+from msgnet.training.grid import save_grid
 
 MODEL_DIR, PRIOR_DIR = "cvqvae", "cvqvae_prior"
 
@@ -94,8 +94,8 @@ def train_cvqvae(preset: Preset, data_dir: Path, run_dir: Path, resume: bool = F
                  train_ids: Sequence[int] | None = None) -> Path:
     """Train the baseline and its prior on ``data_dir`` (only ``train_ids`` of its train split, if given)."""
     from msgnet.device import choose_device
-    from msgnet.train.prior_stage import PriorStage, TensorRows
-    from msgnet.train.vqvae_stage import open_image_datasets
+    from msgnet.training.prior_stage import PriorStage, TensorRows
+    from msgnet.training.vqvae_stage import open_image_datasets
 
     config = CVQVAEConfig.from_preset(preset)
     train_set, val_set = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)

@@ -19,8 +19,8 @@ from torch import nn
 
 from msgnet.baselines.obj_cgan import ObjCGAN, ObjCGANConfig, objects_of_layouts
 from msgnet.config import Preset, TrainConfig
-from msgnet.train.grid import save_grid
-from msgnet.train.loop import BaseStage, seed_everything, train
+from msgnet.training.grid import save_grid
+from msgnet.training.loop import BaseStage, seed_everything, train
 
 MODEL_DIR = "obj_cgan"
 
@@ -101,7 +101,7 @@ class ObjCGANStage(BaseStage):
 def train_obj_cgan(preset: Preset, data_dir: Path, run_dir: Path, resume: bool = False, device: str | None = None,
                    train_ids: Sequence[int] | None = None, steps: int | None = None) -> Path:
     """Train obj-cGAN on ``data_dir`` (only ``train_ids`` of its train split, if given)."""
-    from msgnet.train.vqvae_stage import open_image_datasets
+    from msgnet.training.vqvae_stage import open_image_datasets
 
     config = ObjCGANConfig.from_preset(preset)
     train_images, val_images = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)

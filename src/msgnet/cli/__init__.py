@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 from msgnet import __version__
@@ -69,17 +70,38 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 
 # The library names the field a bad value came in ("subset: ..."); the command line names its flag.
-FIELD_FLAGS = {"subset": "--train-subset", "budget": "--budget", "steps": "--steps", "data": "--data",
-               "num": "--num", "seeds": "--seeds", "min_steps": "--min-steps", "probe_pairs": "--probe-pairs",
-               "seed": "--seed", "guidance": "--guidance", "batch_size": "--batch-size",
-               "max_candidates": "--qc-max-candidates", "qc_steps": "--qc-steps"}
+# A field is a flag's dest unless listed here.
+FIELD_FLAGS = {"subset": "--train-subset", "json_path": "--json", "max_candidates": "--qc-max-candidates",
+               "qc_steps": "--qc-steps", "real_keep": "--real-keep"}
+_LEADING_FIELDS = re.compile(r"[a-z][a-z0-9_]*(?:(?:, | and )[a-z][a-z0-9_]*)*(?=[ :])")
 
 
-def as_flags(message: str) -> str:
-    """``message`` with a leading field name put as the command line's flag for it."""
-    field, sep, rest = message.partition(": ")
-    flag = FIELD_FLAGS.get(field)
-    return f"{flag}: {rest}" if sep and flag else message
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> its long option, over every sub-command of ``parser`` (the first seen wins)."""
+    found: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for dest, flag in flag_names(sub).items():
+                    found.setdefault(dest, flag)
+        elif action.option_strings:
+            found.setdefault(action.dest, max(action.option_strings, key=len))
+    return found
+
+
+def as_flags(message: str, flags: dict[str, str]) -> str:
+    """``message`` with its leading field names ("val_fraction, test_fraction: ...") put as the flags."""
+    m = _LEADING_FIELDS.match(message)
+    if not m:
+        return message
+    names = [n for part in m.group(0).split(", ") for n in part.split(" and ")]
+    known = {**flags, **FIELD_FLAGS}
+    if not all(n in known for n in names):
+        return message
+    joined = m.group(0)
+    for n in names:
+        joined = re.sub(rf"\b{n}\b", known[n], joined, count=1)
+    return joined + message[m.end():]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_outputs(args)
         return int(args.func(args) or 0)
     except UsageError as exc:
-        print(f"msgnet: error: {as_flags(str(exc))}", file=sys.stderr)
+        print(f"msgnet: error: {as_flags(str(exc), flag_names(parser))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if hasattr(args, "resume"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_preset_arguments(p: argparse.ArgumentParser, derivable: bool = False) -> None:

@@ -158,7 +158,7 @@ def build_clevr(spec: ClevrSpec, out: Path | str, workers: int = 1, resume: bool
     """Render ``spec.num`` scenes with ``workers`` Blender processes and write the dataset ``out``."""
     spec.validate()
     if workers < 1:
-        raise UsageError("--workers: must be at least 1")
+        raise UsageError("workers: must be at least 1")
     out = Path(out)
     work = out.with_name(out.name + ".partial")
     if out.exists():

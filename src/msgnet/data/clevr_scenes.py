@@ -98,16 +98,16 @@ class ClevrSpec:
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
-            raise UsageError(f"--variant: one of {', '.join(VARIANTS)} (got {self.variant!r})")
+            raise UsageError(f"variant: one of {', '.join(VARIANTS)} (got {self.variant!r})")
         if self.num < 3:
-            raise UsageError("--num: need at least 3 scenes (one per split)")
+            raise UsageError("num: need at least 3 scenes (one per split)")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.val_fraction + self.test_fraction < 1):
-            raise UsageError("--val-fraction, --test-fraction: fractions in [0, 1) that leave a training split")
+            raise UsageError("val_fraction, test_fraction: fractions in [0, 1) that leave a training split")
         if self.samples < 1:
-            raise UsageError("--samples: must be at least 1")
+            raise UsageError("samples: must be at least 1")
         if not 0 <= self.min_visible_fraction < 0.05:
-            raise UsageError("--min-visible: a share of the image in [0, 0.05)")
+            raise UsageError("min_visible: a share of the image in [0, 0.05)")
 
     @property
     def min_visible_pixels(self) -> int:

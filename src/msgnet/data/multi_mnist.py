@@ -52,19 +52,19 @@ class MultiMnistSpec:
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
-            raise UsageError(f"--variant: unknown {self.variant!r} (choose from {', '.join(VARIANTS)})")
+            raise UsageError(f"variant: unknown {self.variant!r} (choose from {', '.join(VARIANTS)})")
         if not 0.0 < self.val_fraction < 1.0:
-            raise UsageError("--val-fraction: must be between 0 and 1")
+            raise UsageError("val_fraction: must be between 0 and 1")
         if not 0.0 <= self.test_fraction < 1.0:
-            raise UsageError("--test-fraction: must be in [0, 1)")
+            raise UsageError("test_fraction: must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise UsageError("--val-fraction, --test-fraction: together they must leave images for training")
+            raise UsageError("val_fraction, test_fraction: together they must leave images for training")
         if self.num < 2 + (self.test_fraction > 0):
-            raise UsageError(f"--num: need at least {2 + (self.test_fraction > 0)} images (one per split)")
+            raise UsageError(f"num: need at least {2 + (self.test_fraction > 0)} images (one per split)")
         if not 4 <= self.digit_min <= self.digit_max:
-            raise UsageError("--digit-size: need 4 <= MIN <= MAX")
+            raise UsageError("digit_size: need 4 <= MIN <= MAX")
         if self.size < 16 or self.size > 1024:
-            raise UsageError("--size: must be between 16 and 1024 pixels")
+            raise UsageError("size: must be between 16 and 1024 pixels")
         _, _, rw, rh = self.region
         # A placement must always exist: a grid of digit cells with room for every digit.
         if (rw // self.digit_max) * (rh // self.digit_max) < self.num_digits:
@@ -218,7 +218,7 @@ def build_multi_mnist(spec: MultiMnistSpec, digits: MnistDigits, out: Path | str
     rng = np.random.default_rng(spec.seed)
     sizes = spec.split_sizes()
     if sizes["train"] < 1:
-        raise UsageError("--num: too few images for a training split")
+        raise UsageError("num: too few images for a training split")
     pools = digit_pools(spec, digits)
     halves = spec.test_fraction > 0
     info = DatasetInfo(

@@ -143,8 +143,12 @@ def train_classifier(
     training: ClassifierTraining = ClassifierTraining(),
     progress: bool = True,
     device: torch.device | str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[DigitClassifier, dict]:
     """Train on (N, 28, 28) uint8 digits on ``device`` (None: CUDA when available, else CPU).
+
+    ``log``: told once, after the first ``ESTIMATE_AFTER`` steps, how long the whole training will
+    take at the speed measured so far (a loaded CPU can be ten times slower than an idle one).
 
     Returns the model (on ``device``) and its test accuracy, mean loss per epoch and timing.
     """
@@ -161,7 +165,7 @@ def train_classifier(
     x_all = torch.from_numpy(train_images).to(dev)
     y_all = torch.from_numpy(train_labels.astype(np.int64)).to(dev)
     start = time.perf_counter()
-    bar = tqdm(total=steps, desc="digit classifier", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc="digit classifier", unit="step", disable=not progress)
     epoch_loss = torch.zeros(training.epochs, device=dev)  # summed on the device, read back once
     model.train()
     for e in range(training.epochs):
@@ -176,6 +180,8 @@ def train_classifier(
             sched.step()
             epoch_loss[e] += loss.detach()
             bar.update(1)
+            if log is not None and e * per_epoch + s + 1 == min(ESTIMATE_AFTER, steps):
+                _log_estimate(log, steps, e * per_epoch + s + 1, time.perf_counter() - start)
         if progress and per_epoch:  # one read-back per epoch, only for the progress bar
             bar.set_postfix(loss=f"{epoch_loss[e].item() / per_epoch:.3f}", refresh=False)
     bar.close()
@@ -193,6 +199,15 @@ def save_classifier(model: DigitClassifier, directory: Path | str, info: dict) -
     atomic_write_json(Path(directory) / "training.json", info)
 
 
+ESTIMATE_AFTER = 20  # steps timed before the whole training's duration is estimated
+
+
+def _log_estimate(log: Callable[[str], None], steps: int, done: int, seconds: float) -> None:
+    total = seconds / done * steps
+    log(f"digit classifier: {steps} steps, about {total / 60:.1f} min at the speed of the first {done} "
+        f"({1000 * seconds / done:.0f} ms a step)")
+
+
 def train_and_save(out: Path | str, training: ClassifierTraining = ClassifierTraining(), progress: bool = True,
                    log: Callable[[str], None] = print,
                    device: torch.device | str | None = None) -> tuple[DigitClassifier, dict]:
@@ -201,7 +216,8 @@ def train_and_save(out: Path | str, training: ClassifierTraining = ClassifierTra
 
     digits = load_bundled()
     model, info = train_classifier(digits.train_images, digits.train_labels, digits.test_images,
-                                   digits.test_labels, training=training, progress=progress, device=device)
+                                   digits.test_labels, training=training, progress=progress, device=device,
+                                   log=log)
     info.update({"digits": digits.origin, "training": dataclasses.asdict(training)})
     save_classifier(model, out, info)
     log(f"digit classifier: {100 * info['test_accuracy']:.2f}% on the {info['test_images']} MNIST test digits, "
@@ -221,13 +237,14 @@ def get_classifier(directory: Path | str | None, log: Callable[[str], None] = pr
     if directory is not None:
         directory = Path(directory)
         if not (directory / "config.json").is_file():
-            raise UsageError(f"--classifier {directory}: no trained classifier there "
+            raise UsageError(f"classifier {directory}: no trained classifier there "
                              "(run `msgnet eval train-classifier --out DIR`)")
         return DigitClassifier.from_pretrained(directory, dev), directory
     directory = default_classifier_dir()
     if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():
-        log(f"no digit classifier at {directory}: training one on MNIST on {dev} (about 1-2 minutes on a CPU)")
-        train_and_save(directory, progress=progress, log=log, device=dev)
+        log(f"no digit classifier at {directory}: training one on MNIST on {dev} first (once)")
+        # A training shows its bar whatever ``progress`` says of the command's other output.
+        train_and_save(directory, progress=True, log=log, device=dev)
     return DigitClassifier.from_pretrained(directory, dev), directory
 
 

@@ -19,7 +19,7 @@ from msgnet.evaluation.benchmark.report import markdown_section
 from msgnet.evaluation.html_page import markdown_to_html
 from msgnet.io import atomic_write_json, atomic_write_text
 from msgnet.run_dir import RunDir
-from msgnet.train.selection import describe_kept
+from msgnet.training.selection import describe_kept
 
 def _gain_text(g: dict | None, ref: str) -> str:
     if not g or "gain" not in g:

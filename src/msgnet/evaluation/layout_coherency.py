@@ -85,7 +85,7 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
     from msgnet.run_dir import RunDir
 
     if num < 1:
-        raise UsageError("--num: must be at least 1")
+        raise UsageError("num: must be at least 1")
     info = read_run_info(run_dir)
     run = RunDir(run_dir)
     rule = _rule_parts(info.rule, parts, run.dataset_json)
@@ -119,7 +119,7 @@ def real_layout_coherency(data_dir: Path, grid: int, num: int | None = None, par
     from msgnet.layouts import downsample_layout
 
     if grid < 1:
-        raise UsageError("--grid: must be at least 1")
+        raise UsageError("grid: must be at least 1")
     dataset = open_dataset(data_dir)
     info = dataset.info
     rule = _rule_parts(info.rule, parts, Path(data_dir) / "dataset.json")
@@ -141,7 +141,7 @@ def _rule_parts(rule: dict[str, Any] | None, parts: list[str] | None, where: Pat
     if parts:
         unknown = [p for p in parts if p not in rule]
         if unknown:
-            raise UsageError(f"--parts: the rule has no part {unknown[0]!r} (it has {', '.join(rule)})")
+            raise UsageError(f"parts: the rule has no part {unknown[0]!r} (it has {', '.join(rule)})")
         rule = {k: v for k, v in rule.items() if k in parts}
     return rule
 

@@ -1,17 +1,25 @@
-"""Training-curve plots drawn with Pillow (matplotlib is not a dependency)."""
+"""The report's figures, drawn with matplotlib's object API (no pyplot: no global figure state).
+
+Training curves of a stage (``metrics.csv``), the benchmark's DICE against N and its learning
+curves, and the quality-control score histograms all go through :func:`new_figure` and
+:func:`save_figure`, so every picture has the same look and is written atomically.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
-from PIL import Image, ImageDraw
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from msgnet.io import atomic_path
 
-SERIES_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
 SKIP_COLUMNS = {"step", "epoch", "split", "time_s", "lr"}
+DPI = 100
 
 
 def read_metrics(path: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
@@ -36,39 +44,36 @@ def read_metrics(path: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
     return series
 
 
-def _nice(v: float) -> str:
-    return f"{v:.3g}"
+def new_figure(width_px: int, height_px: int, title: str | None = None) -> Figure:
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
 
 
-def line_panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str,
-               lines: dict[str, list[tuple[float, float]]], log_y: bool = False) -> None:
-    """One chart inside ``box`` (x0, y0, x1, y1): axes, min/max labels, one polyline per series."""
-    x0, y0, x1, y1 = box
-    draw.text((x0 + 4, y0 + 2), title + (" (log)" if log_y else ""), fill=(0, 0, 0))
-    px0, py0, px1, py1 = x0 + 48, y0 + 18, x1 - 8, y1 - 22
-    draw.rectangle((px0, py0, px1, py1), outline=(120, 120, 120))
-    pts = [p for s in lines.values() for p in s]
-    if not pts:
-        return
-    tf = (lambda v: math.log10(v)) if log_y else (lambda v: v)  # noqa: E731
-    xs = [p[0] for p in pts]
-    ys = [tf(p[1]) for p in pts]
-    xmin, xmax = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    ymin, ymax = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-    inv = (lambda v: 10 ** v) if log_y else (lambda v: v)  # noqa: E731
-    draw.text((x0 + 2, py0 - 4), _nice(inv(ymax)), fill=(60, 60, 60))
-    draw.text((x0 + 2, py1 - 8), _nice(inv(ymin)), fill=(60, 60, 60))
-    draw.text((px0, py1 + 4), _nice(xmin), fill=(60, 60, 60))
-    draw.text((px1 - 40, py1 + 4), f"step {_nice(xmax)}", fill=(60, 60, 60))
-    for k, (name, s) in enumerate(sorted(lines.items())):
-        colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
-        xy = [(px0 + (x - xmin) / (xmax - xmin) * (px1 - px0), py1 - (tf(y) - ymin) / (ymax - ymin) * (py1 - py0))
-              for x, y in sorted(s)]
-        if len(xy) == 1:
-            draw.ellipse((xy[0][0] - 2, xy[0][1] - 2, xy[0][0] + 2, xy[0][1] + 2), fill=colour)
-        else:
-            draw.line(xy, fill=colour, width=2)
-        draw.text((px1 - 60, py0 + 4 + 12 * k), name, fill=colour)
+def save_figure(fig: Figure, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return out
+
+
+def line_panel(ax: Axes, title: str, lines: dict[str, list[tuple[float, float]]], ylabel: str,
+               xlabel: str = "step", log_y: bool = False) -> None:
+    """One chart: a line (or a point) per series, sorted by x, with its legend and labelled axes."""
+    for name, points in sorted(lines.items()):
+        xs, ys = zip(*sorted(points)) if points else ((), ())
+        ax.plot(xs, ys, marker="o" if len(xs) == 1 else None, markersize=3, linewidth=1.5, label=name)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    if log_y:
+        ax.set_yscale("log")
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if lines:
+        ax.legend(fontsize=7)
 
 
 def plot_metrics(csv_path: Path, out: Path, title: str, max_panels: int = 6) -> Path | None:
@@ -79,15 +84,30 @@ def plot_metrics(csv_path: Path, out: Path, title: str, max_panels: int = 6) -> 
     names = sorted(series, key=lambda k: (k != "loss", k))[:max_panels]
     cols = 2 if len(names) > 1 else 1
     rows = math.ceil(len(names) / cols)
-    pw, ph = 420, 240
-    img = Image.new("RGB", (cols * pw, rows * ph + 24), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    draw.text((6, 6), title, fill=(0, 0, 0))
+    fig = new_figure(cols * 420, rows * 240 + 24, title)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for i, name in enumerate(names):
-        r, c = divmod(i, cols)
         vals = [v for s in series[name].values() for _, v in s]
         log_y = min(vals) > 0 and max(vals) / min(vals) > 50
-        line_panel(draw, (c * pw, 24 + r * ph, (c + 1) * pw, 24 + (r + 1) * ph), name, series[name], log_y)
-    with atomic_path(out) as tmp:
-        img.save(tmp, format="PNG")
-    return out
+        line_panel(axes[i // cols][i % cols], name, series[name], ylabel=name, log_y=log_y)
+    for j in range(len(names), rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    return save_figure(fig, out)
+
+
+def histogram_panel(ax: Axes, title: str, samples: dict[str, Any], bins: int, cut: float | None) -> None:
+    """Densities of each named sample on shared bins, and the threshold as a red line."""
+    present = [v for v in samples.values() if len(v)]
+    lo = min(float(min(v)) for v in present)
+    hi = max(float(max(v)) for v in present)
+    hi = hi if hi > lo else lo + 1.0
+    for name, values in samples.items():
+        if len(values):
+            ax.hist(values, bins=bins, range=(lo, hi), density=True, alpha=0.55, label=name)
+    if cut is not None and lo <= cut <= hi:
+        ax.axvline(cut, color="red", linewidth=1.5, label="threshold")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(title, fontsize=8)
+    ax.set_ylabel("density", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)

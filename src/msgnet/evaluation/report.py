@@ -44,7 +44,7 @@ def _curves(run: Path | None, out: Path) -> list[dict]:
     if run is None:
         return []
     if not run.is_dir():
-        raise UsageError(f"--run {run}: no such directory")
+        raise UsageError(f"run {run}: no such directory")
     found = sorted(run.glob("*/metrics.csv")) + sorted(run.glob("metrics.csv"))
     plots = []
     for csv_path in found:
@@ -138,9 +138,9 @@ def build_report(req: ReportRequest, augment_request=None, log=print) -> Path:
     from msgnet.evaluation.inputs import check_compatible, open_input
 
     if req.augment is not None and not req.augment.is_file():
-        raise UsageError(f"--augment {req.augment}: no such file")
+        raise UsageError(f"augment {req.augment}: no such file")
     if (req.real is None or req.synthetic is None) and req.augment is None:
-        raise UsageError("--real and --synthetic: both needed (or only --augment JSON, for the benchmark section)")
+        raise UsageError("real and synthetic: both needed (or only --augment JSON, for the benchmark section)")
     real = syn = None
     if req.real is not None and req.synthetic is not None:
         real = open_input(req.real, "--real")
@@ -152,7 +152,7 @@ def build_report(req: ReportRequest, augment_request=None, log=print) -> Path:
             aug = json.loads(req.augment.read_text())
             aug["results"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UsageError(f"--augment {req.augment}: not the JSON of `msgnet eval augment --json`") from None
+            raise UsageError(f"augment {req.augment}: not the JSON of `msgnet eval augment --json`") from None
     out: Path = req.out
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"created": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -123,7 +123,7 @@ def write_run_report(run: Path, samples: Path | None, timings: dict[str, float])
         if s["epoch_end"]:
             lines.append(f"- last end-of-epoch metrics: {_fmt_metrics(s['epoch_end'])}")
         if s.get("selected"):
-            from msgnet.train.selection import describe_kept
+            from msgnet.training.selection import describe_kept
 
             lines.append(f"- kept weights: {describe_kept(s['selected'])}")
         if s["curves"]:

@@ -18,8 +18,8 @@ from PIL import Image
 
 from msgnet.errors import UsageError
 from msgnet.models.vqvae import DoublePathVQVAE
-from msgnet.train.codes import vqvae_dir
-from msgnet.train.grid import make_grid, save_png, to_uint8_hwc
+from msgnet.training.codes import vqvae_dir
+from msgnet.training.grid import make_grid, save_png, to_uint8_hwc
 
 _MODES = {1: "L", 2: "LA", 3: "RGB"}
 
@@ -76,7 +76,7 @@ def vqvae_inspect(
     if pixel is None:
         pixel = (cfg.image_size // 2, cfg.image_size // 2)
     if not (0 <= pixel[0] < cfg.image_size and 0 <= pixel[1] < cfg.image_size):
-        raise UsageError(f"--pixel: {pixel} lies outside the {cfg.image_size}x{cfg.image_size} image")
+        raise UsageError(f"pixel: {pixel} lies outside the {cfg.image_size}x{cfg.image_size} image")
     codes = model.encode_indices(x)
     recon = model.decode_indices(*codes)
     attn_only, conv_only = model.decode_contributions(*codes)

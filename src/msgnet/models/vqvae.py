@@ -67,7 +67,7 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
 
     kind = "vqvae"
     config_class = VQVAEConfig
-    # Trains faster in NHWC (msgnet.train.acceleration; benchmarks/training_speed.py).
+    # Trains faster in NHWC (msgnet.training.acceleration; benchmarks/training_speed.py).
     preferred_memory_format = torch.channels_last
 
     def __init__(self, config: VQVAEConfig) -> None:

@@ -65,15 +65,15 @@ class GenerationSettings:
 
     def validate(self) -> None:
         if self.num < 1:
-            raise UsageError("--num: must be at least 1")
+            raise UsageError("num: must be at least 1")
         if self.batch_size < 1:
-            raise UsageError("--batch-size: must be at least 1")
+            raise UsageError("batch_size: must be at least 1")
         for flag, value in (("--temperature-layout", self.temperature_layout),
                             ("--temperature-codes", self.temperature_codes)):
             if not math.isfinite(value) or value <= 0:  # nan compares false both ways: check it by name
                 raise UsageError(f"{flag}: must be a positive finite number, got {value}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise UsageError(f"--guidance: must be a finite number >= 0, got {self.guidance}")
+            raise UsageError(f"guidance: must be a finite number >= 0, got {self.guidance}")
         for flag, k in (("--top-k-layout", self.top_k_layout), ("--top-k-codes", self.top_k_codes)):
             if k is not None and k < 1:
                 raise UsageError(f"{flag}: must be at least 1, got {k}")
@@ -81,11 +81,11 @@ class GenerationSettings:
             if p is not None and not (math.isfinite(p) and 0 < p <= 1):
                 raise UsageError(f"{flag}: must be in (0, 1], got {p}")
         if self.layout_source not in LAYOUT_SOURCES:
-            raise UsageError(f"--layout-source: unknown {self.layout_source!r} (choose from {', '.join(LAYOUT_SOURCES)})")
+            raise UsageError(f"layout_source: unknown {self.layout_source!r} (choose from {', '.join(LAYOUT_SOURCES)})")
         if self.layout_source != "prior" and self.layouts_from is not None:
-            raise UsageError("--layout-source: layouts are given (--layouts); leave it at 'prior'")
+            raise UsageError("layout_source: layouts are given (--layouts); leave it at 'prior'")
         if self.sampler not in SAMPLERS:
-            raise UsageError(f"--sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
+            raise UsageError(f"sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
 
 
 def sampler_named(name: str) -> Callable[..., torch.Tensor]:
@@ -297,7 +297,7 @@ class SamplingJob:
         run_dir, out = Path(run_dir), Path(out)
         run = load_generation_run(run_dir, need_layout_prior=settings.samples_layouts, device=device)
         if settings.sampler == "cuda-graph" and run.device.type != "cuda":
-            raise UsageError(f"--sampler cuda-graph: needs a CUDA device (this run would sample on {run.device})")
+            raise UsageError(f"sampler cuda-graph: needs a CUDA device (this run would sample on {run.device})")
         check_guidable(run, settings, run_dir)
         # Which real images the generator saw, so a benchmark can check them (msgnet.data.provenance);
         # read before sampling so that a damaged run record fails at once, not after the work.

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from msgnet.errors import UsageError
-from msgnet.train import distributed as D
+from msgnet.training import distributed as D
 
 T = TypeVar("T")
 

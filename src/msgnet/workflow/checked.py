@@ -68,75 +68,27 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
     far, at least one, and its record says so).
     """
     run_dir, out = Path(run_dir), Path(out)
-    recorded, training_ids = run_training_data(run_dir)
-    real_ds = open_dataset(real or recorded)
-    same_data = real is None or Path(real).resolve() == recorded.resolve()
     cap = max_candidates if max_candidates is not None else 20 * settings.num
     if cap < settings.num and not accept_fewer:
-        raise UsageError(f"--qc-max-candidates: {cap} is fewer than --num {settings.num}")
-    job = SamplingJob.open(run_dir, out, settings, resume, device,
-                           record_extra={"qc": qc_settings.to_json(), "qc_real": str(real_ds.root.resolve())})
-    try:
-        check_compatible(job.run.info, RunDir(job.run_dir).dataset_json, real_ds)
-        if qc is None:
-            qc = QualityControl.prepare(real_ds, segmenter_dir or RunDir(run_dir).qc_segmenter, qc_settings,
-                                        job.run.device, training_ids if same_data else None, progress=progress)
-    except UsageError:
-        if not job.partial.state["done_batches"]:
-            remove_partial(out)  # refused before anything was sampled: leave nothing behind
-        raise
+        raise UsageError(f"max_candidates: {cap} is fewer than --num {settings.num}")
+    job, qc = _open_checked(run_dir, out, settings, qc_settings, real, segmenter_dir, resume, device, progress, qc)
     print(qc.describe_text())
-    partial, num, bs = job.partial, settings.num, settings.batch_size
+    partial, num = job.partial, settings.num
     state = partial.state
     for key, value in (("kept", 0), ("passed", 0), ("candidates", 0), ("csv_bytes", 0), ("worst", []),
                        ("rejected_by", {})):
         state.setdefault(key, value)
-    rows_path, worst_dir = partial.dir / ROWS_FILE, partial.dir / WORST_DIR
-    worst_dir.mkdir(exist_ok=True)
-    with open(rows_path, "a+b") as fh:  # rows of a batch that never completed are cut off
+    (partial.dir / WORST_DIR).mkdir(exist_ok=True)
+    with open(partial.dir / ROWS_FILE, "a+b") as fh:  # rows of a batch that never completed are cut off
         fh.truncate(state["csv_bytes"])
     b = max(state["done_batches"], default=-1) + 1
     bar = tqdm(total=num, initial=state["kept"], desc="sampling with qc", unit="pair", disable=not progress)
     while state["kept"] < num:
         if state["candidates"] >= cap:
             bar.close()
-            rate = state["passed"] / max(1, state["candidates"])
-            if accept_fewer and state["kept"] > 0:
-                print(f"qc: the cap of {cap} candidates is reached with {state['kept']} of {num} pairs kept "
-                      f"(pass rate {100 * rate:.2f}%); keeping those")
-                break
-            summary = (f"only {state['kept']} of {num} pairs passed quality control in {state['candidates']} "
-                       f"candidates (pass rate {100 * rate:.1f}%; most rejected for "
-                       f"{', '.join(list(state['rejected_by'])[:3]) or 'nothing'})")
-            # The diagnosis matters most exactly now: the report is written beside the candidates.
-            _write_qc_report(partial.dir, qc, _record(qc, state, num), state["worst"], out, job.run.info.palette)
-            raise TooFewPassed(f"{out}: {summary}; the cap --qc-max-candidates {cap} is reached (qc.csv, qc.json "
-                               f"and rejected.png in {partial.dir}). Train the run longer, loosen the thresholds, "
-                               "or raise the cap and --resume", summary)
-        t0 = time.perf_counter()
-        batch = job.batch(b, bs, b * bs)
-        images, layouts = batch.images, batch.layouts
-        table = qc.score(images, layouts)
-        reasons = qc.reasons(table)
-        passing = [k for k, r in enumerate(reasons) if not r]
-        take = passing[: num - state["kept"]]
-        kept_ids: list[int | None] = [None] * len(reasons)
-        for j, k in enumerate(take):
-            kept_ids[k] = state["kept"] + j
-        with open(rows_path, "ab") as fh:
-            fh.write(csv_rows([b * bs + k for k in range(len(reasons))], table, reasons, kept_ids).encode())
-            csv_bytes = fh.tell()
-        counts = collections.Counter(state["rejected_by"])
-        counts.update(r for rs in reasons for r in rs)
-        worst = _update_worst(state["worst"], b * bs, table, reasons, images, layouts, worst_dir)
-        provenance = None if batch.provenance is None else [batch.provenance[k] for k in take]
-        partial.write_batch(b, state["kept"], images[take], layouts[take], time.perf_counter() - t0,
-                            provenance=provenance,
-                            extra={"kept": state["kept"] + len(take), "passed": state["passed"] + len(passing),
-                                   "candidates": state["candidates"] + len(reasons),
-                                   "csv_bytes": csv_bytes, "worst": worst, "rejected_by": dict(counts.most_common())})
-        _prune(worst_dir, worst)  # only now: the saved record no longer names the dropped files
-        bar.update(len(take))
+            _stop_at_cap(job, qc, cap, out, accept_fewer)  # raises unless the pairs kept so far will do
+            break
+        bar.update(_check_batch(job, qc, b))
         bar.set_postfix(pass_rate=f"{state['passed'] / max(1, state['candidates']):.4f}", refresh=False)
         b += 1
     bar.close()
@@ -148,6 +100,79 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
         shutil.rmtree(directory / WORST_DIR)
 
     return job.finish({QC_KEY: record}, write_qc_files), record
+
+
+def _open_checked(run_dir: Path, out: Path, settings: GenerationSettings, qc_settings: QCSettings,
+                  real: Path | None, segmenter_dir: Path | None, resume: bool, device: str | None, progress: bool,
+                  qc: QualityControl | None) -> tuple[SamplingJob, QualityControl]:
+    """The sampling job and the quality control it is checked by; refused before any sampling, nothing is left."""
+    recorded, training_ids = run_training_data(run_dir)
+    real_ds = open_dataset(real or recorded)
+    same_data = real is None or Path(real).resolve() == recorded.resolve()
+    job = SamplingJob.open(run_dir, out, settings, resume, device,
+                           record_extra={"qc": qc_settings.to_json(), "qc_real": str(real_ds.root.resolve())})
+    try:
+        check_compatible(job.run.info, RunDir(job.run_dir).dataset_json, real_ds)
+        if qc is None:
+            qc = QualityControl.prepare(real_ds, segmenter_dir or RunDir(run_dir).qc_segmenter, qc_settings,
+                                        job.run.device, training_ids if same_data else None, progress=progress)
+    except UsageError:
+        if not job.partial.state["done_batches"]:
+            remove_partial(out)  # refused before anything was sampled: leave nothing behind
+        raise
+    return job, qc
+
+
+def _stop_at_cap(job: SamplingJob, qc: QualityControl, cap: int, out: Path, accept_fewer: bool) -> None:
+    """The candidate cap is reached: keep the pairs so far (``accept_fewer``, at least one), else raise
+    :class:`TooFewPassed` with the QC report written beside the candidates."""
+    partial, num = job.partial, job.settings.num
+    state = partial.state
+    rate = state["passed"] / max(1, state["candidates"])
+    if accept_fewer and state["kept"] > 0:
+        print(f"qc: the cap of {cap} candidates is reached with {state['kept']} of {num} pairs kept "
+              f"(pass rate {100 * rate:.2f}%); keeping those")
+        return
+    summary = (f"only {state['kept']} of {num} pairs passed quality control in {state['candidates']} "
+               f"candidates (pass rate {100 * rate:.1f}%; most rejected for "
+               f"{', '.join(list(state['rejected_by'])[:3]) or 'nothing'})")
+    # The diagnosis matters most exactly now: the report is written beside the candidates.
+    _write_qc_report(partial.dir, qc, _record(qc, state, num), state["worst"], out, job.run.info.palette)
+    raise TooFewPassed(f"{out}: {summary}; the cap --qc-max-candidates {cap} is reached (qc.csv, qc.json "
+                       f"and rejected.png in {partial.dir}). Train the run longer, loosen the thresholds, "
+                       "or raise the cap and --resume", summary)
+
+
+def _check_batch(job: SamplingJob, qc: QualityControl, b: int) -> int:
+    """Sample batch ``b``, score it, write its passing pairs (up to ``num``), its rows and the worst
+    rejected so far; the progress record is written last. Returns how many pairs it kept."""
+    partial, num, bs = job.partial, job.settings.num, job.settings.batch_size
+    state = partial.state
+    t0 = time.perf_counter()
+    batch = job.batch(b, bs, b * bs)
+    images, layouts = batch.images, batch.layouts
+    table = qc.score(images, layouts)
+    reasons = qc.reasons(table)
+    passing = [k for k, r in enumerate(reasons) if not r]
+    take = passing[: num - state["kept"]]
+    kept_ids: list[int | None] = [None] * len(reasons)
+    for j, k in enumerate(take):
+        kept_ids[k] = state["kept"] + j
+    with open(partial.dir / ROWS_FILE, "ab") as fh:
+        fh.write(csv_rows([b * bs + k for k in range(len(reasons))], table, reasons, kept_ids).encode())
+        csv_bytes = fh.tell()
+    counts = collections.Counter(state["rejected_by"])
+    counts.update(r for rs in reasons for r in rs)
+    worst_dir = partial.dir / WORST_DIR
+    worst = _update_worst(state["worst"], b * bs, table, reasons, images, layouts, worst_dir)
+    provenance = None if batch.provenance is None else [batch.provenance[k] for k in take]
+    partial.write_batch(b, state["kept"], images[take], layouts[take], time.perf_counter() - t0,
+                        provenance=provenance,
+                        extra={"kept": state["kept"] + len(take), "passed": state["passed"] + len(passing),
+                               "candidates": state["candidates"] + len(reasons),
+                               "csv_bytes": csv_bytes, "worst": worst, "rejected_by": dict(counts.most_common())})
+    _prune(worst_dir, worst)  # only now: the saved record no longer names the dropped files
+    return len(take)
 
 
 def _record(qc: QualityControl, state: dict, num: int) -> dict:

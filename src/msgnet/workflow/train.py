@@ -138,7 +138,7 @@ def _open_job(run: RunDir, data: Path | None, preset: Preset, stages: tuple[str,
         return job
     if any(stage(name).from_images for name in stages):
         from msgnet.data.format import open_dataset
-        from msgnet.train.vqvae_stage import check_dataset_fits
+        from msgnet.training.vqvae_stage import check_dataset_fits
 
         check_dataset_fits(preset.vqvae, open_dataset(data).info, data)
     # The run's record decides the training images; a subset that contradicts it is refused here.
@@ -160,7 +160,7 @@ def _check_not_trained(run: RunDir, stages: tuple[str, ...], resume: bool) -> No
 
 def _check_resume_fits(preset: Preset, run: RunDir, stages: tuple[str, ...]) -> None:
     """A resumed stage must have the architecture it was saved with."""
-    from msgnet.train.checkpoint import check_same_architecture, check_saved_config
+    from msgnet.training.checkpoint import check_same_architecture, check_saved_config
 
     for name, config in _stage_configs(preset, stages).items():
         check_same_architecture(run.stage_dir(name) / "checkpoint", config)
@@ -219,7 +219,7 @@ def _record_training(job: TrainJob) -> None:
 
 def _train_vqvae(job: TrainJob) -> None:
     from msgnet.sampling.run import record_training_data, training_data_for
-    from msgnet.train.vqvae_stage import train_vqvae
+    from msgnet.training.vqvae_stage import train_vqvae
 
     if job.data is None:
         raise UsageError("data: the VQ-VAE trains on images")
@@ -243,7 +243,7 @@ def extract_run_codes(run: RunDir, data: Path, device: str | None, skip_existing
     ``train_ids``: the run's training images (from its record); None encodes the whole train split.
     ``copies``: transformed copies of each training image the priors learn from as well.
     """
-    from msgnet.train.codes import extract_codes
+    from msgnet.training.codes import extract_codes
 
     target = run.codes_file("val")
     if skip_existing and target.is_file():
@@ -269,7 +269,7 @@ def _need_codes(run: RunDir) -> None:
 
 def _train_layout_prior(job: TrainJob) -> None:
     """From the run's codes within a whole run; from a dataset's layouts directly when trained alone."""
-    from msgnet.train.prior_stage import train_layout_prior
+    from msgnet.training.prior_stage import train_layout_prior
 
     layout_data = job.data if job.stages == ("layout-prior",) else None
     if layout_data is None:
@@ -280,7 +280,7 @@ def _train_layout_prior(job: TrainJob) -> None:
 
 
 def _train_prior(job: TrainJob) -> None:
-    from msgnet.train.prior_stage import train_prior
+    from msgnet.training.prior_stage import train_prior
 
     _need_codes(job.run)
     save_preset(job.preset, job.run)

@@ -154,7 +154,7 @@ def patient_samples(folder: Path, labels: Sequence[int], brain_class: bool) -> l
 def brats_sources(src: Path, labels: Sequence[int] = DEFAULT_LABELS, brain_class: bool = True) -> list[Source]:
     """One source per patient (its slices stay in one split); modalities are checked up front."""
     if len(labels) != 3 or len(set(labels)) != 3 or min(labels) < 1 or max(labels) > 255:
-        raise UsageError(f"--labels: expected three distinct positive labels, got {labels}")
+        raise UsageError(f"labels: expected three distinct positive labels, got {labels}")
     folders = patient_folders(src)
     for f in folders:
         modality_files(f)

@@ -100,7 +100,7 @@ def parse_merge(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
         name, sep, members = spec.partition("=")
         parts = [m.strip() for m in members.split(",") if m.strip()]
         if not sep or not name.strip() or not parts:
-            raise UsageError(f"--merge: expected NAME=CAT1,CAT2,..., got {spec!r}")
+            raise UsageError(f"merge: expected NAME=CAT1,CAT2,..., got {spec!r}")
         out.append((name.strip(), parts))
     return out
 
@@ -126,15 +126,15 @@ def category_mapping(
     for target, members in merges:
         for m in members:
             if m in used:
-                raise UsageError(f"--merge: category {m!r} is merged twice ({used[m]}, {target})")
+                raise UsageError(f"merge: category {m!r} is merged twice ({used[m]}, {target})")
             if m in drops:
-                raise UsageError(f"--merge: category {m!r} is also dropped")
+                raise UsageError(f"merge: category {m!r} is also dropped")
             used[m] = target
     names = ["background"]
     mapping: dict[int, int] = {}
     for target, members in merges:
         if target in names:
-            raise UsageError(f"--merge: class {target!r} given twice")
+            raise UsageError(f"merge: class {target!r} given twice")
         names.append(target)
         for m in members:
             mapping[by_name[m]] = len(names) - 1
@@ -143,7 +143,7 @@ def category_mapping(
         if name in used or name in drops:
             continue
         if name in names:
-            raise UsageError(f"--merge: class name {name!r} collides with an existing category")
+            raise UsageError(f"merge: class name {name!r} collides with an existing category")
         names.append(name)
         mapping[int(c["id"])] = len(names) - 1
     if len(names) > 256:

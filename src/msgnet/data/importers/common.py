@@ -65,11 +65,11 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         vals = [int(p) for p in parts]
     except ValueError:
-        raise UsageError(f"--size: expected N or WxH, got {text!r}") from None
+        raise UsageError(f"size: expected N or WxH, got {text!r}") from None
     if len(vals) == 1:
         vals = vals * 2
     if len(vals) != 2 or min(vals) < 1 or max(vals) > 8192:
-        raise UsageError(f"--size: expected N or WxH with sides 1..8192, got {text!r}")
+        raise UsageError(f"size: expected N or WxH with sides 1..8192, got {text!r}")
     return vals[1], vals[0]
 
 
@@ -129,13 +129,13 @@ class Geometry:
 
     def validate(self) -> None:
         if self.mode not in MODES:
-            raise UsageError(f"--mode: unknown {self.mode!r} (choose from {', '.join(MODES)})")
+            raise UsageError(f"mode: unknown {self.mode!r} (choose from {', '.join(MODES)})")
         if self.mode != "none" and self.size is None:
-            raise UsageError(f"--mode {self.mode}: needs --size")
+            raise UsageError(f"mode {self.mode}: needs --size")
         if not 0.0 <= self.overlap < 1.0:
-            raise UsageError(f"--overlap: must be in [0, 1), got {self.overlap}")
+            raise UsageError(f"overlap: must be in [0, 1), got {self.overlap}")
         if self.overlap and self.mode != "tile":
-            raise UsageError("--overlap: only meaningful with --mode tile")
+            raise UsageError("overlap: only meaningful with --mode tile")
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode}
@@ -235,7 +235,7 @@ def assign_splits(sources: Sequence[Source], val_fraction: float, test_fraction:
         if not 0.0 <= value < 1.0:
             raise UsageError(f"{option}: must be in [0, 1), got {value}")
     if val_fraction + test_fraction >= 1.0:
-        raise UsageError("--val-fraction, --test-fraction: together they must leave sources for training")
+        raise UsageError("val_fraction, test_fraction: together they must leave sources for training")
     fixed = {s.key: str(s.split) for s in sources if s.split is not None}
     free = sorted({s.key for s in sources} - set(fixed))
     out = dict(fixed)
@@ -313,7 +313,7 @@ def write_import(
     """Run every source through the geometry and write the dataset atomically; return what was written."""
     geometry.validate()
     if options.max_per_source is not None and options.max_per_source < 1:
-        raise UsageError("--max-per-source: must be at least 1")
+        raise UsageError("max_per_source: must be at least 1")
     if not sources:
         raise UsageError(f"{where}: nothing to import")
     if options.out.exists() and not options.overwrite:

@@ -47,13 +47,13 @@ class UNetProtocol:
 
     def validate(self) -> None:
         if self.epochs < 1:
-            raise UsageError("--epochs: must be at least 1")
+            raise UsageError("epochs: must be at least 1")
         if self.min_steps < 1:
-            raise UsageError("--min-steps: must be at least 1")
+            raise UsageError("min_steps: must be at least 1")
         if self.batch_size < 1:
-            raise UsageError("--batch-size: must be at least 1")
+            raise UsageError("batch_size: must be at least 1")
         if self.patience is not None and self.patience < 1:
-            raise UsageError("--patience: must be at least 1 curve point")
+            raise UsageError("patience: must be at least 1 curve point")
         if len(self.strides) != len(self.channels) - 1:
             raise UsageError("U-Net protocol: need one stride fewer than channels")
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from PIL import Image, ImageDraw
 
 from msgnet.evaluation.benchmark.verdict import format_verdict, validation_score
-from msgnet.evaluation.plots import SERIES_COLOURS, line_panel
+from msgnet.evaluation.plots import line_panel, new_figure, save_figure
 from msgnet.evaluation.stats import fmt_mean_std
-from msgnet.io import atomic_path
 
 
 def format_benchmark(result: dict) -> str:
@@ -71,50 +69,23 @@ def _setting_names(result: dict) -> list[tuple[str, str]]:
 
 def plot_dice_vs_n(result: dict, out: Path) -> Path:
     """DICE (mean ± std over seeds) against N on a log axis, one line per setting."""
-    width, height = 760, 440
-    img = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    draw.text((8, 6), f"U-Net DICE on the {result['tested_on']} against N real training images", fill=(0, 0, 0))
-    px0, py0, px1, py1 = 60, 30, width - 250, height - 40
-    draw.rectangle((px0, py0, px1, py1), outline=(120, 120, 120))
+    fig = new_figure(760, 440, f"U-Net DICE on the {result['tested_on']} against N real training images")
+    ax = fig.subplots()
     ns = sorted({e["n"] for e in result["results"]})
-    vals = [(s["dice_mean"], s["dice_std"] or 0.0) for e in result["results"] for s in e["settings"]
-            if not math.isnan(s["dice_mean"])]
-    lo = min((m - sd for m, sd in vals), default=0.0)
-    hi = max((m + sd for m, sd in vals), default=1.0)
-    lo, hi = max(0.0, lo - 0.02), min(1.0, hi + 0.02) if hi > lo else lo + 0.1
-    lx = [math.log10(n) for n in ns]
-    xmin, xmax = (lx[0] - 0.5, lx[0] + 0.5) if len(lx) == 1 else (lx[0] - 0.1, lx[-1] + 0.1)
-    fx = lambda n: px0 + (math.log10(n) - xmin) / (xmax - xmin) * (px1 - px0)  # noqa: E731
-    fy = lambda v: py1 - (v - lo) / (hi - lo) * (py1 - py0)  # noqa: E731
-    for n in ns:
-        draw.text((fx(n) - 10, py1 + 6), str(n), fill=(60, 60, 60))
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        draw.text((8, fy(v) - 6), f"{v:.3f}", fill=(60, 60, 60))
-        draw.line((px0, fy(v), px0 + 4, fy(v)), fill=(120, 120, 120))
-    draw.text(((px0 + px1) // 2 - 60, height - 18), "N real images (log)", fill=(0, 0, 0))
-    for k, (name, label) in enumerate(_setting_names(result)):
-        colour = SERIES_COLOURS[k % len(SERIES_COLOURS)] if k < len(SERIES_COLOURS) else (
-            (k * 70) % 200, (k * 130) % 200, (k * 40) % 200)
-        pts = []
-        for e in result["results"]:
-            s = next((s for s in e["settings"] if s["name"] == name), None)
-            if s is None or math.isnan(s["dice_mean"]):
-                continue
-            x, y, sd = fx(e["n"]) + 3 * (k - 2), fy(s["dice_mean"]), s["dice_std"] or 0.0
-            draw.line((x, fy(s["dice_mean"] - sd), x, fy(s["dice_mean"] + sd)), fill=colour, width=1)
-            draw.line((x - 3, fy(s["dice_mean"] - sd), x + 3, fy(s["dice_mean"] - sd)), fill=colour)
-            draw.line((x - 3, fy(s["dice_mean"] + sd), x + 3, fy(s["dice_mean"] + sd)), fill=colour)
-            pts.append((x, y))
-        if len(pts) > 1:
-            draw.line(pts, fill=colour, width=2)
-        for x, y in pts:
-            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-        draw.text((px1 + 12, py0 + 16 * k), label, fill=colour)
-    with atomic_path(out) as tmp:
-        img.save(tmp, format="PNG")
-    return out
+    for name, label in _setting_names(result):
+        points = [(e["n"], s["dice_mean"], s["dice_std"] or 0.0) for e in result["results"]
+                  for s in e["settings"] if s["name"] == name and not math.isnan(s["dice_mean"])]
+        if points:
+            x, y, sd = zip(*points)
+            ax.errorbar(x, y, yerr=sd, marker="o", markersize=4, capsize=3, linewidth=1.5, label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.minorticks_off()
+    ax.set_xlabel("N real training images (log scale)", fontsize=9)
+    ax.set_ylabel("test DICE (mean ± std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return save_figure(fig, out)
 
 
 def plot_learning_curves(result: dict, out: Path, setting: str = "real") -> Path | None:
@@ -123,17 +94,14 @@ def plot_learning_curves(result: dict, out: Path, setting: str = "real") -> Path
     entries = [(n, s) for n, s in entries if s is not None]
     if not entries:
         return None
-    pw, ph = 380, 220
-    img = Image.new("RGB", (pw * len(entries), ph + 24), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    draw.text((6, 6), f"{setting}: DICE on the {result['monitor'].split(':')[0]} during training", fill=(0, 0, 0))
-    for k, (n, s) in enumerate(entries):
+    monitor = result["monitor"].split(":")[0]
+    fig = new_figure(380 * len(entries), 244, f"{setting}: DICE on the {monitor} during training")
+    axes = fig.subplots(1, len(entries), squeeze=False)[0]
+    for ax, (n, s) in zip(axes, entries):
         lines = {f"seed {r['seed']}": [(p["step"], p["monitor_dice"]) for p in r["curve"] if "monitor_dice" in p]
                  for r in s["runs"]}
-        line_panel(draw, (k * pw, 24, (k + 1) * pw, 24 + ph), f"N={n}", lines)
-    with atomic_path(out) as tmp:
-        img.save(tmp, format="PNG")
-    return out
+        line_panel(ax, f"N={n}", lines, ylabel=f"DICE on the {monitor}")
+    return save_figure(fig, out)
 
 
 def markdown_section(result: dict, out: Path) -> list[str]:

@@ -53,19 +53,19 @@ def check_output(path: Path | None, resume: bool) -> None:
     """Refuse an output that cannot be written before any work is done."""
     if path is None:
         if resume:
-            raise UsageError("--resume: needs --json (the results to continue)")
+            raise UsageError("resume: needs --json (the results to continue)")
         return
     if path.exists() and path.is_dir():
-        raise UsageError(f"--json {path}: is a directory")
+        raise UsageError(f"json_path {path}: is a directory")
     if path.exists() and not resume:
-        raise UsageError(f"--json {path}: already exists (--resume to continue it, or another path)")
+        raise UsageError(f"json_path {path}: already exists (--resume to continue it, or another path)")
     if resume and not path.exists():
-        raise UsageError(f"--json {path}: nothing to resume (no such file)")
+        raise UsageError(f"json_path {path}: nothing to resume (no such file)")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise UsageError(f"--json {path}: folder {parent} does not exist")
+        raise UsageError(f"json_path {path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
-        raise UsageError(f"--json {path}: folder {parent} is not writable")
+        raise UsageError(f"json_path {path}: folder {parent} is not writable")
 
 
 def generator_check(syn: Dataset, real: Dataset, train_ids: Sequence[int]) -> tuple[bool | None, str]:
@@ -97,15 +97,15 @@ def _load_done(path: Path, protocol: UNetProtocol, real: Path, synthetic: Path |
         runs = old["runs"]
         assert isinstance(runs, dict)
     except (OSError, json.JSONDecodeError, KeyError, AssertionError):
-        raise UsageError(f"--json {path}: not the JSON of `msgnet eval augment --json`") from None
+        raise UsageError(f"json_path {path}: not the JSON of `msgnet eval augment --json`") from None
     current = json.loads(json.dumps(protocol.to_json()))
     # Keys an older file has beyond today's fields only described fixed choices: not compared.
     if not isinstance(old.get("protocol"), dict) or {k: v for k, v in old["protocol"].items() if k in current} != current:
-        raise UsageError(f"--json {path}: written with another U-Net protocol; resume with the same options")
+        raise UsageError(f"json_path {path}: written with another U-Net protocol; resume with the same options")
     # Runs made without a synthetic set (real, augment, copy-paste) stay valid when one is added later.
     same_synthetic = old.get("synthetic") in (None, None if synthetic is None else str(synthetic))
     if old.get("real") != str(real) or not same_synthetic:
-        raise UsageError(f"--json {path}: written for --real {old.get('real')} --synthetic {old.get('synthetic')}; "
+        raise UsageError(f"json_path {path}: written for --real {old.get('real')} --synthetic {old.get('synthetic')}; "
                          "resume with the same datasets")
     return runs
 
@@ -132,31 +132,22 @@ def parse_policies(specs: list[str]) -> list[PairPolicy]:
 
 def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = print) -> dict:
     """Open, check, run and (with ``json_path``) write the benchmark; returns the result."""
-    from msgnet.evaluation.inputs import check_compatible, load_ids, open_input, synthetic_ids
-    from msgnet.io import atomic_write_json
+    from msgnet.evaluation.inputs import check_compatible, open_input
     from msgnet.device import choose_device
 
     protocol = req.protocol
     protocol.validate()
     if req.seeds < 1:
-        raise UsageError("--seeds: must be at least 1")
+        raise UsageError("seeds: must be at least 1")
     check_output(req.json_path, req.resume)
     real = open_input(req.real, "--real")
     syn = open_input(req.synthetic, "--synthetic") if req.synthetic is not None else None
     if syn is not None:
         check_compatible(real, syn)
-    select_split, test_split = real.evaluation_splits()
     train_ids = real.ids("train")
     subsets: list[int | None] = list(req.subsets) if req.subsets else [None]
     id_sets = {n: (list(train_ids) if n is None else seeded_subset(train_ids, n)) for n in subsets}
-    generator: dict[str, dict] = {}
-    if syn is not None:
-        for n, ids in id_sets.items():
-            inside, note = generator_check(syn, real, ids)
-            generator[str(len(ids))] = {"inside": inside, "note": note}
-            if inside is not True and not req.external_generator:
-                raise UsageError(f"--synthetic {syn.root}: {note} (N={len(ids)}); give --external-generator "
-                                 "to compare anyway")
+    generator = _generator_notes(syn, real, id_sets, req.external_generator)
     device = choose_device(req.device)
     done = {}
     if req.resume and req.json_path is not None:
@@ -167,14 +158,8 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
         raise UsageError("keep_policies: must be at least 1")
     settings = make_settings(req.settings, req.ratios, syn is not None, policies)
     if not settings:
-        raise UsageError("--settings: nothing to run (the synthetic settings need --synthetic)")
-    train = Arrays(*real.load_split("train"))
-    test = Arrays(*real.load_split(test_split))
-    monitor_split = select_split or test_split
-    monitor = test if monitor_split == test_split else Arrays(*real.load_split(monitor_split))
-    synthetic = Arrays(*load_ids(syn, synthetic_ids(syn))) if syn is not None else None
-    data = BenchmarkData(train, list(train_ids), test, monitor, select_split is not None, real.info.num_classes,
-                         synthetic)
+        raise UsageError("settings: nothing to run (the synthetic settings need --synthetic)")
+    data, splits_text = _load_data(real, syn)
     head = {
         "protocol": protocol.to_json(), "protocol_text": protocol.describe(),
         "augmentation": augmentation.to_json(), "augmentation_text": augmentation.describe(),
@@ -182,13 +167,10 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
         "real": str(real.root), "synthetic": None if syn is None else str(syn.root),
         "class_names": real.info.class_names, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "tested_on": f"real {test_split} split ({len(test)} images)",
-        "monitor": (f"real {monitor_split} split ({len(monitor)} images): learning curve and model selection "
-                    "(best checkpoint)" if select_split else
-                    f"real {monitor_split} split ({len(monitor)} images): learning curve only, no selection "
-                    "(the dataset has no separate test split, so val serves as test)"),
+        **splits_text,
         "seeds": list(range(req.seeds)), "ratios": list(req.ratios), "subsets": [len(v) for v in id_sets.values()],
-        "real_train_images": len(train_ids), "synthetic_images": None if synthetic is None else len(synthetic),
+        "real_train_images": len(train_ids),
+        "synthetic_images": None if data.synthetic is None else len(data.synthetic),
         "generator": generator, "policies": [p.to_json() | {"text": p.describe()} for p in policies],
         "keep_policies": req.keep_policies,
     }
@@ -196,31 +178,75 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
     log("standard augmentation: " + augmentation.describe())
     for n, g in generator.items():
         log(f"synthetic set, N={n}: {g['note']}")
-    started = time.perf_counter()
+    results = _ResultsFile(req, head, syn is not None, policies, real.info.num_classes, generator, done)
+    runs = run_benchmark(data, protocol, list(range(req.seeds)), subsets, settings, augmentation, device,
+                         subset_ids=lambda n: id_sets[n], done=done, on_run=results.add, progress=req.progress,
+                         log=log, keep_policies=req.keep_policies)
+    return results.save(runs, final=True)
 
-    def save(runs: dict[str, dict], final: bool) -> dict:
-        # The summary is rewritten after every training, so an interrupted benchmark still reads
-        # (marked "complete": false) and `--resume` finishes it.
-        result = {**head, "complete": final, "runs": runs, "wall_seconds": round(time.perf_counter() - started, 1)}
-        # Every setting found in the runs, also those of an earlier invocation resumed with other --settings.
-        every = make_settings(SETTING_KINDS, sorted(set(req.ratios) | _ratios_in(runs)), syn is not None,
-                              _policies_in(runs, policies))
-        entries = summarise(runs, every, real.info.num_classes)
+
+def _generator_notes(syn: Dataset | None, real: Dataset, id_sets: dict, external: bool) -> dict[str, dict]:
+    """Per N, whether the synthetic set's generator saw only the U-Net's real images; refused if not,
+    unless the generator is declared ``external``."""
+    generator: dict[str, dict] = {}
+    if syn is None:
+        return generator
+    for ids in id_sets.values():
+        inside, note = generator_check(syn, real, ids)
+        generator[str(len(ids))] = {"inside": inside, "note": note}
+        if inside is not True and not external:
+            raise UsageError(f"synthetic {syn.root}: {note} (N={len(ids)}); give --external-generator "
+                             "to compare anyway")
+    return generator
+
+
+def _load_data(real: Dataset, syn: Dataset | None) -> tuple[BenchmarkData, dict[str, str]]:
+    """The arrays every training reads, and what the results say about the splits they come from."""
+    from msgnet.evaluation.inputs import load_ids, synthetic_ids
+
+    select_split, test_split = real.evaluation_splits()
+    train = Arrays(*real.load_split("train"))
+    test = Arrays(*real.load_split(test_split))
+    monitor_split = select_split or test_split
+    monitor = test if monitor_split == test_split else Arrays(*real.load_split(monitor_split))
+    synthetic = Arrays(*load_ids(syn, synthetic_ids(syn))) if syn is not None else None
+    data = BenchmarkData(train, list(real.ids("train")), test, monitor, select_split is not None,
+                         real.info.num_classes, synthetic)
+    splits_text = dict(tested_on=f"real {test_split} split ({len(test)} images)", monitor=(
+        f"real {monitor_split} split ({len(monitor)} images): learning curve and model selection (best checkpoint)"
+        if select_split else f"real {monitor_split} split ({len(monitor)} images): learning curve only, no "
+        "selection (the dataset has no separate test split, so val serves as test)"))
+    return data, splits_text
+
+
+class _ResultsFile:
+    """The results, rewritten after every training so an interrupted benchmark still reads (marked
+    ``"complete": false``) and a resume finishes it."""
+
+    def __init__(self, req: AugmentRequest, head: dict, with_synthetic: bool, policies: list[PairPolicy],
+                 num_classes: int, generator: dict[str, dict], done: dict[str, dict]):
+        self.req, self.head, self.with_synthetic, self.policies = req, head, with_synthetic, policies
+        self.num_classes, self.generator = num_classes, generator
+        self.runs: dict[str, dict] = dict(done)
+        self.started = time.perf_counter()
+
+    def add(self, key: str, run: dict) -> None:
+        self.runs[key] = run
+        self.save(self.runs, final=False)
+
+    def save(self, runs: dict[str, dict], final: bool) -> dict:
+        from msgnet.io import atomic_write_json
+
+        result = {**self.head, "complete": final, "runs": runs,
+                  "wall_seconds": round(time.perf_counter() - self.started, 1)}
+        # Every setting found in the runs, also those of an earlier invocation resumed with other settings.
+        every = make_settings(SETTING_KINDS, sorted(set(self.req.ratios) | _ratios_in(runs)), self.with_synthetic,
+                              _policies_in(runs, self.policies))
+        entries = summarise(runs, every, self.num_classes)
         for e in entries:
             e["verdict"] = verdict_for(e)
-            e["generator_note"] = generator.get(str(e["n"]), {}).get("note")
+            e["generator_note"] = self.generator.get(str(e["n"]), {}).get("note")
         result["results"] = entries
-        if req.json_path is not None:
-            atomic_write_json(req.json_path, result)
+        if self.req.json_path is not None:
+            atomic_write_json(self.req.json_path, result)
         return result
-
-    partial: dict[str, dict] = dict(done)
-
-    def on_run(key: str, run: dict) -> None:
-        partial[key] = run
-        save(partial, final=False)
-
-    runs = run_benchmark(data, protocol, list(range(req.seeds)), subsets, settings, augmentation, device,
-                         subset_ids=lambda n: id_sets[n], done=done, on_run=on_run, progress=req.progress, log=log,
-                         keep_policies=req.keep_policies)
-    return save(runs, final=True)

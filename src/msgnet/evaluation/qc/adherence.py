@@ -61,7 +61,7 @@ def adherence_probe(run_dir: Path, pairs: int, device: torch.device, seed: int =
     from msgnet.evaluation.qc.segmenter import load_segmenter_trained_on
     from msgnet.models.vqvae import DoublePathVQVAE
     from msgnet.sampling.run import read_run_info, run_training_data
-    from msgnet.train.codes import load_codes
+    from msgnet.training.codes import load_codes
     from msgnet.run_dir import RunDir
 
     data, ids = run_training_data(run_dir)

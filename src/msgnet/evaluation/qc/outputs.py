@@ -101,39 +101,17 @@ def pair_caption(row: dict[str, Any], reasons: Sequence[str]) -> list[str]:
 
 def histograms_png(real: ScoreTable, generated: ScoreTable, thresholds: dict[str, float], path: Path,
                    bins: int = 30) -> Path:
-    """One panel per graded score: real (blue) and generated (orange) densities, threshold in red."""
+    """One panel per graded score: real and generated densities, the threshold in red."""
+    from msgnet.evaluation.plots import histogram_panel, new_figure, save_figure
+
     names = {"dice": "min_dice", "found_fraction": "min_found_fraction", "pixel_distance": "min_pixel_distance",
              "feature_distance": "min_feature_distance"}
-    pw, ph, pad = 300, 170, 30
-    img = Image.new("RGB", (2 * pw, 2 * ph), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
+    fig = new_figure(600, 340)
+    axes = fig.subplots(2, 2, squeeze=False)
     for k, col in enumerate(HISTOGRAM_SCORES):
-        x0, y0 = (k % 2) * pw, (k // 2) * ph
-        values = [v for v in (real[col], generated[col]) if len(v)]
-        lo = min(float(v.min()) for v in values)
-        hi = max(float(v.max()) for v in values)
-        hi = hi if hi > lo else lo + 1.0
-        edges = np.linspace(lo, hi, bins + 1)
-        box = (x0 + pad, y0 + 20, x0 + pw - 10, y0 + ph - 20)
-        draw.rectangle(box, outline=(120, 120, 120))
-        dens = [np.histogram(v, edges)[0] / max(1, len(v)) if len(v) else np.zeros(bins)
-                for v in (real[col], generated[col])]
-        top = max(float(d.max()) for d in dens) or 1.0
-        bw = (box[2] - box[0]) / bins
-        for d, colour, off in zip(dens, ((40, 90, 220), (240, 140, 20)), (0.0, 0.5)):
-            for b, v in enumerate(d):
-                if v <= 0:
-                    continue
-                xa = box[0] + (b + off) * bw
-                draw.rectangle((xa, box[3] - (box[3] - box[1]) * v / top, xa + bw / 2, box[3]), fill=colour)
-        t = thresholds.get(names[col])
-        if t is not None and lo <= t <= hi:
-            xt = box[0] + (t - lo) / (hi - lo) * (box[2] - box[0])
-            draw.line((xt, box[1], xt, box[3]), fill=(220, 0, 0), width=2)
-        draw.text((x0 + pad, y0 + 4), f"{col}  (blue real, orange generated, red cut)", fill=(0, 0, 0))
-        draw.text((box[0], box[3] + 3), f"{lo:.3g}", fill=(0, 0, 0))
-        draw.text((box[2] - 40, box[3] + 3), f"{hi:.3g}", fill=(0, 0, 0))
-    return save_png(np.asarray(img), path)
+        histogram_panel(axes[k // 2][k % 2], col, {"real": real[col], "generated": generated[col]}, bins,
+                        thresholds.get(names[col]))
+    return save_figure(fig, path)
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

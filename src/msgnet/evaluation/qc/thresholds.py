@@ -109,7 +109,7 @@ def parse_overrides(values: dict[str, Any]) -> dict[str, Any]:
         if name not in {f.name for f in dataclasses.fields(Thresholds)} or name in ("percentile", "origin"):
             raise UsageError(f"unknown threshold {name!r}")
         if name != "allow_empty" and not np.isfinite(float(value)):
-            raise UsageError(f"--{name.replace('_', '-')}: must be a finite number")
+            raise UsageError(f"{name}: must be a finite number")
         out[name] = value
     return out
 
@@ -117,7 +117,7 @@ def parse_overrides(values: dict[str, Any]) -> dict[str, Any]:
 def calibrate(real: ScoreTable, target_keep: float = 0.95, overrides: dict[str, Any] | None = None) -> Thresholds:
     """Thresholds from real validation scores; ``overrides`` (already checked) win over derived values."""
     if not 0.0 < target_keep <= 1.0:
-        raise UsageError("--real-keep: must be in (0, 1]")
+        raise UsageError("real_keep: must be in (0, 1]")
     if len(real) == 0:
         raise UsageError("quality control needs real validation pairs to derive its thresholds")
     overrides = dict(overrides or {})

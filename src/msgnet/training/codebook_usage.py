@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from msgnet.nn.quantizer import VectorQuantizer, perplexity_from_counts
-from msgnet.train import distributed as D
+from msgnet.training import distributed as D
 
 RESTART_WINDOW = 100  # steps between dead-code restarts (when enabled)
 

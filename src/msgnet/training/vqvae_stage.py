@@ -1,11 +1,11 @@
-"""Stage 1: the double-path VQ-VAE, trained with the shared loop (:mod:`msgnet.train.loop`).
+"""Stage 1: the double-path VQ-VAE, trained with the shared loop (:mod:`msgnet.training.loop`).
 
 Logged while training: loss, image-space reconstruction MSE and the perplexity of each
 codebook (per step); validation MSE, PSNR (pixels in [0, 1]) and perplexities; per
 epoch, the dead codes of each codebook (codes not chosen once during the epoch).
 
 With ``VQVAEConfig.restart_dead_codes``, dead codes are restarted from the current batch's
-encoder outputs (:mod:`msgnet.train.codebook_usage`, shared with the cVQ-VAE baseline).
+encoder outputs (:mod:`msgnet.training.codebook_usage`, shared with the cVQ-VAE baseline).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from msgnet.config import Preset, VQVAEConfig
 from msgnet.errors import UsageError
 from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.nn.quantizer import perplexity_from_counts
-from msgnet.train import distributed as D
-from msgnet.train.grid import save_grid
-from msgnet.train.codebook_usage import CodebookUsage
-from msgnet.train.loop import BaseStage, seed_everything, train
+from msgnet.training import distributed as D
+from msgnet.training.grid import save_grid
+from msgnet.training.codebook_usage import CodebookUsage
+from msgnet.training.loop import BaseStage, seed_everything, train
 
 __all__ = ["VQVAEStage", "train_vqvae", "open_image_datasets"]
 

@@ -52,7 +52,7 @@ def extract_codes(
     from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
     from msgnet.data.format import open_dataset
     from msgnet.layouts import downsample_layout
-    from msgnet.train.vqvae_stage import open_image_datasets
+    from msgnet.training.vqvae_stage import open_image_datasets
 
     run_dir = Path(run_dir)
     dev = choose_device(device)

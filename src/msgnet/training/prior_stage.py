@@ -1,7 +1,7 @@
 """Stages 2 and 3: the latent PixelSNAIL prior and the LayoutPixelSNAIL, on the shared loop.
 
 Data: ``RUN_DIR/codes/{train,val}.safetensors`` written by code extraction
-(:mod:`msgnet.train.codes`): ``codes`` (N, 2H, W) and ``layouts`` (N, H, W).
+(:mod:`msgnet.training.codes`): ``codes`` (N, 2H, W) and ``layouts`` (N, H, W).
 
 - ``train_prior``: tokens = the stacked code map, condition = the layout stacked to
   2H x W (:func:`msgnet.models.latents.stack_layout`); files in ``RUN_DIR/prior/``.
@@ -28,9 +28,9 @@ from msgnet.errors import UsageError
 from msgnet.models.latents import stack_layout
 from msgnet.models.layout_prior import LayoutPixelSNAIL
 from msgnet.models.pixelsnail import PixelSNAIL
-from msgnet.train import distributed as D
-from msgnet.train.codes import load_codes
-from msgnet.train.loop import BaseStage, iterate_batches, seed_everything, to_device, train
+from msgnet.training import distributed as D
+from msgnet.training.codes import load_codes
+from msgnet.training.loop import BaseStage, iterate_batches, seed_everything, to_device, train
 from msgnet.run_dir import RunDir
 
 __all__ = ["PriorStage", "LayoutPriorStage", "TensorRows", "train_prior", "train_layout_prior"]
