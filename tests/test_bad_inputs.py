@@ -202,7 +202,74 @@ CASES = [
     Case("qc of a missing set", lambda w, t: ["qc", "--data", t / "nope", "--real", w.data], "nope"),
     Case("msgnet run without a test split", lambda w, t: ["run", w.data, "--run", t / "r"], "test",
          lambda w, t: [t / "r"]),
+    # -- no output inside an input, and no file replaced that msgnet did not write
+    Case("compare --out over a training image", lambda w, t: ["data", "compare", w.data, "--out",
+                                                               w.data / "images" / "000000.png"], "apart from the input"),
+    Case("eval layouts --json over the annotations", lambda w, t: ["eval", "layouts", "--real", w.data, "--num", "8",
+                                                                   "--json", w.data / "annotations.json"],
+         "apart from the input"),
+    Case("qc --out inside the generated set", lambda w, t: ["qc", "--data", w.other, "--real", w.data, "--out",
+                                                            w.other / "kept"], "apart from the input",
+         lambda w, t: [w.other / "kept"]),
+    Case("sample --out inside a stage folder", lambda w, t: ["sample", "--run", w.run, "--num", "2", "--out",
+                                                             w.run / "vqvae" / "S"], "apart from the input",
+         lambda w, t: [w.run / "vqvae" / "S", w.run / "vqvae" / "S.partial"]),
+    Case("eval augment --json inside the real set", lambda w, t: ["eval", "augment", "--real", w.data, "--seeds", "1",
+                                                                  "--json", w.data / "bench.json"],
+         "apart from the input", lambda w, t: [w.data / "bench.json"]),
+    Case("eval layouts --preview over a foreign file", lambda w, t: ["eval", "layouts", "--real", w.data, "--num",
+                                                                     "8", "--preview", _foreign(t)],
+         "msgnet did not write it"),
+    Case("eval layouts --preview under a file", lambda w, t: ["eval", "layouts", "--real", w.data, "--num", "8",
+                                                              "--preview", w.afile / "p.png"], "afile"),
+    Case("train --run under a file", lambda w, t: ["train", "all", "--config", "tiny", "--data", w.data, "--run",
+                                                   w.afile / "R"], "afile"),
+    Case("msgnet run --run inside its data", lambda w, t: ["run", w.data, "--run", w.data / "r"],
+         "apart from the input", lambda w, t: [w.data / "r"]),
+    # -- values checked before any work
+    Case("msgnet run --budget inf", lambda w, t: ["run", w.data, "--run", t / "r", "--budget", "inf"], "--budget",
+         lambda w, t: [t / "r"]),
+    Case("msgnet run --qc-max-candidates 0", lambda w, t: ["run", w.data, "--run", t / "r", "--qc-max-candidates",
+                                                           "0"], "--qc-max-candidates", lambda w, t: [t / "r"]),
+    Case("qc --min-dice 1.5", lambda w, t: ["qc", "--data", w.other, "--real", w.data, "--min-dice", "1.5"],
+         "--min-dice"),
+    Case("qc --min-object-pixels -5", lambda w, t: ["qc", "--data", w.other, "--real", w.data,
+                                                    "--min-object-pixels", "-5"], "--min-object-pixels"),
+    Case("qc --min-feature-distance -1", lambda w, t: ["qc", "--data", w.other, "--real", w.data,
+                                                       "--min-feature-distance", "-1"], "--min-feature-distance"),
+    Case("qc --segmenter a file", lambda w, t: ["qc", "--data", w.other, "--real", w.data, "--segmenter", w.afile],
+         "--segmenter"),
+    Case("a class colour out of range", lambda w, t: ["data", "info", _dataset_copy(w, t, classes=[
+        {"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "a", "color": [999, -1, 0]},
+        {"id": 2, "name": "b", "color": [0, 255, 0]}])], "0..255"),
+    Case("build --num a billion", lambda w, t: ["data", "build", "multi-mnist", "--num", "1000000000", "--out",
+                                                t / "o"], "--num", lambda w, t: [t / "o"]),
+    # -- silent misreadings, now refused
+    Case("coco: segmentation as a string", lambda w, t: _import_coco(w, t, ann={
+        "id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 5, 5], "segmentation": "abc"}), "segmentation",
+         lambda w, t: [t / "out"]),
+    Case("coco: a zero-size box", lambda w, t: _import_coco(w, t, ann={"id": 1, "image_id": 1, "category_id": 1,
+                                                                      "bbox": [2, 2, 0, 5]}), "zero size",
+         lambda w, t: [t / "out"]),
+    Case("a run record edited to fewer classes", lambda w, t: ["sample", "--run", _fewer_classes_run(w, t), "--num",
+                                                               "2", "--out", t / "s"], "changed after training",
+         lambda w, t: [t / "s", t / "s.partial"]),
 ]
+
+
+def _foreign(t: Path) -> Path:
+    t.mkdir(parents=True, exist_ok=True)
+    (t / "mine.png").write_bytes(b"a user's file")
+    return t / "mine.png"
+
+
+def _fewer_classes_run(w: World, t: Path) -> Path:
+    copy = t / "run"
+    shutil.copytree(w.run, copy)
+    record = json.loads((copy / "dataset.json").read_text())
+    record["classes"] = record["classes"][:-1]
+    (copy / "dataset.json").write_text(json.dumps(record))
+    return copy
 
 
 def _loop(t: Path) -> Path:

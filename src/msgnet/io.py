@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from msgnet.errors import UsageError
 
@@ -21,15 +23,27 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; the output gets the user's usual mode
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename in (None, str(tmp_path)):  # name the file the user knows, not our temporary
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back: there is no other way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def msgnet_home() -> Path:
@@ -48,9 +62,20 @@ def atomic_write_json(path: Path | str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2))
 
 
-def atomic_torch_save(obj: Any, path: Path | str) -> None:
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Serialised in memory first, then written by Python: a full disk is an ``OSError`` naming the
+    path (ENOSPC), never a serialiser's internal error, and the previous file stays."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_torch_save(obj: Any, path: Path | str) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_training_state(path: Path | str) -> Any:
@@ -68,8 +93,7 @@ def save_model(model: torch.nn.Module, config: Any, directory: Path | str, kind:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(state, str(tmp))
+    atomic_write_bytes(directory / "model.safetensors", safetensors_bytes(state))
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     atomic_write_json(directory / "config.json", {"kind": kind, "config": cfg})
 
@@ -112,7 +136,7 @@ def check_can_write(path: Path | str) -> None:
     """Refuse, before any work, an output that cannot be written: under a file, or where writing
     fails. The test creates (and removes) a temporary file in the nearest existing folder."""
     path = Path(path)
-    folder = path.parent
+    folder = path if path.is_dir() else path.parent  # an existing output folder: can we write in it?
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
@@ -139,12 +163,7 @@ def prepare_output_dir(out: Path | str, overwrite: bool, inputs: Iterable[Path |
     """Check a dataset output folder before any work: never an input, inside one or holding one;
     replaced (``overwrite``) only when it is a dataset msgnet wrote; writable."""
     out = Path(out)
-    target = out.resolve()
-    for given in inputs:
-        src = Path(given).resolve()
-        if target == src or src in target.parents or target in src.parents:
-            raise UsageError(f"{out}: the output must lie apart from the input {given} (not it, inside it or "
-                             "around it)")
+    check_apart(out, inputs)
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise UsageError(f"{out}: already exists (choose another --out, or --overwrite)")
@@ -152,6 +171,50 @@ def prepare_output_dir(out: Path | str, overwrite: bool, inputs: Iterable[Path |
             raise UsageError(f"{out}: --overwrite replaces only a dataset msgnet wrote, and this is not one "
                              "(no msgnet dataset.json); choose another --out")
     check_can_write(out)
+
+
+# What msgnet writes into a PNG's text chunks, so that a later command knows it may replace the file.
+PNG_MARK = ("Software", "msgnet")
+JSON_MARK = "msgnet_version"
+
+
+def written_by_msgnet(path: Path | str) -> bool:
+    """Whether the file at ``path`` is one msgnet wrote: a PNG carrying msgnet's mark, or a JSON object
+    with a ``msgnet_version`` key (the results msgnet's commands write with --json)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return im.info.get(PNG_MARK[0]) == PNG_MARK[1]
+        data = json.loads(path.read_text())
+        return isinstance(data, dict) and JSON_MARK in data
+    except Exception:  # unreadable, not an image, not JSON: not ours
+        return False
+
+
+def check_apart(output: Path | str, inputs: Iterable[Path | str], role: str = "output") -> None:
+    """Refuse an output that is an input, lies inside one, or holds one."""
+    out = Path(output)
+    target = out.resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        if target == src or src in target.parents or target in src.parents:
+            raise UsageError(f"{out}: the {role} must lie apart from the input {given} (not it, inside it or "
+                             "around it)")
+
+
+def check_output_file(path: Path | str, inputs: Iterable[Path | str] = ()) -> None:
+    """Before any work: a file output lies apart from every input, replaces only a file msgnet wrote,
+    and can be written."""
+    path = Path(path)
+    check_apart(path, inputs)
+    if path.is_dir():
+        raise UsageError(f"{path}: a folder, not a file")
+    if (path.exists() or path.is_symlink()) and not written_by_msgnet(path):
+        raise UsageError(f"{path}: already exists and msgnet did not write it (choose another path, or remove it)")
+    check_can_write(path)
 
 
 def why_not_found(path: Path | str, want: str = "file") -> str:

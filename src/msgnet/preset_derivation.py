@@ -23,6 +23,7 @@ matter of how much compute there is:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from typing import Callable
@@ -215,8 +216,8 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
     ``latent_size``: the latent side instead of the derived one (measurements of the grid use it).
     """
     budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else float(budget_minutes)
-    if not budget > 0:
-        raise UsageError("budget: must be a positive number of minutes")
+    if not (math.isfinite(budget) and budget > 0):
+        raise UsageError(f"budget: must be a positive, finite number of minutes, got {budget_minutes}")
     gpu = device.type == "cuda"
     preset, why = derive_structure(info, num_train, gpu, latent_size)
     # torch.compile made the CPU priors' steps 1.25x faster (benchmarks/training_speed.py); on a GPU

@@ -168,6 +168,12 @@ class RunDir:
                 held[name] = str(path.relative_to(self.root)) + "/"
         return held
 
+    def protected(self) -> list[Path]:
+        """What a command that reads the run must not write into or over: every stage's folder, the
+        QC segmenter and the top files (sampled sets may go elsewhere inside the run)."""
+        return ([self.root / s.folder for s in STAGES] + [self.root / "qc", self.manifest, self.dataset_json,
+                self.preset_yaml, self.probe_json, self.benchmark_json, self.generated, self.report])
+
     def read_manifest(self) -> dict:
         """The manifest, or an empty one for a run written before manifests (or not begun)."""
         try:

@@ -8,10 +8,12 @@ line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import re
 import sys
+from pathlib import Path
 
 from msgnet import __version__
 from msgnet.errors import UsageError
@@ -53,17 +55,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Where a command writes. ``run`` is written by the commands that set ``writes_run``; elsewhere it is read.
+FILE_OUTPUTS = ("json", "preview")
+INPUT_STRINGS = ("layouts",)  # inputs given as text (a folder or a COCO file)
+
+
+def _paths(value: object) -> list[Path]:
+    if isinstance(value, Path):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, Path)]
+    return []
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Every command's --out/--json is an output: one that cannot be written fails now, not after the work."""
-    from pathlib import Path
-
-    from msgnet.io import check_can_write
-
+    """Before any work: every output of the command can be written, lies apart from every input
+    (never inside one, never around one), and replaces only a file msgnet wrote."""
     from msgnet.device import choose_device
+    from msgnet.io import check_apart, check_can_write, check_output_file
 
-    for attr in ("out", "json"):
+    outputs = ["out", *FILE_OUTPUTS] + (["run"] if getattr(args, "writes_run", False) else [])
+    inputs = [p for k, v in vars(args).items() if k not in outputs and k != "run" for p in _paths(v)]
+    if "run" not in outputs and isinstance(getattr(args, "run", None), Path):
+        from msgnet.run_dir import RunDir
+
+        inputs += RunDir(args.run).protected()  # a run read: its models and records, not its free space
+    inputs += [Path(v) for k in INPUT_STRINGS if isinstance(v := getattr(args, k, None), str)]
+    for attr in outputs:
         value = getattr(args, attr, None)
-        if isinstance(value, Path):
+        if not isinstance(value, Path):
+            continue
+        if attr in FILE_OUTPUTS or value.suffix.lower() == ".png":
+            if not (attr == "json" and getattr(args, "resume", False)):  # resuming appends to its own JSON
+                check_output_file(value, inputs)
+        else:
+            check_apart(value, inputs)
             check_can_write(value)
     if getattr(args, "device", None):
         choose_device(args.device)  # an unknown or absent device is refused before any work
@@ -104,6 +130,21 @@ def as_flags(message: str, flags: dict[str, str]) -> str:
     return joined + message[m.end():]
 
 
+# Errors of the machine, not of msgnet: a full disk, a folder it may not write. One line, status 2.
+_ENVIRONMENT_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                       errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                       errno.EROFS: "a read-only file system"}
+
+
+def reason_fix(code: int | None) -> str:
+    return "free some space" if code in (errno.ENOSPC, errno.EDQUOT) else "choose a place you may write"
+
+
+def raise_internal() -> None:
+    # Not the user's input but a bug in msgnet: say so in one line; the caller re-raises with the traceback.
+    print("msgnet: internal error (a bug in msgnet, not in your input; the traceback follows)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -116,19 +157,27 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"msgnet: error: {as_flags(str(exc), flag_names(parser))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `msgnet data info D | head -1`: the reader left, which is no error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not raise again
+        return 0
+    except OSError as exc:
+        reason = _ENVIRONMENT_ERRORS.get(exc.errno or -1)
+        if reason is None:
+            raise_internal()
+            raise
+        where = exc.filename or "msgnet"
+        again = " and rerun with --resume" if hasattr(args, "resume") else " and rerun"
+        print(f"msgnet: error: {where}: {reason} ({reason_fix(exc.errno)}{again})", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if hasattr(args, "resume"):
             print("msgnet: interrupted (what was finished is kept; rerun with --resume to continue)", file=sys.stderr)
         else:
             print("msgnet: interrupted (nothing half-written was kept; rerun the command)", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `msgnet data info D | head -1`: the reader left, which is no error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not raise again
-        return 0
     except Exception:
-        # Not the user's input but a bug in msgnet: say so in one line, then keep the traceback.
-        print("msgnet: internal error (a bug in msgnet, not in your input; the traceback follows)", file=sys.stderr)
+        raise_internal()
         raise
 
 

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--data", type=Path, required=True)
     add_train_subset_argument(ex)
     add_device_argument(ex)
-    ex.set_defaults(func=_extract)
+    ex.set_defaults(func=_extract, writes_run=True)
 
 
 def _extract(args: argparse.Namespace) -> int:

@@ -182,9 +182,11 @@ def _add_classifier_option(p: argparse.ArgumentParser) -> None:
 def _write_json(path: Path | None, obj: object) -> None:
     if path is None:
         return
-    from msgnet.io import atomic_write_json
+    from msgnet import __version__
+    from msgnet.io import JSON_MARK, atomic_write_json
 
-    atomic_write_json(path, obj)
+    # Marked as msgnet's, so that a rerun may replace it (msgnet.io.written_by_msgnet).
+    atomic_write_json(path, {**obj, JSON_MARK: __version__} if isinstance(obj, dict) else obj)
     print(f"wrote {path}")
 
 
@@ -278,7 +280,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def _layouts(args: argparse.Namespace) -> int:
     from msgnet.evaluation.layout_coherency import real_layout_coherency, sample_layout_coherency
-    from msgnet.io import atomic_write_json
 
     parts = args.parts.split(",") if args.parts else None
     if args.real is not None:
@@ -288,7 +289,7 @@ def _layouts(args: argparse.Namespace) -> int:
                                          device=args.device, parts=parts)
     print(result.to_text())
     if args.json:
-        atomic_write_json(args.json, result.to_json())
+        _write_json(args.json, result.to_json())
     if args.preview:
         from msgnet.layouts.render import save_png
 

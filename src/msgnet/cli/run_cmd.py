@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "[union; on-top@0.25; on-top@1; on-top@0.25,weight=0.5; on-top@0.5,filter=2; pretrain@0.3]")
     add_train_subset_argument(p)  # the generator, the QC segmenter and every U-Net see the same N images
     add_device_argument(p)
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, writes_run=True)
 
 
 def _run(args: argparse.Namespace) -> int:

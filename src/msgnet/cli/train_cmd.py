@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(smoke runs, examples)")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         add_device_argument(p)
-        p.set_defaults(func=_train, stage_name=name)
+        p.set_defaults(func=_train, stage_name=name, writes_run=True)
 
 
 def _presets(args: argparse.Namespace) -> int:

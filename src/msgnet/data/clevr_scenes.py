@@ -99,6 +99,8 @@ class ClevrSpec:
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise UsageError(f"variant: one of {', '.join(VARIANTS)} (got {self.variant!r})")
+        if self.num > 10_000_000:
+            raise UsageError(f"num: at most 10,000,000 scenes in one build, got {self.num:,}")
         if self.num < 3:
             raise UsageError("num: need at least 3 scenes (one per split)")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1

@@ -35,6 +35,7 @@ ALLOWED_PAIRS = ((6, 4), (7, 2), (5, 1), (8, 0), (9, 3))
 STROKE_THRESHOLD = 64  # a pixel belongs to the stroke mask from this intensity on
 GRID_SPACING = 8
 GRID_INTENSITY = 70
+MAX_IMAGES = 10_000_000  # one build; far past any CPU budget, and refused before any list is built
 _MAX_TRIES = 200
 PROVENANCE_FILE = "provenance.json"  # {"images": {id: {"source": "mnist-train"|"mnist-test", "digits": [...]}}}
 
@@ -59,6 +60,8 @@ class MultiMnistSpec:
             raise UsageError("test_fraction: must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise UsageError("val_fraction, test_fraction: together they must leave images for training")
+        if self.num > MAX_IMAGES:
+            raise UsageError(f"num: at most {MAX_IMAGES:,} images in one build, got {self.num:,}")
         if self.num < 2 + (self.test_fraction > 0):
             raise UsageError(f"num: need at least {2 + (self.test_fraction > 0)} images (one per split)")
         if not 4 <= self.digit_min <= self.digit_max:

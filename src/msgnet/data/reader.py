@@ -14,12 +14,20 @@ from msgnet.io import atomic_path, read_json, why_not_found
 from msgnet.layouts.boxes import ObjectAnnotation
 from msgnet.data.schema import DatasetInfo, image_name
 
-def _read_png(path: Path) -> np.ndarray:
+# A decoded image of these modes is not pixel values; it is converted as the importers convert it.
+_IMAGE_MODES = {1: "L", 2: "LA", 3: "RGB"}
+
+
+def _read_png(path: Path, channels: int | None = None) -> np.ndarray:
+    """The PNG's pixels; with ``channels`` (an image, not a class map) a palette, bilevel or other
+    non-pixel mode is converted to the dataset's L / LA / RGB instead of read as raw indices."""
     if not path.is_file():
         raise DataError(f"{path}: {why_not_found(path)}")
     try:
         with Image.open(path) as im:
             im.load()
+            if channels is not None and im.mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I", "F"):
+                im = im.convert(_IMAGE_MODES.get(channels, "RGB"))
             return np.asarray(im)
     except Exception as exc:  # Pillow raises many kinds for corrupt files
         raise DataError(f"{path}: unreadable image ({type(exc).__name__})") from None
@@ -76,7 +84,7 @@ class Dataset:
     def read_image(self, image_id: int) -> np.ndarray:
         """(H, W, C) uint8, checked against dataset.json."""
         path = self.image_path(image_id)
-        img = image_to_array(_read_png(path), self.info.channels)
+        img = image_to_array(_read_png(path, self.info.channels), self.info.channels)
         h, w = self.info.image_size
         if img.shape[:2] != (h, w):
             raise DataError(f"{path}: size {img.shape[1]}x{img.shape[0]} differs from dataset.json ({w}x{h})")
@@ -144,12 +152,18 @@ class Dataset:
         return images, layouts
 
     def _cache_file(self, split: str, masks: bool) -> Path:
+        """The cache's name: a hash of dataset.json and of every file of the split (name, size and
+        modification time), so that a PNG edited in place is read again rather than served stale."""
         import hashlib
 
         h = hashlib.sha1((self.root / "dataset.json").read_bytes())
         for sub in ("images", "masks" if masks else "layouts"):
-            st = (self.root / sub).stat() if (self.root / sub).exists() else None
-            h.update(f"{sub}:{st.st_mtime_ns if st else 0}:{st.st_ino if st else 0}".encode())
+            for image_id in self.info.splits.get(split, []):
+                try:
+                    st = (self.root / sub / image_name(image_id)).stat()
+                    h.update(f"{sub}/{image_id}:{st.st_size}:{st.st_mtime_ns}".encode())
+                except OSError:
+                    h.update(f"{sub}/{image_id}:missing".encode())  # reading it will say what is wrong
         return self.root / ".cache" / f"{split}{'-masks' if masks else ''}-{h.hexdigest()[:16]}.npz"
 
     def annotations(self) -> dict[int, list[ObjectAnnotation]]:

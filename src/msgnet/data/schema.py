@@ -138,6 +138,8 @@ class DatasetInfo:
             raise bad("class ids must be unique and within 0..255")
         if any(len(c.color) != 3 for c in classes):
             raise bad("every class colour must be [r, g, b]")
+        if any(not 0 <= v <= 255 for c in classes for v in c.color):
+            raise bad("every class colour must be [r, g, b] with values 0..255")
         return cls(
             name=str(data.get("name", "")),
             image_size=(h, w),

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from msgnet.errors import UsageError
-from msgnet.io import is_msgnet_dataset
+from msgnet.io import current_umask, is_msgnet_dataset
 from msgnet.layouts.boxes import ObjectAnnotation, layout_to_objects
 from msgnet.data.schema import DatasetInfo, image_name
 
@@ -82,6 +82,7 @@ class DatasetWriter:
         self.root.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(self.root)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.root.name}.", dir=self.root.parent))
+        os.chmod(self.tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; the dataset gets the usual mode
         for sub in ("images", "layouts"):
             (self.tmp / sub).mkdir()
         self._next_id = 0

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from msgnet.io import atomic_path
+from msgnet.io import PNG_MARK, atomic_path
 
 SKIP_COLUMNS = {"step", "epoch", "split", "time_s", "lr"}
 DPI = 100
@@ -55,7 +55,7 @@ def new_figure(width_px: int, height_px: int, title: str | None = None) -> Figur
 def save_figure(fig: Figure, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="png", dpi=DPI, metadata=dict([PNG_MARK]))
     return out
 
 

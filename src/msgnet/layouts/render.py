@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from msgnet.io import atomic_path
+from msgnet.io import PNG_MARK, atomic_path
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -80,6 +80,8 @@ def save_png(array: np.ndarray, path: Path | str, scale: int = 1) -> Path:
     img = Image.fromarray(array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*PNG_MARK)  # a later command may replace a PNG msgnet wrote, and only such a PNG
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format="PNG", pnginfo=info)
     return Path(path)

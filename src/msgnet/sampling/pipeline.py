@@ -8,6 +8,7 @@ and ``resume=True`` completes the rest. Each batch draws from its own generator 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,14 +23,14 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from msgnet.data.format import (DatasetInfo, ObjectAnnotation, coco_document, image_name, open_dataset,
-                                write_files)
+from msgnet.data.format import (DatasetInfo, ObjectAnnotation, coco_document, image_name, write_files)
 from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training_record
 from msgnet.errors import UsageError
-from msgnet.layouts import boxes_to_layout, downsample_layout, layout_to_objects, pairs_grid, save_png
+from msgnet.locks import release_before_move, writing
+from msgnet.layouts import downsample_layout, layout_to_objects, pairs_grid, save_png
 from msgnet.layouts import upsample_layout
-from msgnet.layouts.boxes import coco_box, coco_id, coco_size
 from msgnet.run_dir import RunDir
+from msgnet.sampling.given_layouts import load_given_layouts
 from msgnet.sampling.run import GenerationRun, load_generation_run
 
 if TYPE_CHECKING:
@@ -102,46 +103,6 @@ def sampler_named(name: str) -> Callable[..., torch.Tensor]:
     return sample_cached
 
 
-def load_given_layouts(source: str, info: DatasetInfo) -> list[np.ndarray]:
-    """Full-resolution class maps from a msgnet dataset folder or a COCO json of boxes."""
-    path = Path(source)
-    h, w = info.image_size
-    known = {c.id for c in info.classes}
-    if path.is_dir():
-        ds = open_dataset(path)
-        if ds.info.image_size != (h, w):
-            raise UsageError(f"{path}: layouts are {ds.info.image_size[1]}x{ds.info.image_size[0]}, the run makes {w}x{h}")
-        layouts = [ds.read_layout(i) for split in ("train", "val") for i in ds.info.splits.get(split, [])]
-        bad = sorted({int(c) for lay in layouts for c in np.unique(lay)} - known)
-        if bad:
-            raise UsageError(f"{path}: class id {bad[0]} is not a class of the trained run")
-        return layouts
-    if path.is_file():
-        try:
-            coco = json.loads(path.read_text())
-            images = {coco_id(im["id"], "image id", str(path)): im for im in coco["images"]}
-            anns = coco["annotations"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
-            raise UsageError(f"{path}: not a COCO json with images and annotations") from None
-        per_image: dict[int, list[ObjectAnnotation]] = {i: [] for i in images}
-        for a in anns:
-            where = f"{path} (annotation {a.get('id') if isinstance(a, dict) else a!r:.20})"
-            if not isinstance(a, dict):
-                raise UsageError(f"{where}: an annotation must be an object")
-            cid = coco_id(a.get("category_id"), "category_id", where)
-            if cid not in known or cid == 0:
-                raise UsageError(f"{path}: category_id {cid} is not an object class of the trained run")
-            im = images.get(coco_id(a.get("image_id"), "image_id", where))
-            if im is None:
-                raise UsageError(f"{path}: annotation {a.get('id')} names an unknown image")
-            iw, ih = coco_size(im, "width", w, where), coco_size(im, "height", h, where)
-            x, y, bw, bh = coco_box(a.get("bbox"), (ih, iw), where)
-            sx, sy = w / iw, h / ih
-            per_image[int(a["image_id"])].append(ObjectAnnotation(cid, (x * sx, y * sy, bw * sx, bh * sy)))  # type: ignore[arg-type]
-        return [boxes_to_layout(objs, (h, w)) for _, objs in sorted(per_image.items())]
-    raise UsageError(f"{path}: no such dataset folder or COCO json")
-
-
 class _PartialOutput:
     """``OUT.partial/``: images and layouts written so far plus a progress record."""
 
@@ -157,19 +118,35 @@ class _PartialOutput:
             raise UsageError(f"{out}: already exists (choose another --out or remove it)")
         if self.dir.exists() and not resume:
             raise UsageError(f"{self.dir}: an interrupted run is here; pass --resume to complete it, or remove it")
-        if resume and self.dir.exists():
-            try:
-                state = json.loads(self.progress_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                raise UsageError(f"{self.progress_path}: unreadable; remove {self.dir} and start again") from None
-            if any(state.get(k) != v for k, v in record.items()):
-                raise UsageError(f"{self.progress_path}: was started with other settings or another run")
-            self.state = state
-        else:
-            (self.dir / "images").mkdir(parents=True, exist_ok=True)
-            (self.dir / "layouts").mkdir(exist_ok=True)
-            self.state = {**record, "done_batches": [], "objects": {}, "seconds": 0.0}
-            self._save_progress()
+        existed = self.dir.exists()
+        # One writer per sampling run, held until it is finished (or the process ends).
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(writing(self.dir, "sampling run"))
+        try:
+            self.state = self._resumed(record) if resume and existed else self._started(record)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _resumed(self, record: dict) -> dict:
+        try:
+            state = json.loads(self.progress_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise UsageError(f"{self.progress_path}: unreadable; remove {self.dir} and start again") from None
+        differ = sorted(k for k, v in record.items() if state.get(k) != v)
+        if differ == ["run"]:
+            raise UsageError(f"{self.progress_path}: was started from the run {state.get('run')}, not "
+                             f"{record['run']} (a moved or copied run: sample from the original, or start again)")
+        if differ:
+            raise UsageError(f"{self.progress_path}: was started with other settings ({', '.join(differ)} differ)")
+        return state
+
+    def _started(self, record: dict) -> dict:
+        (self.dir / "images").mkdir(parents=True, exist_ok=True)
+        (self.dir / "layouts").mkdir(exist_ok=True)
+        self.state = {**record, "done_batches": [], "objects": {}, "seconds": 0.0}
+        self._save_progress()
+        return self.state
 
     def _save_progress(self) -> None:
         tmp = self.progress_path.with_suffix(".tmp")
@@ -185,7 +162,10 @@ class _PartialOutput:
         ``provenance``: how each pair's layout was made, when it was made from real ones."""
         for k, (img, lay) in enumerate(zip(images, layouts)):
             iid = first_id + k
-            write_files(self.dir, iid, img, lay)
+            try:
+                write_files(self.dir, iid, img, lay)
+            except OSError as exc:  # a full disk: name the folder (a rerun with --resume rewrites the batch)
+                raise OSError(exc.errno, exc.strerror, str(self.dir)) from None
             self.state["objects"][str(iid)] = [[o.category_id, list(o.bbox)] for o in layout_to_objects(lay)]
             if provenance is not None:
                 self.state.setdefault("layout_provenance", {})[str(iid)] = provenance[k]
@@ -213,7 +193,9 @@ class _PartialOutput:
         if extra_files is not None:
             extra_files(self.dir)
         self.progress_path.unlink()
+        release_before_move(self.dir)
         os.replace(self.dir, self.out)
+        self._lock.close()
         return self.out
 
 

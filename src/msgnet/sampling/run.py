@@ -145,7 +145,23 @@ def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: s
         from msgnet.models.priors import load_prior
 
         layout_prior = load_prior(_need(run.layout_prior, "layout prior")).to(dev).eval()
+    _check_classes(run, info)
     return GenerationRun(info=info, images=images, layout_prior=layout_prior, device=dev)
+
+
+def _check_classes(run: RunDir, info: DatasetInfo) -> None:
+    """The run's record must name the classes its models learned (the codes file records how many):
+    a dataset.json edited after training would yield layouts of classes it no longer names."""
+    codes = run.codes_file("train")
+    if not codes.is_file():
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(codes), framework="pt") as f:
+        trained = (f.metadata() or {}).get("num_classes")
+    if trained is not None and int(trained) != info.num_classes:
+        raise UsageError(f"{run.dataset_json}: names {info.num_classes} classes (with background), but the run's "
+                         f"models learned {trained} ({codes}); the record was changed after training")
 
 
 def _load_msgnet(run: RunDir, dev: torch.device) -> LayoutToImage:

@@ -81,8 +81,12 @@ def save_checkpoint(
     old = directory.with_name(directory.name + ".old")
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model(model, config, tmp, kind)
-    atomic_torch_save(training_state, tmp / STATE_FILE)
+    try:
+        save_model(model, config, tmp, kind)
+        atomic_torch_save(training_state, tmp / STATE_FILE)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed save (a full disk) leaves the last good checkpoint only
+        raise
     if directory.exists():
         if old.exists():
             shutil.rmtree(old)

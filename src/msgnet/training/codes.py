@@ -21,10 +21,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from msgnet.errors import UsageError
-from msgnet.io import atomic_path
+from msgnet.io import atomic_write_bytes
 from msgnet.models.latents import stack_codes
 from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.device import choose_device
@@ -92,8 +92,7 @@ def extract_codes(
             "num_images": str(len(ds)),  # originals; `copies` transformed copies of them follow
             "copies": str(copies if split == "train" else 0),
         }
-        with atomic_path(out_dir / f"{split}.safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        atomic_write_bytes(out_dir / f"{split}.safetensors", safetensors_bytes(tensors, metadata=metadata))
     return out_dir
 
 

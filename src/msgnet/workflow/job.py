@@ -7,12 +7,16 @@ the benchmark from ``RUN/benchmark.json``; the report is rewritten at the end.
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from msgnet.errors import UsageError
+from msgnet.io import check_apart
+from msgnet.locks import writing
 from msgnet.run_dir import RunDir
 
 # The simple baselines beside which the pairs are judged; the pairs enter under declared policies.
@@ -46,6 +50,10 @@ class JobRequest:
         for name in ("num", "seeds", "min_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}: must be at least 1")
+        if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
+            raise UsageError(f"budget: must be a positive, finite number of minutes, got {self.budget}")
+        if self.max_candidates is not None and self.max_candidates < 1:
+            raise UsageError("max_candidates: must be at least 1")
         if self.probe_pairs is not None and self.probe_pairs < 2:
             raise UsageError("probe_pairs: must be at least 2 (diversity compares each pair with the others)")
         if self.preset and self.budget is not None:
@@ -63,15 +71,17 @@ def run_job(request: JobRequest) -> dict:
         raise UsageError(f"{request.data / 'dataset.json'}: the whole job needs train, val and test splits "
                          "(import with --val-fraction and --test-fraction)")
     run = RunDir(request.run)
-    print("msgnet run: 1/4 training (the quality-control segmenter first, then the generator)")
-    qc = _prepare_qc(request, run)
-    _train(request, run)
-    print("msgnet run: 2/4 sampling through quality control")
-    generated, note = _sample(request, run, qc)
-    print("msgnet run: 3/4 U-Net benchmark")
-    result = _benchmark(request, run, generated)
-    print("msgnet run: 4/4 report")
-    return write_job_report(run.report, request.data, run.root, result, generated, note)
+    check_apart(run.root, [request.data])
+    with writing(run.root):  # one job per run at a time
+        print("msgnet run: 1/4 training (the quality-control segmenter first, then the generator)")
+        qc = _prepare_qc(request, run)
+        _train(request, run)
+        print("msgnet run: 2/4 sampling through quality control")
+        generated, note = _sample(request, run, qc)
+        print("msgnet run: 3/4 U-Net benchmark")
+        result = _benchmark(request, run, generated)
+        print("msgnet run: 4/4 report")
+        return write_job_report(run.report, request.data, run.root, result, generated, note)
 
 
 def _train(request: JobRequest, run: RunDir) -> None:

@@ -26,7 +26,8 @@ from msgnet.data.format import DatasetInfo, DatasetWriter, ObjectAnnotation
 from msgnet.errors import UsageError
 from msgnet.layouts import layout_to_objects
 from msgnet.run_dir import RunDir
-from msgnet.sampling.pipeline import (GenerationSettings, check_guidable, load_given_layouts, sample_batch,
+from msgnet.sampling.given_layouts import load_given_layouts
+from msgnet.sampling.pipeline import (GenerationSettings, check_guidable, sample_batch,
                                       sampler_named)
 from msgnet.sampling.run import GenerationRun, load_generation_run
 

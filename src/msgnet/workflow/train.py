@@ -9,6 +9,7 @@ Under torchrun every process calls it; rank 0 writes the records.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from typing import Callable, Sequence
 
 from msgnet.config import Preset
 from msgnet.errors import UsageError
+from msgnet.locks import writing
 from msgnet.run_dir import RunDir, stage, stages_of
 
 ALL = tuple(s.name for s in stages_of("msgnet"))  # vqvae, codes, layout-prior, prior
@@ -60,28 +62,34 @@ def train(run: Path | str, data: Path | str | None = None, preset: Preset | None
     data = Path(data) if data is not None else None
     created = not run_dir.root.exists()
     try:
-        if preset is None:
-            preset = derived_or_recorded_preset(run_dir, data, budget, resume, subset, device, overrides)
-        elif budget is not None:
-            raise UsageError("budget: only for a derived preset (give no preset)")
-        if steps is not None:
-            preset = with_steps(preset, steps)
-        job = _open_job(run_dir, data, preset, tuple(stages), resume, device, subset)
-        job.steps = steps
-        start = time.perf_counter()
-        for name in job.stages:
-            stage_start = time.perf_counter()
-            _TRAINERS[name](job)
-            if is_main_process():
-                run_dir.record_stage(name, seconds=round(time.perf_counter() - stage_start, 1))
-        if is_main_process():
-            what = "all" if job.stages == ALL else ", ".join(job.stages)
-            print(f"{what}: done in {time.perf_counter() - start:.0f} s -> {run_dir.root}")
+        # One writer per run: rank 0 holds the lock for the whole call (the other ranks follow it).
+        with writing(run_dir.root) if is_main_process() else contextlib.nullcontext():
+            if preset is None:
+                preset = derived_or_recorded_preset(run_dir, data, budget, resume, subset, device, overrides)
+            elif budget is not None:
+                raise UsageError("budget: only for a derived preset (give no preset)")
+            if steps is not None:
+                preset = with_steps(preset, steps)
+            job = _open_job(run_dir, data, preset, tuple(stages), resume, device, subset)
+            job.steps = steps
+            _train_stages(job)
         return run_dir
     except UsageError:
         if created and is_main_process() and not _anything_trained(run_dir):
             shutil.rmtree(run_dir.root, ignore_errors=True)  # refused before training: leave no half-made run
         raise
+
+
+def _train_stages(job: TrainJob) -> None:
+    start = time.perf_counter()
+    for name in job.stages:
+        stage_start = time.perf_counter()
+        _TRAINERS[name](job)
+        if is_main_process():
+            job.run.record_stage(name, seconds=round(time.perf_counter() - stage_start, 1))
+    if is_main_process():
+        what = "all" if job.stages == ALL else ", ".join(job.stages)
+        print(f"{what}: done in {time.perf_counter() - start:.0f} s -> {job.run.root}")
 
 
 def with_steps(preset: Preset, steps: int) -> Preset:

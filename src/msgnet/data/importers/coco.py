@@ -158,6 +158,9 @@ def draw_annotation(layout: np.ndarray, ann: dict[str, Any], cid: int, where: st
     seg = ann.get("segmentation")
     bbox = ann.get("bbox")
     mask: np.ndarray | None = None
+    if seg is not None and not isinstance(seg, (dict, list)):
+        raise DataError(f"{where}: segmentation must be polygons (a list) or an RLE (an object), got "
+                        f"{type(seg).__name__} {seg!r:.40}")
     if isinstance(seg, dict):
         mask = decode_rle(seg, where)
         if mask.shape != (h, w):
@@ -184,6 +187,9 @@ def draw_annotation(layout: np.ndarray, ann: dict[str, Any], cid: int, where: st
     if bbox is None:
         raise DataError(f"{where}: annotation {ann.get('id')} has neither bbox nor segmentation")
     x, y, bw, bh = coco_box(bbox, (h, w), where)  # partly outside: drawn clipped to the image
+    if mask is None and (bw == 0 or bh == 0):
+        raise DataError(f"{where}: bbox {[x, y, bw, bh]} has zero size and no segmentation: its object would "
+                        "cover no pixel")
     if mask is None:
         x0, y0 = max(int(round(x)), 0), max(int(round(y)), 0)
         x1, y1 = min(int(round(x + bw)), w), min(int(round(y + bh)), h)

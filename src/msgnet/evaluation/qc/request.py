@@ -18,6 +18,7 @@ from tqdm import tqdm
 from msgnet.data.format import Dataset, DatasetInfo, DatasetWriter, open_dataset
 from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training
 from msgnet.errors import UsageError
+from msgnet.io import check_can_write
 from msgnet.evaluation.stats import fmt_rate
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
 from msgnet.evaluation.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid,
@@ -90,8 +91,12 @@ def run_qc(req: QCRequest) -> dict[str, Any]:
     check_compatible(gen.info, gen.root / "dataset.json", real)
     if req.out is not None and req.out.exists():
         raise UsageError(f"{req.out}: already exists (choose another --out or remove it)")
+    segmenter_dir = req.segmenter or default_segmenter_dir(gen, real)
+    if segmenter_dir.exists() and not segmenter_dir.is_dir():  # before the segmenter trains, not after
+        raise UsageError(f"segmenter {segmenter_dir}: a file, not a folder (where the QC segmenter is kept)")
+    check_can_write(segmenter_dir)
     device = choose_device(req.device)
-    qc = QualityControl.prepare(real, req.segmenter or default_segmenter_dir(gen, real), req.settings, device,
+    qc = QualityControl.prepare(real, segmenter_dir, req.settings, device,
                                 reference_ids(gen, real), progress=req.progress)
     print(qc.describe_text())
     splits = [s for s, ids in gen.info.splits.items() if ids]

@@ -100,6 +100,12 @@ class Thresholds:
         return out
 
 
+# The values a hand-set threshold can take: fractions in [0, 1], counts and distances not negative.
+THRESHOLD_RANGES = {"min_dice": (0.0, 1.0), "min_found_fraction": (0.0, 1.0), "max_saturation": (0.0, 1.0),
+                    "min_object_pixels": (0.0, np.inf), "min_pixel_distance": (0.0, np.inf),
+                    "min_feature_distance": (0.0, np.inf), "min_contrast": (0.0, 1.0)}
+
+
 def parse_overrides(values: dict[str, Any]) -> dict[str, Any]:
     """Check hand-set thresholds (None: derive from the real data)."""
     out: dict[str, Any] = {}
@@ -110,6 +116,9 @@ def parse_overrides(values: dict[str, Any]) -> dict[str, Any]:
             raise UsageError(f"unknown threshold {name!r}")
         if name != "allow_empty" and not np.isfinite(float(value)):
             raise UsageError(f"{name}: must be a finite number")
+        low, high = THRESHOLD_RANGES.get(name, (-np.inf, np.inf))
+        if name != "allow_empty" and not low <= float(value) <= high:
+            raise UsageError(f"{name}: must be in [{low:g}, {high:g}], got {value}")
         out[name] = value
     return out
 
