@@ -162,3 +162,19 @@ def test_a_moved_run_cannot_resume_sampling_and_says_why(tiny, tmp_path, capsys)
     capsys.readouterr()
     assert main([*args, "--run", str(moved), "--resume"]) == 2
     assert "a moved or copied run" in capsys.readouterr().err
+
+
+def test_an_unreadable_record_is_one_line(tiny, monkeypatch, capsys):
+    """As a user without read permission meets it (root reads everything, so the refusal is staged)."""
+    data, _ = tiny
+    real_read = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self.name == "dataset.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert main(["data", "info", str(data), "--no-preview"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "dataset.json: permission denied" in err[0]
