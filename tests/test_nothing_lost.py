@@ -178,3 +178,22 @@ def test_an_unreadable_record_is_one_line(tiny, monkeypatch, capsys):
     assert main(["data", "info", str(data), "--no-preview"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "dataset.json: permission denied" in err[0]
+
+
+def test_a_full_disk_while_building_a_dataset_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from msgnet.data import writer
+
+    real_save, calls = Image.Image.save, {"n": 0}
+
+    def save(self, fp, *args, **kwargs):  # the disk fills up at the 5th PNG
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    out = tmp_path / "built"
+    assert main(["data", "build", "multi-mnist", "--num", "20", "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("msgnet")]
+    assert err == [f"msgnet: error: {out}: no space left on the device (free some space and rerun)"]
+    assert list(tmp_path.iterdir()) == [] and writer.TMP_PREFIX  # no dataset, no temporary folder left

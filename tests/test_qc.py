@@ -305,7 +305,7 @@ def test_sample_qc_delivers_num_passing_pairs_deterministically_and_resumes(tiny
 def test_sample_qc_stops_at_the_cap_with_the_figures(tiny_run, tmp_path, capsys):
     _, run = tiny_run
     code = main(["sample", "--run", str(run), "--num", "4", "--batch-size", "4", "--qc", "--device", "cpu",
-                 "--qc-steps", "100", "--min-dice", "1.5", "--qc-max-candidates", "8", "--out", str(tmp_path / "x")])
+                 "--qc-steps", "100", "--min-dice", "1", "--qc-max-candidates", "8", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "passed quality control in 8 candidates" in err and "inconsistent" in err
     assert not (tmp_path / "x").exists()

@@ -102,7 +102,10 @@ class DatasetWriter:
             raise UsageError(f"image/layout of shape {image.shape}/{layout.shape} does not match {h}x{w}")
         image_id = self._next_id
         self._next_id += 1
-        write_files(self.tmp, image_id, image, layout, mask)
+        try:
+            write_files(self.tmp, image_id, image, layout, mask)
+        except OSError as exc:  # a full disk: name the dataset being written, not our temporary folder
+            raise OSError(exc.errno, exc.strerror, str(self.root)) from None
         self.info.splits.setdefault(split, []).append(image_id)
         self.objects[image_id] = list(objects) if objects is not None else layout_to_objects(layout)
         return image_id
