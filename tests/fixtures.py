@@ -94,3 +94,13 @@ def train_one_step_each(preset, batch: int = 2) -> None:
         opt.step()
         assert torch.isfinite(value)
         assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def train_tiny_run(root: Path) -> tuple[Path, Path]:
+    """A tiny dataset under ``root`` and a run trained on it with `msgnet train all --config tiny`."""
+    from msgnet.cli import main
+
+    data = make_tiny_dataset(root / "data", n=24, size=16, channels=1, num_classes=3)
+    run = root / "run"
+    assert main(["train", "all", "--config", "tiny", "--data", str(data), "--run", str(run), "--device", "cpu"]) == 0
+    return data, run

@@ -8,16 +8,12 @@ from PIL import Image
 
 from msgnet.cli import main
 from msgnet.data.format import open_dataset
-from tests.fixtures import interrupt_sampling_after, make_tiny_dataset
+from tests.fixtures import interrupt_sampling_after, make_tiny_dataset, train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    data = make_tiny_dataset(root / "data", n=24, size=16, channels=1, num_classes=3)
-    run = root / "run"
-    assert main(["train", "all", "--config", "tiny", "--data", str(data), "--run", str(run), "--device", "cpu"]) == 0
-    return data, run
+    return train_tiny_run(tmp_path_factory.mktemp("e2e"))
 
 
 def test_train_all_writes_every_stage(trained_run):

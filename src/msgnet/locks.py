@@ -31,7 +31,7 @@ def writing(folder: Path | str, what: str = "run") -> Iterator[None]:
         try:
             yield
         finally:
-            _held[key] -= 1
+            _held[key] = max(_held.get(key, 1) - 1, 1)  # the outermost holder releases the lock
         return
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -48,7 +48,7 @@ def writing(folder: Path | str, what: str = "run") -> Iterator[None]:
         try:
             yield
         finally:
-            del _held[key]
+            _held.pop(key, None)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

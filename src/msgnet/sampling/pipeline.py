@@ -195,8 +195,12 @@ class _PartialOutput:
         self.progress_path.unlink()
         release_before_move(self.dir)
         os.replace(self.dir, self.out)
-        self._lock.close()
+        self.close()
         return self.out
+
+    def close(self) -> None:
+        """Release the writer's lock (finishing does; so does a refusal that leaves the run for later)."""
+        self._lock.close()
 
 
 def _to_uint8_images(x: torch.Tensor) -> np.ndarray:

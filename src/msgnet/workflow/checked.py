@@ -117,6 +117,7 @@ def _open_checked(run_dir: Path, out: Path, settings: GenerationSettings, qc_set
             qc = QualityControl.prepare(real_ds, segmenter_dir or RunDir(run_dir).qc_segmenter, qc_settings,
                                         job.run.device, training_ids if same_data else None, progress=progress)
     except UsageError:
+        job.partial.close()
         if not job.partial.state["done_batches"]:
             remove_partial(out)  # refused before anything was sampled: leave nothing behind
         raise
@@ -138,6 +139,7 @@ def _stop_at_cap(job: SamplingJob, qc: QualityControl, cap: int, out: Path, acce
                f"{', '.join(list(state['rejected_by'])[:3]) or 'nothing'})")
     # The diagnosis matters most exactly now: the report is written beside the candidates.
     _write_qc_report(partial.dir, qc, _record(qc, state, num), state["worst"], out, job.run.info.palette)
+    partial.close()  # the candidates stay for a --resume with a higher cap
     raise TooFewPassed(f"{out}: {summary}; the cap --qc-max-candidates {cap} is reached (qc.csv, qc.json "
                        f"and rejected.png in {partial.dir}). Train the run longer, loosen the thresholds, "
                        "or raise the cap and --resume", summary)
