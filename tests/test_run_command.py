@@ -63,6 +63,10 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys, monke
         assert not any(n.startswith("pairs:") for n in names)
         assert "were not benchmarked" in first and "passed quality control" in first
     assert "derived-" in md and "kept the weights of step" in md  # derived preset and kept weights reported
+    manifest = json.loads((run / "run.json").read_text())  # what the job did, step by step
+    assert list(manifest["stages"]) == ["vqvae", "codes", "layout-prior", "prior", "sampling", "benchmark", "report"]
+    assert manifest["stages"]["sampling"]["kept"] is passes and manifest["stages"]["report"]["headline"] in out
+    assert {"benchmark", "probe", "report"} <= set(manifest["holds"])
     # the sampling settings came from a probe of declared candidates, whose table is in the report
     probe = json.loads((run / "probe.json").read_text())
     chosen = probe["rows"][probe["chosen"]]

@@ -1,7 +1,8 @@
 """The run directory: every path a run holds, the stages that fill it, and its manifest.
 
 ```
-RUN/run.json            the manifest: what the run holds, which stages are done, how it was made
+RUN/run.json            the manifest: what the run holds, which stages (training, then the job's sampling,
+                        benchmark and report) are done, and the msgnet version that wrote it
 RUN/dataset.json        the training data's classes, image size and rule, and which real images
                         the run trains on (msgnet.data.provenance)
 RUN/preset.yaml         the configuration every stage trained with

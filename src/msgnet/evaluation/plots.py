@@ -48,7 +48,7 @@ def new_figure(width_px: int, height_px: int, title: str | None = None) -> Figur
     fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, wrap=True)  # a one-panel figure is narrower than a long title
     return fig
 
 

@@ -78,10 +78,14 @@ def run_job(request: JobRequest) -> dict:
         _train(request, run)
         print("msgnet run: 2/4 sampling through quality control")
         generated, note = _sample(request, run, qc)
+        run.record_stage("sampling", kept=generated is not None, note=note)
         print("msgnet run: 3/4 U-Net benchmark")
         result = _benchmark(request, run, generated)
+        run.record_stage("benchmark", complete=bool(result.get("complete")))
         print("msgnet run: 4/4 report")
-        return write_job_report(run.report, request.data, run.root, result, generated, note)
+        summary = write_job_report(run.report, request.data, run.root, result, generated, note)
+        run.record_stage("report", headline=summary["headline"])
+        return summary
 
 
 def _train(request: JobRequest, run: RunDir) -> None:

@@ -95,12 +95,12 @@ def plot_learning_curves(result: dict, out: Path, setting: str = "real") -> Path
     if not entries:
         return None
     monitor = result["monitor"].split(":")[0]
-    fig = new_figure(380 * len(entries), 244, f"{setting}: DICE on the {monitor} during training")
+    fig = new_figure(max(380 * len(entries), 560), 260, f"{setting}: DICE on the {monitor} during training")
     axes = fig.subplots(1, len(entries), squeeze=False)[0]
     for ax, (n, s) in zip(axes, entries):
         lines = {f"seed {r['seed']}": [(p["step"], p["monitor_dice"]) for p in r["curve"] if "monitor_dice" in p]
                  for r in s["runs"]}
-        line_panel(ax, f"N={n}", lines, ylabel=f"DICE on the {monitor}")
+        line_panel(ax, f"N={n}", lines, ylabel="DICE")
     return save_figure(fig, out)
 
 
