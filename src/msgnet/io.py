@@ -18,6 +18,18 @@ from msgnet.errors import UsageError
 
 
 @contextmanager
+def failures_named(path: Path | str, unnamed_or: str | None = None) -> Iterator[None]:
+    """An ``OSError`` (a full disk, a folder we may not write) raised inside names ``path``: the file or
+    folder the user knows. ``unnamed_or``: rename only errors that name nothing or this path."""
+    try:
+        yield
+    except OSError as exc:
+        if unnamed_or is not None and exc.filename not in (None, unnamed_or):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+@contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
     path = Path(path)
@@ -27,12 +39,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        if exc.filename in (None, str(tmp_path)):  # name the file the user knows, not our temporary
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise
+        with failures_named(path, unnamed_or=str(tmp_path)):  # the file the user knows, not our temporary
+            yield tmp_path
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -208,6 +208,13 @@ def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = 3)
     return out
 
 
+def check_budget(minutes: float) -> float:
+    """A training budget in minutes: positive and finite."""
+    if not (math.isfinite(float(minutes)) and float(minutes) > 0):
+        raise UsageError(f"budget: must be a positive, finite number of minutes, got {minutes}")
+    return float(minutes)
+
+
 def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budget_minutes: float | None = None,
                   step_seconds: Callable[[Preset, torch.device], dict[str, float]] = measure_step_seconds,
                   latent_size: int | None = None) -> Preset:
@@ -215,9 +222,7 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
 
     ``latent_size``: the latent side instead of the derived one (measurements of the grid use it).
     """
-    budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else float(budget_minutes)
-    if not (math.isfinite(budget) and budget > 0):
-        raise UsageError(f"budget: must be a positive, finite number of minutes, got {budget_minutes}")
+    budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else check_budget(budget_minutes)
     gpu = device.type == "cuda"
     preset, why = derive_structure(info, num_train, gpu, latent_size)
     # torch.compile made the CPU priors' steps 1.25x faster (benchmarks/training_speed.py); on a GPU

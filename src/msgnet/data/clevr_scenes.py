@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from msgnet.data.format import ClassInfo
+from msgnet.data.schema import MAX_IMAGES
 from msgnet.errors import UsageError
 
 SHAPES = ("cube", "sphere", "cylinder")
@@ -99,8 +100,8 @@ class ClevrSpec:
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise UsageError(f"variant: one of {', '.join(VARIANTS)} (got {self.variant!r})")
-        if self.num > 10_000_000:
-            raise UsageError(f"num: at most 10,000,000 scenes in one build, got {self.num:,}")
+        if self.num > MAX_IMAGES:
+            raise UsageError(f"num: at most {MAX_IMAGES:,} scenes in one build, got {self.num:,}")
         if self.num < 3:
             raise UsageError("num: need at least 3 scenes (one per split)")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1

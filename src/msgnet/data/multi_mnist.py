@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from msgnet.data.format import ClassInfo, DatasetInfo, DatasetWriter, ObjectAnnotation
 from msgnet.data.mnist_source import MnistDigits
+from msgnet.data.schema import MAX_IMAGES
 from msgnet.errors import UsageError
 from msgnet.layouts.boxes import boxes_overlap, boxes_to_layout
 from msgnet.layouts.render import default_palette
@@ -35,7 +36,6 @@ ALLOWED_PAIRS = ((6, 4), (7, 2), (5, 1), (8, 0), (9, 3))
 STROKE_THRESHOLD = 64  # a pixel belongs to the stroke mask from this intensity on
 GRID_SPACING = 8
 GRID_INTENSITY = 70
-MAX_IMAGES = 10_000_000  # one build; far past any CPU budget, and refused before any list is built
 _MAX_TRIES = 200
 PROVENANCE_FILE = "provenance.json"  # {"images": {id: {"source": "mnist-train"|"mnist-test", "digits": [...]}}}
 

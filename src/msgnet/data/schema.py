@@ -14,6 +14,7 @@ from msgnet.errors import DataError, UsageError
 FORMAT_NAME = "msgnet-dataset"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
+MAX_IMAGES = 10_000_000  # one build; far past any CPU budget, and refused before any list is built
 # Geometric augmentations a dataset may declare valid for its images ("augmentations" in
 # dataset.json). Whether one is valid depends on the data, not the model: flipping a "7"
 # or turning a "6" by 180 degrees changes what it is, a microscopy tile has no "up".

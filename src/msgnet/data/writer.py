@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from msgnet.errors import UsageError
-from msgnet.io import current_umask, is_msgnet_dataset
+from msgnet.io import current_umask, failures_named, is_msgnet_dataset
 from msgnet.layouts.boxes import ObjectAnnotation, layout_to_objects
 from msgnet.data.schema import DatasetInfo, image_name
 
@@ -102,10 +102,8 @@ class DatasetWriter:
             raise UsageError(f"image/layout of shape {image.shape}/{layout.shape} does not match {h}x{w}")
         image_id = self._next_id
         self._next_id += 1
-        try:
+        with failures_named(self.root):  # a full disk: name the dataset being written, not our temporary
             write_files(self.tmp, image_id, image, layout, mask)
-        except OSError as exc:  # a full disk: name the dataset being written, not our temporary folder
-            raise OSError(exc.errno, exc.strerror, str(self.root)) from None
         self.info.splits.setdefault(split, []).append(image_id)
         self.objects[image_id] = list(objects) if objects is not None else layout_to_objects(layout)
         return image_id

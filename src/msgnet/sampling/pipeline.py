@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from msgnet.data.format import (DatasetInfo, ObjectAnnotation, coco_document, image_name, write_files)
 from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training_record
 from msgnet.errors import UsageError
+from msgnet.io import failures_named
 from msgnet.locks import release_before_move, writing
 from msgnet.layouts import downsample_layout, layout_to_objects, pairs_grid, save_png
 from msgnet.layouts import upsample_layout
@@ -162,10 +163,8 @@ class _PartialOutput:
         ``provenance``: how each pair's layout was made, when it was made from real ones."""
         for k, (img, lay) in enumerate(zip(images, layouts)):
             iid = first_id + k
-            try:
+            with failures_named(self.dir):  # a full disk: a rerun with --resume rewrites the batch
                 write_files(self.dir, iid, img, lay)
-            except OSError as exc:  # a full disk: name the folder (a rerun with --resume rewrites the batch)
-                raise OSError(exc.errno, exc.strerror, str(self.dir)) from None
             self.state["objects"][str(iid)] = [[o.category_id, list(o.bbox)] for o in layout_to_objects(lay)]
             if provenance is not None:
                 self.state.setdefault("layout_provenance", {})[str(iid)] = provenance[k]

@@ -7,8 +7,6 @@ the benchmark from ``RUN/benchmark.json``; the report is rewritten at the end.
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +48,10 @@ class JobRequest:
         for name in ("num", "seeds", "min_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}: must be at least 1")
-        if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
-            raise UsageError(f"budget: must be a positive, finite number of minutes, got {self.budget}")
+        if self.budget is not None:
+            from msgnet.preset_derivation import check_budget
+
+            check_budget(self.budget)
         if self.max_candidates is not None and self.max_candidates < 1:
             raise UsageError("max_candidates: must be at least 1")
         if self.probe_pairs is not None and self.probe_pairs < 2:
