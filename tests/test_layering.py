@@ -76,7 +76,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 LAYERS: dict[str, int] = {
     "errors": 0,
-    "io": 1, "device": 1, "threads": 1, "config": 1, "run_dir": 1, "locks": 1,
+    "io": 1, "device": 1, "threads": 1, "components": 1, "config": 1, "run_dir": 1, "locks": 1,
     "layouts": 2, "nn": 2,
     "data": 3, "augmentation": 3,
     "models": 4,

@@ -111,21 +111,27 @@ def test_tests_derive_presets_without_compilation():
     assert not preset.prior_train.compile and not preset.layout_prior_train.compile
 
 
-def test_step_time_probe_takes_the_median_after_a_warm_up(monkeypatch):
-    """Each model: one warm-up step whose time is never read, then the median of the timed steps."""
+def test_step_time_probe_takes_the_fastest_steady_step(monkeypatch):
+    """Each model: warm-up steps (compilation) whose time is never read, then the fastest of more than
+    three timed steps: the steady state, what the machine does undisturbed (issue 32)."""
     from types import SimpleNamespace
 
     import msgnet.preset_derivation as derivation
 
     info = tiny_info(32, 1, 3)
     preset = derive_preset(info, 100, torch.device("cpu"), 5, step_seconds=fixed_seconds)
-    # Per model: the warm-up's start, then (start, end) of steps lasting 1, 3 and 2 s (the warm-up: 100 s).
-    starts_and_ends = [0.0, 100.0, 101.0, 200.0, 203.0, 300.0, 302.0]
-    clock = iter([1000.0 * m + t for m in range(3) for t in starts_and_ends])
+    durations = [5.0, 3.0, 1.0, 2.0, 4.0, 3.0, 2.0, 6.0]  # per model: (start, end) of each timed step
+    reads = []
+    for m in range(3):
+        t = 1000.0 * m
+        for d in durations:
+            reads += [t, t + d]
+            t += d + 1.0
+    clock = iter(reads)
     monkeypatch.setattr(derivation, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-    assert measure_step_seconds(preset, torch.device("cpu"), repeats=3) == {"vqvae": 2.0, "layout_prior": 2.0,
-                                                                            "prior": 2.0}
-    assert next(clock, None) is None  # exactly 3 timed steps and a warm-up per model, no more
+    assert derivation.TIMED_STEPS == len(durations) > 3 and derivation.WARMUP_STEPS >= 1
+    assert measure_step_seconds(preset, torch.device("cpu")) == {"vqvae": 1.0, "layout_prior": 1.0, "prior": 1.0}
+    assert next(clock, None) is None  # exactly the timed steps read the clock, the warm-ups never
 
 
 def test_train_all_without_a_preset_derives_one_writes_it_and_resumes(tmp_path, capsys):

@@ -51,17 +51,17 @@ def test_vqvae_stage_sees_a_transformed_batch_and_resumes_the_same_draws():
     images = torch.rand(5, 1, 16, 16)
     batch = (images, torch.zeros(5, 16, 16, dtype=torch.long))
     plain = VQVAEStage(preset.vqvae, seed=0)
-    assert torch.equal(plain._augmented(batch), images)
+    assert torch.equal(plain._augmented(batch)[0], images)
     settings = AugmentationSettings(geometric=DIHEDRAL)
     stage = VQVAEStage(preset.vqvae, seed=3, augmentation=settings)
-    seen = stage._augmented(batch)
+    seen = stage._augmented(batch)[0]
     for i in range(5):  # each image arrives as one of its own flips / quarter turns
         assert any(torch.allclose(seen[i], v, atol=1e-6) for v in _dihedral_images(images[i]))
     assert not torch.allclose(seen, images)
     state = stage.state_dict()
     restored = VQVAEStage(preset.vqvae, seed=3, augmentation=settings)
     restored.load_state_dict(state)
-    assert torch.equal(restored._augmented(batch), stage._augmented(batch))
+    assert torch.equal(restored._augmented(batch)[0], stage._augmented(batch)[0])
 
 
 def test_codes_hold_the_encoded_transformed_copies_after_the_originals(tmp_path):

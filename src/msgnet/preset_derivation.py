@@ -10,13 +10,20 @@ matter of how much compute there is:
   16–24 cells a side on a GPU, as in every paper preset (64 -> 16, 96 -> 24, 192 -> 24; 16–32 where
   no halving lands in 16–24), one halving more on a CPU (8–12 cells: measured to follow the layouts
   better per CPU-minute, ``CPU_GRID_EVIDENCE``);
+* **the layout prior's grid**, given the training layouts, is the coarsest (latent side times a power
+  of two, up to the image side) on which 99% of them keep the dataset's rule through the grid and
+  back (:mod:`msgnet.data.layout_grid`); without them it is the latent grid;
 * **the number of training images** and **the device** give the widths: the paper's widths on a
   GPU, the CPU presets' (measured in ``benchmarks/``) on a CPU, narrower priors for small sets;
 * **small sets** (under 4,000 training images) train all three models on the geometric
   transforms dataset.json declares valid, image and layout alike;
 * **the budget** (minutes) is split among the three models in the proportions the CPU training of
   ``multi-mnist-cpu`` on 50,000 images measured (VQ-VAE 8.2, layout prior 10.9, codes prior 15.3 minutes); each stage's step count
-  fills its share at a step time measured here, on this device, with the models just derived.
+  fills its share at a step time measured here, on this device, with the models just derived: the
+  steady-state time (warm-up and compilation steps untimed, the fastest of eight timed steps), so
+  that another process loading the machine during the probe does not shrink the run. Each stage
+  buys its steps again when it starts, from what is left of the budget then
+  (:mod:`msgnet.workflow.budget`).
 
 ``source`` states each choice in one sentence; it is written to ``RUN/preset.yaml``.
 """
@@ -26,12 +33,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from msgnet.config import PixelSNAILConfig, Preset, TrainConfig, VQVAEConfig
 from msgnet.data.format import DatasetInfo
+from msgnet.data.layout_grid import LayoutGridChoice
 from msgnet.errors import UsageError
 from msgnet.training.acceleration import Precision, compiled_for_training, compiler_available, place_for_training
 
@@ -45,6 +53,7 @@ CPU_GRID_EVIDENCE = ("on a CPU budget the coarser grid follows its layouts bette
 STAGE_SHARES = {"vqvae": 8.2 / 34.4, "layout_prior": 10.9 / 34.4, "prior": 15.3 / 34.4}
 DEFAULT_BUDGET_MINUTES = 30.0
 MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
+OVERRUN = 1.25  # a stage stops at this multiple of its share of the budget if the machine is slower than measured
 # Share of the codes prior's training maps that see the "no layout" condition (classifier-free guidance);
 # LlamaGen and VAR train with 10%.
 CONDITION_DROPOUT = 0.1
@@ -114,6 +123,28 @@ def _widths(num_train: int, gpu: bool) -> tuple[VQVAEConfig, PixelSNAILConfig, s
     return vq, prior, why
 
 
+# The decoder told the layout and its training (issue 32, docs/adherence.md "A decoder told the layout"):
+# FSQ levels for about 2^8 codes (2^7 under 1,000 training images), the obedience loss's weight, and the
+# codes prior's input-token corruption (LlamaGen's 0.1).
+FSQ_LEVELS = {True: "8,6,5", False: "8,5,3"}  # 240 and 120 codes, by "at least 1,000 training images"
+OBEDIENCE_WEIGHT = 0.02
+TOKEN_CORRUPTION = 0.1
+
+
+def _told_the_layout(vq: VQVAEConfig, num_classes: int, num_train: int) -> tuple[VQVAEConfig, str]:
+    """``vq`` as msgnet's adherent variant: FSQ codes, a decoder told the layout, the obedience loss."""
+    levels = FSQ_LEVELS[num_train >= 1000]
+    vq = replace(vq, quantizer="fsq", fsq_levels=levels, num_embeddings=math.prod(int(v) for v in levels.split(",")),
+                 restart_dead_codes=False, layout_classes=num_classes,
+                 obedience=OBEDIENCE_WEIGHT if num_classes >= 3 else 0.0)
+    why = (f"Both decoder paths are told the layout (per-class scale and shift at every resolution) and trained "
+           f"to follow it where real codes disagree (obedience loss, weight {vq.obedience:g}); the codes are FSQ "
+           f"({levels}: {vq.num_embeddings} codes a path, which cannot collapse); the codes prior sees "
+           f"{100 * TOKEN_CORRUPTION:g}% of its input tokens replaced at random, so that it reads the layout "
+           "rather than recalls training images (docs/adherence.md).")
+    return vq, why
+
+
 def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
                      latent_size: int | None = None) -> tuple[Preset, list[str]]:
     """Models derived from the data, with placeholder step counts; and the sentences explaining them.
@@ -131,6 +162,7 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
     attention_below = 2 * latent if not gpu else 4 * latent
     vq = replace(vq, in_channels=info.channels, image_size=h, latent_size=latent, attention_below=attention_below)
     k = info.num_classes
+    vq, adherence_why = _told_the_layout(vq, k, num_train)
     codes_prior = replace(prior, height=2 * latent, width=latent, num_classes=vq.num_embeddings,
                           num_condition_classes=k, condition_embedding_dim=32 if not gpu else 64,
                           condition_res_dim=32 if not gpu else 64, embedding_dim=32 if not gpu else 0,
@@ -150,62 +182,112 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
         f"The codes prior drops the layout of {100 * CONDITION_DROPOUT:g}% of its training maps (a learned "
         "\"no layout\" input), as LlamaGen and VAR train for classifier-free guidance, so that sampling can "
         "push the codes towards their layout (docs/adherence.md).",
+        adherence_why,
     ]
     # A batch never larger than the training set: 24 tiles must train, not be refused.
     placeholder = TrainConfig(iterations=1, batch_size=min(32 if not gpu else 64, max(1, num_train)))
     preset = Preset(name=f"derived-{info.name}", vqvae=vq, vqvae_train=placeholder, prior=codes_prior,
-                    prior_train=placeholder, layout_prior=layout_prior, layout_prior_train=placeholder)
+                    prior_train=replace(placeholder, token_corruption=TOKEN_CORRUPTION), layout_prior=layout_prior,
+                    layout_prior_train=placeholder)
     preset.validate()
     return preset, why
 
 
-def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = 3) -> dict[str, float]:
-    """Seconds per optimiser step of each of the preset's models at its batch size, on ``device``."""
+def on_layout_grid(preset: Preset, choice: LayoutGridChoice) -> tuple[Preset, str]:
+    """The preset with its layout prior on ``choice.grid`` (issue 32), and the sentence stating the choice."""
+    layout_prior = replace(preset.layout_prior, height=choice.grid, width=choice.grid)
+    return replace(preset, layout_prior=layout_prior), choice.sentence()
+
+
+# Steady-state step time: the first steps compile (torch.compile) and allocate, so they are not timed;
+# of the timed ones the fastest is kept, what the machine does undisturbed: another process loading the
+# CPU only ever slows a step down, so the minimum of eight survives a disturbance of up to seven of them.
+WARMUP_STEPS, TIMED_STEPS = 2, 8
+# Workflow stage names of the preset's three models ("layout-prior" trains ``layout_prior``).
+MODEL_OF_STAGE = {"vqvae": "vqvae", "layout-prior": "layout_prior", "prior": "prior"}
+
+
+def _step_probes(preset: Preset) -> dict[str, tuple[Callable[[], torch.nn.Module], Callable, Callable]]:
+    """Per model: how to build it, its loss and a random batch of a given size (the probe's inputs)."""
     from msgnet.models.layout_prior import LayoutPixelSNAIL
     from msgnet.models.pixelsnail import PixelSNAIL
     from msgnet.models.vqvae import DoublePathVQVAE
 
-    def vqvae_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return model(x).loss
+    def vqvae_loss(model: torch.nn.Module, x: torch.Tensor, layout: torch.Tensor | None) -> torch.Tensor:
+        return model(x, layout).loss  # a decoder told the layout (and its obedience loss) costs more per step
 
     def prior_loss(model: torch.nn.Module, *tokens: torch.Tensor) -> torch.Tensor:
         # Through the module's call (compiled or not), as the prior stages compute it.
         return torch.nn.functional.cross_entropy(model(*tokens), tokens[0])
 
+    lat, vq, lp = preset.vqvae.latent_size, preset.vqvae, preset.layout_prior
+    return {
+        "vqvae": (lambda: DoublePathVQVAE(vq), vqvae_loss,
+                  lambda b: (torch.rand(b, vq.in_channels, vq.image_size, vq.image_size),
+                             torch.randint(0, max(vq.layout_classes, 1), (b, vq.image_size, vq.image_size))
+                             if vq.layout_classes else None)),
+        # On the layout prior's own grid, which may be finer than the latent one.
+        "layout_prior": (lambda: LayoutPixelSNAIL(lp), prior_loss,
+                         lambda b: (torch.randint(0, lp.num_classes, (b, lp.height, lp.width)),)),
+        "prior": (lambda: PixelSNAIL(preset.prior), prior_loss,
+                  lambda b: (torch.randint(0, preset.prior.num_classes, (b, 2 * lat, lat)),
+                             torch.randint(0, preset.prior.num_condition_classes, (b, 2 * lat, lat)))),
+    }
+
+
+def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = TIMED_STEPS,
+                         models: Sequence[str] | None = None, warmup: int = WARMUP_STEPS) -> dict[str, float]:
+    """Steady-state seconds per optimiser step of the preset's models (``models``: some of "vqvae",
+    "layout_prior", "prior"; None: all three) at their batch sizes, on ``device``: the fastest of
+    ``repeats`` timed steps after ``warmup`` untimed ones."""
     out: dict[str, float] = {}
-    lat = preset.vqvae.latent_size
-    for stage, model, loss_of, make_batch in (
-        ("vqvae", DoublePathVQVAE(preset.vqvae), vqvae_loss,
-         lambda b: (torch.rand(b, preset.vqvae.in_channels, preset.vqvae.image_size, preset.vqvae.image_size),)),
-        ("layout_prior", LayoutPixelSNAIL(preset.layout_prior), prior_loss,
-         lambda b: (torch.randint(0, preset.layout_prior.num_classes, (b, lat, lat)),)),
-        ("prior", PixelSNAIL(preset.prior), prior_loss,
-         lambda b: (torch.randint(0, preset.prior.num_classes, (b, 2 * lat, lat)),
-                    torch.randint(0, preset.prior.num_condition_classes, (b, 2 * lat, lat)))),
-    ):
-        train_cfg = getattr(preset, f"{stage}_train")
+    for model_name, (build, loss_of, make_batch) in _step_probes(preset).items():
+        if models is not None and model_name not in models:
+            continue
+        train_cfg = getattr(preset, f"{model_name}_train")
         # The step the loop will run: same precision and memory layout (compilation aside).
-        model = place_for_training(model, device).train()
+        model = place_for_training(build(), device).train()
         call = compiled_for_training(model, device, train_cfg.compile)
         precision = Precision(train_cfg.precision, device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        inputs = [t.to(device) for t in make_batch(train_cfg.batch_size)]
-        times = []
-        for k in range(repeats + 1):  # the first step warms up (allocations, kernels)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
+        inputs = [t if t is None else t.to(device) for t in make_batch(train_cfg.batch_size)]
+
+        def step() -> None:
             with precision:
                 loss = loss_of(call, *inputs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if k:
-                times.append(time.perf_counter() - t0)
-        out[stage] = sorted(times)[len(times) // 2]
+                torch.cuda.synchronize(device)  # the step's kernels, not their launch
+
+        for _ in range(warmup):
+            step()
+        times = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        out[model_name] = min(times)
     return out
+
+
+def steps_for(seconds: float, step_seconds: float) -> int:
+    """Optimiser steps that fill ``seconds`` at ``step_seconds`` each (at least ``MIN_STEPS``)."""
+    return max(MIN_STEPS, int(seconds / max(step_seconds, 1e-6)))
+
+
+def budgeted_train(base: TrainConfig, steps: int, minutes: float, ema: bool) -> TrainConfig:
+    """``base`` set to train ``steps`` steps in about ``minutes``, with the settings that follow the
+    step count: the wall-time cap (``OVERRUN`` times the share), checkpoints, image grids, 20
+    validations and (``ema``) a moving average of the weights over ~10% of the run."""
+    # Small-data training: validate 20 times, keep the best-validated weights, stop after 5
+    # validations without improvement; the priors also average their weights over ~10% of the run.
+    decay = min(0.999, max(0.9, 1.0 - 10.0 / steps)) if ema else 0.0
+    # Three decimals and a floor: a cap rounded to 0 would mean no cap at all.
+    cap = max(0.001, round(minutes * OVERRUN, 3))
+    return replace(base, iterations=steps, epochs=0, max_minutes=cap, checkpoint_every=max(50, steps // 4),
+                   image_every=max(100, steps // 2), val_every=max(5, steps // 20), ema_decay=round(decay, 4))
 
 
 def check_budget(minutes: float) -> float:
@@ -217,14 +299,20 @@ def check_budget(minutes: float) -> float:
 
 def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budget_minutes: float | None = None,
                   step_seconds: Callable[[Preset, torch.device], dict[str, float]] = measure_step_seconds,
-                  latent_size: int | None = None) -> Preset:
+                  latent_size: int | None = None,
+                  layout_grid: Callable[[int], LayoutGridChoice] | None = None) -> Preset:
     """The whole preset: structure from the data, step counts filling ``budget_minutes`` on ``device``.
 
     ``latent_size``: the latent side instead of the derived one (measurements of the grid use it).
+    ``layout_grid``: the layout prior's grid for a latent side (:func:`msgnet.data.layout_grid.choose_layout_grid`
+    on the training layouts); None keeps the layout prior on the latent grid.
     """
     budget = DEFAULT_BUDGET_MINUTES if budget_minutes is None else check_budget(budget_minutes)
     gpu = device.type == "cuda"
     preset, why = derive_structure(info, num_train, gpu, latent_size)
+    if layout_grid is not None:  # before the step times: the layout prior's step depends on its grid
+        preset, sentence = on_layout_grid(preset, layout_grid(preset.vqvae.latent_size))
+        why.append(sentence)
     # torch.compile made the CPU priors' steps 1.25x faster (benchmarks/training_speed.py); on a GPU
     # it is unmeasured, so off. The step time below is measured compiled, as the loop will run it.
     compile_priors = not gpu and compiler_available(device)
@@ -240,21 +328,17 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
     augment = bool(copies and declared)
     for stage, share in STAGE_SHARES.items():
         minutes = budget * share
-        steps = max(MIN_STEPS, int(minutes * 60 / max(seconds[stage], 1e-6)))
-        base = getattr(preset, f"{stage}_train")
-        # Small-data training: validate 20 times, keep the best-validated weights, stop after 5
-        # validations without improvement; the priors also average their weights over ~10% of the run.
-        ema = min(0.999, max(0.9, 1.0 - 10.0 / steps)) if stage != "vqvae" else 0.0
-        trains[f"{stage}_train"] = replace(base, iterations=steps, learning_rate=lrs[stage], schedule="linear",
-                                           max_minutes=round(minutes * 1.25, 2), log_every=25,
-                                           checkpoint_every=max(50, steps // 4), image_every=max(100, steps // 2),
-                                           val_samples=1000, val_every=max(5, steps // 20), keep_best=True,
-                                           patience=5, ema_decay=round(ema, 4), augment=augment,
-                                           augment_copies=copies if augment and stage != "vqvae" else 0,
-                                           adherence_pairs=ADHERENCE_PAIRS if stage == "prior" else 0)
+        steps = steps_for(minutes * 60, seconds[stage])
+        base = replace(getattr(preset, f"{stage}_train"), learning_rate=lrs[stage], schedule="linear", log_every=25,
+                       val_samples=1000, keep_best=True, patience=5, augment=augment,
+                       augment_copies=copies if augment and stage != "vqvae" else 0,
+                       adherence_pairs=ADHERENCE_PAIRS if stage == "prior" else 0)
+        trains[f"{stage}_train"] = budgeted_train(base, steps, minutes, ema=stage != "vqvae")
         parts.append(f"{stage} {steps} steps ({minutes:.1f} min at {seconds[stage]:.3f} s/step measured here)")
     why.append(f"A {budget:g}-minute budget on {device.type}, split {', '.join(parts)}; linear decay to 0; each "
-               "stage stops at 1.25x its share if the machine is slower than measured.")
+               f"stage stops at {OVERRUN:g}x its share if the machine is slower than measured. Each stage buys its "
+               "steps again when it starts, at a step time measured then, with its share of the budget left then "
+               "(time a stage leaves unspent passes to the next; RUN/run.json records each purchase).")
     why.append("Small data: every stage validates 20 times, keeps its best-validated weights and stops after 5 "
                "validations without improvement; the priors sample with a moving average of their weights. The "
                f"codes prior's validation also scores {ADHERENCE_PAIRS} decoded samples against their layouts "

@@ -2,7 +2,8 @@
 
 ```
 RUN/run.json            the manifest: what the run holds, which stages (training, then the job's sampling,
-                        benchmark and report) are done, and the msgnet version that wrote it
+                        benchmark and report) are done, and the msgnet version that wrote it; for a
+                        derived preset, the budget and the steps each stage bought (msgnet.workflow.budget)
 RUN/dataset.json        the training data's classes, image size and rule, and which real images
                         the run trains on (msgnet.data.provenance)
 RUN/preset.yaml         the configuration every stage trained with
@@ -193,6 +194,22 @@ class RunDir:
         stages = manifest.setdefault("stages", {})
         stages[name] = {"done": True, **facts}
         manifest["holds"] = self.contents()
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.manifest, manifest)
+        return manifest
+
+    def record(self, key: str, value: object) -> dict:
+        """Write ``value`` under ``key`` at the top of the manifest (None removes it): a record of the
+        whole run beside its stages, such as the training budget (msgnet.workflow.budget). Atomic."""
+        from msgnet import __version__
+        from msgnet.io import atomic_write_json
+
+        manifest = self.read_manifest()
+        manifest.update(format=MANIFEST_FORMAT, msgnet_version=__version__)
+        if value is None:
+            manifest.pop(key, None)
+        else:
+            manifest[key] = value
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.manifest, manifest)
         return manifest

@@ -97,7 +97,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 # The library names the field a bad value came in ("subset: ..."); the command line names its flag.
 # A field is a flag's dest unless listed here.
-FIELD_FLAGS = {"subset": "--train-subset", "json_path": "--json", "max_candidates": "--qc-max-candidates"}
+FIELD_FLAGS = {"subset": "--train-subset", "json_path": "--json", "max_candidates": "--qc-max-candidates",
+               "layout_path": "--layout"}
 _LEADING_FIELDS = re.compile(r"[a-z][a-z0-9_]*(?:(?:, | and )[a-z][a-z0-9_]*)*(?=[ :])")
 
 

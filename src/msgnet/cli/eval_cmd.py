@@ -1,4 +1,4 @@
-"""`msgnet eval augment|coherency|fidelity|fid|train-classifier|report`."""
+"""`msgnet eval augment|coherency|layouts|class-gain|fidelity|fid|train-classifier|report`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="write the first 64 sampled layouts as a colour grid (rule breakers framed red)")
     lay.set_defaults(func=_layouts)
 
+    cg = esub.add_parser("class-gain", help="does a run's codes prior read which class the layout names?",
+                         description="Validation NLL of RUN/prior over object positions with each layout's object "
+                         "classes permuted (every object gets another class), minus the NLL with the true layouts, "
+                         "in nats per object token. About 0: the prior ignores the classes.")
+    cg.add_argument("--run", type=Path, required=True, help="run folder with prior/ and codes/")
+    cg.add_argument("--split", default="val", help="which extracted codes to score [val]")
+    cg.add_argument("--max-maps", type=int, default=0, help="only the first N code maps [all]")
+    cg.add_argument("--batch-size", type=_positive_int, default=64)
+    cg.add_argument("--seed", type=int, default=0, help="seed of the class permutations [0]")
+    add_device_argument(cg)
+    cg.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
+    cg.set_defaults(func=_class_gain)
+
     aug = esub.add_parser("augment", help="U-Net DICE: real vs standard augmentation vs copy-paste vs synthetic",
                           description="Train a MONAI U-Net to segment layouts on real data alone, with standard "
                           "augmentation, with copy-paste, with generated pairs (alone and added), at one or more "
@@ -81,6 +94,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_argument(fid)
     fid.add_argument("--json", type=Path, default=None)
     fid.set_defaults(func=_fidelity)
+
+    vq = esub.add_parser("vqvae", help="where a run's VQ-VAE loses the layout: reconstruction fidelity, "
+                         "decoder obedience, code usage",
+                         description="Encode and decode real images with RUN's VQ-VAE: the share of objects the "
+                         "digit classifier reads as annotated (the ceiling for every prior), for a decoder told the "
+                         "layout the share drawn as a changed layout's class from real codes (obedience), PSNR and "
+                         "the codes each path uses.")
+    vq.add_argument("--run", type=Path, required=True)
+    vq.add_argument("--data", type=Path, required=True, help="the real dataset the run trained on")
+    vq.add_argument("--split", default="val", help="which split's images [val]")
+    vq.add_argument("--num", type=int, default=0, help="only the first NUM images (0: all) [0]")
+    vq.add_argument("--seed", type=int, default=0, help="draws the changed layouts [0]")
+    _add_classifier_option(vq)
+    add_device_argument(vq)
+    vq.add_argument("--json", type=Path, default=None)
+    vq.set_defaults(func=_vqvae)
 
     fd = esub.add_parser("fid", help="FID/KID of generated vs real validation images (classifier features)")
     fd.add_argument("--real", type=Path, required=True)
@@ -239,6 +268,17 @@ def _fidelity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vqvae(args: argparse.Namespace) -> int:
+    from msgnet.evaluation.vqvae_adherence import format_vqvae_adherence, measure_run_vqvae
+
+    if args.num < 0:
+        raise UsageError("--num: must be >= 0")
+    result = measure_run_vqvae(args.run, args.data, args.split, args.num, args.classifier, args.device, args.seed)
+    print(format_vqvae_adherence(result))
+    _write_json(args.json, result)
+    return 0
+
+
 def _fid(args: argparse.Namespace) -> int:
     from msgnet.evaluation.digit_classifier import get_classifier
     from msgnet.evaluation.fid import compute_fid, format_fid
@@ -275,6 +315,18 @@ def _report(args: argparse.Namespace) -> int:
     req = ReportRequest(out=args.out, real=args.real, synthetic=args.synthetic, augment=args.augment,
                         no_augment=args.no_augment, run=args.run, classifier=args.classifier, device=args.device)
     build_report(req, augment_request=augment_request(args, None, False))
+    return 0
+
+
+def _class_gain(args: argparse.Namespace) -> int:
+    from msgnet.evaluation.class_gain import format_class_gain, run_class_gain
+
+    if args.max_maps < 0:
+        raise UsageError("--max-maps: must be >= 0 (0: all)")
+    result = run_class_gain(args.run, split=args.split, batch_size=args.batch_size, max_maps=args.max_maps,
+                            seed=args.seed, device=args.device)
+    print(format_class_gain(result))
+    _write_json(args.json, result)
     return 0
 
 

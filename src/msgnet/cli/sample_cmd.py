@@ -23,16 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output dataset folder (must not exist)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature-layout", type=float, default=1.0)
-    p.add_argument("--temperature-codes", type=float, default=1.0)
+    # None: the library resolves it to the run's choice (msgnet.sampling.defaults), the one place that default lives.
+    p.add_argument("--temperature-codes", type=float, default=None, metavar="T",
+                   help="temperature of the codes prior [the run's choice: RUN/probe.json, else 1]")
     p.add_argument("--top-k-layout", type=int, default=None, metavar="K",
                    help="layout prior: draw only among the K most probable classes at each cell [off]")
     p.add_argument("--top-p-layout", type=float, default=None, metavar="P",
                    help="layout prior: draw only among the most probable classes holding mass P [off]")
     p.add_argument("--top-k-codes", type=int, default=None, metavar="K", help="codes prior: top-k truncation [off]")
     p.add_argument("--top-p-codes", type=float, default=None, metavar="P", help="codes prior: top-p truncation [off]")
-    p.add_argument("--guidance", type=float, default=1.0, metavar="S",
-                   help="classifier-free layout guidance of the codes prior: logits = uncond + S (cond - uncond); "
-                   "needs a prior trained with prior.condition_dropout > 0 [1: none]")
+    p.add_argument("--guidance", type=float, default=None, metavar="S",
+                   help="classifier-free layout guidance of the codes prior: logits = uncond + S (cond - uncond), "
+                   "1: none; any other S needs a prior trained with prior.condition_dropout > 0 "
+                   "[the run's choice: RUN/probe.json, else 1]")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--sampler", choices=["cached", "reference", "cuda-graph"], default="cached",
                    help="cached: exact incremental sampler (fast); reference: one full pass per token; "
@@ -76,6 +79,7 @@ def _sample(args: argparse.Namespace) -> int:
     if not args.qc:
         out = generate(args.run, args.out, settings, resume=args.resume, device=args.device)
         if int(os.environ.get("RANK", "0")) == 0:
+            print(_settings_line(out))
             print(f"wrote {args.num} generated pairs to {out} (preview: {out / 'preview.png'})")
         return 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -87,7 +91,22 @@ def _sample(args: argparse.Namespace) -> int:
                                    segmenter_dir=args.segmenter, max_candidates=args.qc_max_candidates,
                                    resume=args.resume, device=args.device, accept_fewer=args.qc_accept_fewer)
     print(format_summary(record))
+    print(_settings_line(out))
     print(f"wrote {record['pass_rate']['kept'] if record['stopped_at_cap'] else args.num} generated pairs "
           f"that pass quality control to {out} "
           f"(qc.csv, rejected.png, preview.png)")
     return 0
+
+
+def _settings_line(out: Path) -> str:
+    """The guidance and codes temperature the set was sampled with and where each came from, as its
+    dataset.json records them: without the options they are the run's choice, which the user did not type."""
+    import json
+
+    from msgnet.sampling.defaults import DECLARED_DEFAULTS, FROM_DEFAULT, FROM_GIVEN, FROM_PROBE
+
+    source = json.loads((out / "dataset.json").read_text())["source"]
+    used, came = source["settings"], source.get("settings_from", {})
+    where = {FROM_GIVEN: "given", FROM_PROBE: "the run's choice, RUN/probe.json", FROM_DEFAULT: "default"}
+    return "sampled with " + ", ".join(f"{name} {used[name]:g} ({where.get(came.get(name, FROM_GIVEN), FROM_GIVEN)})"
+                                       for name in DECLARED_DEFAULTS)

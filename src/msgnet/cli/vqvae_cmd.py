@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ins.add_argument("--image", type=Path, required=True, help="an image of the training data's size")
     ins.add_argument("--pixel", type=_pixel, default=None, metavar="X,Y",
                      help="pixel whose attention map is shown [image centre]")
+    ins.add_argument("--layout", type=Path, default=None, metavar="PNG",
+                     help="the image's layout (class ids), for a decoder told the layout")
     ins.add_argument("--out", type=Path, default=None, help="output folder [RUN_DIR/inspect]")
     ins.set_defaults(func=_inspect)
 
@@ -37,7 +39,7 @@ def _inspect(args: argparse.Namespace) -> int:
     out = args.out or args.run / "inspect"
     # --pixel is X,Y (column, row) as image tools show it; the library takes (row, column).
     pixel = (args.pixel[1], args.pixel[0]) if args.pixel else None
-    written = vqvae_inspect(args.run, args.image, out, pixel=pixel)
+    written = vqvae_inspect(args.run, args.image, out, pixel=pixel, layout_path=args.layout)
     for path in written or []:
         print(path)
     return 0

@@ -17,6 +17,7 @@ import yaml
 
 from msgnet.evaluation.benchmark.report import markdown_section
 from msgnet.evaluation.html_page import markdown_to_html
+from msgnet.evaluation.run_report import describe_budget
 from msgnet.io import atomic_write_json, atomic_write_text
 from msgnet.run_dir import RunDir
 from msgnet.training.selection import describe_kept
@@ -71,6 +72,12 @@ def _training_lines(run: Path) -> list[str]:
         sel = RunDir(run).stage_dir(stage) / "selected.json"
         if sel.is_file():
             lines.append(f"- {sel.parent.name}: kept the weights of {describe_kept(json.loads(sel.read_text()))}")
+    # What each stage bought from the budget when it started, and what it spent (RUN/run.json).
+    done = RunDir(run).read_manifest().get("stages", {})
+    for stage in ("vqvae", "layout-prior", "prior"):
+        bought = describe_budget(done.get(stage, {}))
+        if bought:
+            lines.append(f"- {RunDir(run).stage_dir(stage).name}: {bought}")
     return lines + [""]
 
 

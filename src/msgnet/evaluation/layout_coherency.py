@@ -1,5 +1,8 @@
 """Rule coherency of layouts sampled from a run's LayoutPixelSNAIL alone (paper §4.2), and of
-real layouts passed through the same latent grid (the ceiling a prior on that grid can reach).
+real layouts passed through a grid (the ceiling a prior on that grid can reach).
+
+The layout prior draws on its own grid (the latent grid, or a finer one chosen from the data:
+:mod:`msgnet.data.layout_grid`); its layouts are brought to image size from whichever grid it has.
 
 The layout prior is what decides which objects appear where; this samples only layouts
 (no codes, no decoding), brings them to the image grid, turns their connected components

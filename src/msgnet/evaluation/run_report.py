@@ -41,6 +41,21 @@ def _clean(row: dict[str, str]) -> dict[str, float]:
     return out
 
 
+def describe_budget(entry: dict) -> str | None:
+    """What a stage bought from the run's training budget (its entry in RUN/run.json), in words; None
+    for a stage whose steps were fixed (msgnet.workflow.budget)."""
+    if "steps_bought" not in entry:
+        return None
+    def span(seconds: float) -> str:
+        return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+    text = (f"bought {entry['steps_bought']:,} steps at {entry['step_seconds']:.3g} s/step (timed as it started) "
+            f"for its share of the budget, {span(entry['budget_seconds'])}")
+    if "spent_seconds" in entry:
+        text += f"; spent {span(entry['spent_seconds'])}"
+    return text
+
+
 def stage_summary(run: Path, stage: str, title: str) -> dict[str, Any] | None:
     from msgnet.evaluation.plots import plot_metrics
 
@@ -48,11 +63,13 @@ def stage_summary(run: Path, stage: str, title: str) -> dict[str, Any] | None:
     csv_path = folder / "metrics.csv"
     if not csv_path.is_file():
         return None
+    bought = RunDir(run).read_manifest().get("stages", {}).get(stage, {})  # the manifest names it as trained
     stage = folder.name  # the report names a stage by its folder
     last = _last_rows(csv_path)
     plot = plot_metrics(csv_path, RunDir(run).report / f"{stage}_curves.png", title)
     selected = folder / "selected.json"
     return {
+        "budget": describe_budget(bought) if isinstance(bought, dict) else None,
         "selected": json.loads(selected.read_text()) if selected.is_file() else None,
         "stage": stage,
         "title": title,
@@ -122,6 +139,8 @@ def write_run_report(run: Path, samples: Path | None, timings: dict[str, float])
         ]
         if s["epoch_end"]:
             lines.append(f"- last end-of-epoch metrics: {_fmt_metrics(s['epoch_end'])}")
+        if s.get("budget"):
+            lines.append(f"- budget: {s['budget']}")
         if s.get("selected"):
             from msgnet.training.selection import describe_kept
 

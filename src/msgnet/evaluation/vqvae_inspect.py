@@ -65,27 +65,44 @@ def mark(image: np.ndarray, pixel: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _read_layout(model: DoublePathVQVAE, layout_path: Path | str | None) -> torch.Tensor | None:
+    """The layout a decoder told it needs, as (1, H, W) class ids; None for the paper's decoder."""
+    cfg = model.config
+    if not model.told_layout:
+        return None
+    if layout_path is None:
+        raise UsageError("layout_path: this run's decoder is told the layout: give the image's layout PNG")
+    layout = read_image(Path(layout_path), 1, cfg.image_size)
+    ids = (layout[:, 0] * 255.0).round().long()
+    if int(ids.max()) >= cfg.layout_classes:
+        raise UsageError(f"{layout_path}: class id {int(ids.max())} is not one of the run's {cfg.layout_classes} classes")
+    return ids
+
+
 @torch.no_grad()
 def vqvae_inspect(
-    run_dir: Path | str, image_path: Path | str, out_dir: Path | str, pixel: tuple[int, int] | None = None
+    run_dir: Path | str, image_path: Path | str, out_dir: Path | str, pixel: tuple[int, int] | None = None,
+    layout_path: Path | str | None = None,
 ) -> list[Path]:
-    """Write Fig. 3 and Fig. 4 PNGs for one image; ``pixel`` = (row, col), default the centre."""
+    """Write Fig. 3 and Fig. 4 PNGs for one image; ``pixel`` = (row, col), default the centre.
+    ``layout_path``: the image's layout PNG (class ids), which a decoder told the layout needs."""
     model = DoublePathVQVAE.from_pretrained(vqvae_dir(run_dir))
     cfg = model.config
     x = read_image(Path(image_path), cfg.in_channels, cfg.image_size)
+    layout = _read_layout(model, layout_path)
     if pixel is None:
         pixel = (cfg.image_size // 2, cfg.image_size // 2)
     if not (0 <= pixel[0] < cfg.image_size and 0 <= pixel[1] < cfg.image_size):
         raise UsageError(f"pixel: {pixel} lies outside the {cfg.image_size}x{cfg.image_size} image")
     codes = model.encode_indices(x)
-    recon = model.decode_indices(*codes)
-    attn_only, conv_only = model.decode_contributions(*codes)
+    recon = model.decode_indices(*codes, layout)
+    attn_only, conv_only = model.decode_contributions(*codes, layout)
     out_dir = Path(out_dir)
     fig3 = out_dir / "fig3_paths.png"
     save_png(make_grid([torch.cat([x, recon, attn_only, conv_only])]), fig3)
     written = [fig3]
     try:
-        attn = model.decoder_attention_map(*codes, pixel)  # (1, h', w')
+        attn = model.decoder_attention_map(*codes, pixel, layout)  # (1, h', w')
     except ValueError as exc:
         raise UsageError(f"{vqvae_dir(run_dir)}: {exc}") from None
     up = F.interpolate(attn[None], size=(cfg.image_size, cfg.image_size), mode="nearest")[0, 0].numpy()

@@ -24,6 +24,12 @@ Images live in [0,1]; the network works in [-1,1] internally, and every output
 (``reconstruction``, :meth:`decode_indices`) is in image space. The reconstruction
 loss is the MSE in the internal [-1,1] space (4x the image-space MSE).
 
+A decoder told the layout (``config.layout_classes``, beyond the paper): both decoder paths
+receive the full-size layout at every resolution as a per-class scale and shift of their
+features (:class:`~msgnet.nn.class_modulation.ClassModulation`, zero at step 0, so the variant
+starts as the paper's decoder). Training can then keep the class out of the codes (random code
+replacement, a class adversary, FSQ's bounded alphabet), so that the layout decides what is drawn.
+
 Per-path contributions (Fig. 3): :meth:`decode_contributions` decodes with the other
 path's quantised vectors replaced by zeros, so what remains is what one codebook
 alone tells the decoder (biases included).
@@ -39,6 +45,12 @@ from torch import nn
 
 from msgnet.config import VQVAEConfig
 from msgnet.models.pretrained import PretrainedMixin
+from msgnet.layouts.resize import downsample_layout
+from msgnet.nn.class_adversary import ClassAdversary
+from msgnet.nn.class_modulation import ClassModulation, layout_one_hot
+from msgnet.layouts.classes import permute_object_classes
+from msgnet.nn.fsq import FiniteScalarQuantizer
+from msgnet.nn.obedience import ClassReader, object_cell_loss
 from msgnet.nn.quantizer import VectorQuantizer
 from msgnet.nn.residual import ResidualStack
 from msgnet.nn.self_attention import SelfAttention2d
@@ -56,10 +68,21 @@ class VQVAEOutput:
     indices: tuple[torch.Tensor, torch.Tensor]  # (B, h, w) each
     perplexities: tuple[torch.Tensor, torch.Tensor]
     counts: tuple[torch.Tensor, torch.Tensor]  # (K,) code histograms of this batch
+    auxiliary_loss: torch.Tensor | None = None  # the class adversary's and the obedience loss (in ``loss``)
+    adversary_accuracy: torch.Tensor | None = None  # how often it read an object cell's class
+    reader_accuracy: torch.Tensor | None = None  # the obedience loss's class reader on real images
+    obedience_accuracy: torch.Tensor | None = None  # ... on real codes decoded under changed classes
 
 
 def _maybe_attention(channels: int, size: int, below: int) -> nn.Module:
     return SelfAttention2d(channels) if size < below else nn.Identity()
+
+
+def make_quantizer(config: VQVAEConfig) -> nn.Module:
+    """The quantiser ``config.quantizer`` names: learned codebook (the paper's) or FSQ's fixed grid."""
+    if config.quantizer == "fsq":
+        return FiniteScalarQuantizer(config.fsq_level_list, config.embedding_dim)
+    return VectorQuantizer(config.num_embeddings, config.embedding_dim, config.commitment)
 
 
 class DoublePathVQVAE(PretrainedMixin, nn.Module):
@@ -102,8 +125,8 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
             ResidualStack(h, config.residual_dim, config.num_residual_blocks),
             nn.Conv2d(h, config.embedding_dim, 1),
         )
-        self.quantizer_attn = VectorQuantizer(config.num_embeddings, config.embedding_dim, config.commitment)
-        self.quantizer_conv = VectorQuantizer(config.num_embeddings, config.embedding_dim, config.commitment)
+        self.quantizer_attn = make_quantizer(config)
+        self.quantizer_conv = make_quantizer(config)
         # ---- decoder --------------------------------------------------------------
         d = config.embedding_dim
         self.dec_in_a = nn.Sequential(
@@ -129,6 +152,25 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
             if n
             else nn.Conv2d(2 * width, c_in, 3, padding=1)
         )
+        self._build_layout_parts(config, [h] + [h2 if i == 1 else h for i in range(n - 1, 0, -1)])
+
+    def _build_layout_parts(self, config: VQVAEConfig, decoder_widths: list[int]) -> None:
+        """Modulation of both decoder paths at every resolution, and the class adversary (when asked).
+
+        Built only when the config asks, so a paper model has exactly the paper's parameters.
+        """
+        k = config.layout_classes
+        self.modulation_a = nn.ModuleList(ClassModulation(k, w) for w in decoder_widths) if k else None
+        self.modulation_c = nn.ModuleList(ClassModulation(k, w) for w in decoder_widths) if k else None
+        self.class_adversary = (
+            ClassAdversary(2 * config.embedding_dim, k, config.class_adversary) if config.class_adversary > 0 else None
+        )
+        self.class_reader = ClassReader(config.in_channels, k, config.num_downsamples) if config.obedience > 0 else None
+
+    @property
+    def told_layout(self) -> bool:
+        """Whether the decoder reads the layout (then every decode needs it)."""
+        return self.config.layout_classes > 0
 
     # ---- encoder ----------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,45 +186,63 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
     def encode_indices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) in [0,1] -> (codes_attn, codes_conv), LongTensor (B, h, w) each."""
         za, zc = self.encode(x)
-        fa = za.permute(0, 2, 3, 1).reshape(-1, za.shape[1])
-        fc = zc.permute(0, 2, 3, 1).reshape(-1, zc.shape[1])
-        shape = (za.shape[0], za.shape[2], za.shape[3])
-        return (
-            self.quantizer_attn.nearest(fa).view(shape),
-            self.quantizer_conv.nearest(fc).view(shape),
-        )
+        return self.quantizer_attn.indices(za), self.quantizer_conv.indices(zc)
 
     # ---- decoder ----------------------------------------------------------------------
-    def decode(self, qa: torch.Tensor, qc: torch.Tensor) -> torch.Tensor:
-        """Quantised maps -> output in the model's [-1, 1] space (not clamped)."""
+    def decode(self, qa: torch.Tensor, qc: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
+        """Quantised maps (and the full-size layout (B, H, W), for a decoder told it) -> output in
+        the model's [-1, 1] space (not clamped)."""
+        one_hot = self._layout_one_hot(layout)
         a = self.dec_in_a(qa)
         c = self.dec_in_c(torch.cat([qc, qa], 1))
-        for attn, up_a, up_c in zip(self.dec_attn, self.dec_up_a, self.dec_up_c):
+        a, c = self._modulate(0, a, c, one_hot)
+        for i, (attn, up_a, up_c) in enumerate(zip(self.dec_attn, self.dec_up_a, self.dec_up_c)):
             a = attn(a)
             a, c = F.relu(up_a(a)), F.relu(up_c(torch.cat([c, a], 1)))
+            a, c = self._modulate(i + 1, a, c, one_hot)
         a = self.dec_attn[-1](a)
         return self.head(torch.cat([c, a], 1))
 
-    def decode_indices(self, codes_attn: torch.Tensor, codes_conv: torch.Tensor) -> torch.Tensor:
-        """(B, h, w) code maps of both paths -> images (B, C, H, W) in [0, 1]."""
+    def _layout_one_hot(self, layout: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.told_layout:
+            return None
+        size = (self.config.image_size, self.config.image_size)
+        if layout is None or layout.dim() != 3 or tuple(layout.shape[-2:]) != size:
+            got = None if layout is None else tuple(layout.shape)
+            raise ValueError(f"this decoder is told the layout: expected layouts (B, {size[0]}, {size[1]}), got {got}")
+        return layout_one_hot(layout, self.config.layout_classes)
+
+    def _modulate(
+        self, level: int, a: torch.Tensor, c: torch.Tensor, one_hot: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if one_hot is None or self.modulation_a is None or self.modulation_c is None:
+            return a, c
+        return self.modulation_a[level](a, one_hot), self.modulation_c[level](c, one_hot)
+
+    def decode_indices(
+        self, codes_attn: torch.Tensor, codes_conv: torch.Tensor, layout: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, h, w) code maps of both paths (and the full-size layout, for a decoder told it)
+        -> images (B, C, H, W) in [0, 1]."""
         qa, qc = self._lookup(codes_attn, codes_conv)
-        return self._to_image(self.decode(qa, qc))
+        return self._to_image(self.decode(qa, qc, layout))
 
     def decode_contributions(
-        self, codes_attn: torch.Tensor, codes_conv: torch.Tensor
+        self, codes_attn: torch.Tensor, codes_conv: torch.Tensor, layout: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fig. 3: (self-attention path alone, conv path alone), images in [0, 1].
 
         Each is decoded with the other path's quantised vectors set to zero.
         """
         qa, qc = self._lookup(codes_attn, codes_conv)
-        attn_only = self._to_image(self.decode(qa, torch.zeros_like(qc)))
-        conv_only = self._to_image(self.decode(torch.zeros_like(qa), qc))
+        attn_only = self._to_image(self.decode(qa, torch.zeros_like(qc), layout))
+        conv_only = self._to_image(self.decode(torch.zeros_like(qa), qc, layout))
         return attn_only, conv_only
 
     @torch.no_grad()
     def decoder_attention_map(
-        self, codes_attn: torch.Tensor, codes_conv: torch.Tensor, pixel: tuple[int, int]
+        self, codes_attn: torch.Tensor, codes_conv: torch.Tensor, pixel: tuple[int, int],
+        layout: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Fig. 4: attention of the last decoder self-attention layer for ``pixel`` (row, col).
 
@@ -200,7 +260,7 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         handle = last.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0]))
         try:
             qa, qc = self._lookup(codes_attn, codes_conv)
-            self.decode(qa, qc)
+            self.decode(qa, qc, layout)
         finally:
             handle.remove()
         feat = captured[-1]
@@ -209,23 +269,73 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         return last.attention_map(feat, (row, col))
 
     # ---- training ---------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> VQVAEOutput:
+    def forward(self, x: torch.Tensor, layout: torch.Tensor | None = None) -> VQVAEOutput:
+        """Encode, quantise, decode. ``layout`` (B, H, W): the images' layouts, for a decoder told it."""
         za, zc = self.encode(x)
         oa, oc = self.quantizer_attn(za), self.quantizer_conv(zc)
-        y = self.decode(oa.quantized, oc.quantized)
+        qa, qc = self._replace_codes(oa.quantized, oc.quantized)
+        y = self.decode(qa, qc, layout)
         recon_loss = F.mse_loss(y, x * 2.0 - 1.0)
         codebook = oa.codebook_loss + oc.codebook_loss
         commitment = oa.commitment_loss + oc.commitment_loss
+        adversary_loss, adversary_accuracy = self._adversary(oa.quantized, oc.quantized, layout)
+        obedience = self._obedience(x, qa, qc, layout)
+        auxiliary = [part for part in (adversary_loss, None if obedience is None else obedience[0]) if part is not None]
+        auxiliary_loss = sum(auxiliary[1:], auxiliary[0]) if auxiliary else None
+        loss = recon_loss + codebook + commitment
         return VQVAEOutput(
             reconstruction=y * 0.5 + 0.5,
-            loss=recon_loss + codebook + commitment,
+            loss=loss if auxiliary_loss is None else loss + auxiliary_loss,
             reconstruction_loss=recon_loss,
             codebook_loss=codebook,
             commitment_loss=commitment,
             indices=(oa.indices, oc.indices),
             perplexities=(oa.perplexity, oc.perplexity),
             counts=(oa.counts, oc.counts),
+            auxiliary_loss=auxiliary_loss,
+            adversary_accuracy=adversary_accuracy,
+            reader_accuracy=None if obedience is None else obedience[1],
+            obedience_accuracy=None if obedience is None else obedience[2],
         )
+
+    def _obedience(
+        self, x: torch.Tensor, qa: torch.Tensor, qc: torch.Tensor, layout: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(the reader's loss on real images + weight x the decoder's loss under changed classes,
+        the reader's accuracy on real images, how often it reads the changed classes), while training."""
+        if self.class_reader is None or layout is None or not self.training:
+            return None
+        k, grid = self.config.layout_classes, self.latent_shape
+        reader_loss, reader_accuracy = object_cell_loss(self.class_reader(x * 2.0 - 1.0),
+                                                        downsample_layout(layout, grid, k))
+        other = permute_object_classes(layout, k, None, where="vqvae.layout_classes")
+        # Codes detached: the loss teaches the decoder to follow the layout; were the codes to learn from
+        # it too, they would empty themselves of everything (measured: both paths fell to 1-3 codes).
+        drawn = self.decode(qa.detach(), qc.detach(), other)
+        obey_loss, obey_accuracy = object_cell_loss(self.class_reader.read_frozen(drawn),
+                                                    downsample_layout(other, grid, k))
+        return reader_loss + self.config.obedience * obey_loss, reader_accuracy, obey_accuracy
+
+    def _replace_codes(self, qa: torch.Tensor, qc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """While training, ``code_replacement`` of the positions get random codes (both paths alike):
+        where codes and layout disagree, only the layout tells the decoder what to draw."""
+        share = self.config.code_replacement
+        if not self.training or share <= 0:
+            return qa, qc  # draws no random number: a model without replacement trains as before
+        b, _, h, w = qa.shape
+        mask = torch.rand(b, 1, h, w, device=qa.device) < share
+        k = self.config.num_embeddings
+        random_a = self.quantizer_attn.lookup(torch.randint(k, (b, h, w), device=qa.device)).detach()
+        random_c = self.quantizer_conv.lookup(torch.randint(k, (b, h, w), device=qa.device)).detach()
+        return torch.where(mask, random_a.to(qa.dtype), qa), torch.where(mask, random_c.to(qc.dtype), qc)
+
+    def _adversary(
+        self, qa: torch.Tensor, qc: torch.Tensor, layout: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if self.class_adversary is None or layout is None:
+            return None, None
+        cells = downsample_layout(layout, self.latent_shape, self.config.layout_classes)
+        return self.class_adversary(torch.cat([qa, qc], 1), cells)
 
     @property
     def latent_shape(self) -> tuple[int, int]:

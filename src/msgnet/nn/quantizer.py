@@ -57,6 +57,11 @@ class VectorQuantizer(nn.Module):
         )
         return dist.argmin(1)
 
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) encoder output -> (B, H, W) indices of the nearest codes."""
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        return self.nearest(flat).view(z.shape[0], z.shape[2], z.shape[3])
+
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         # In fp32 even under bf16 autocast: a bf16 distance matmul picks a different nearest
         # code than inference (which runs fp32) would, and the codebook losses need the precision.

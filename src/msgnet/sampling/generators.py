@@ -66,7 +66,9 @@ class MSGNetImages:
         codes = sample(self.prior, len(full), condition=stack_layout(_given(latent)).to(self.device), generator=generator,
                        batch_size=len(full), **rule)
         codes_attn, codes_conv = split_codes(codes.to(self.device))
-        return self.vqvae.decode_indices(codes_attn, codes_conv)
+        # A decoder told the layout draws the full-size layout the codes were drawn for.
+        layout = torch.as_tensor(np.asarray(full, dtype=np.int64)).to(self.device) if self.vqvae.told_layout else None
+        return self.vqvae.decode_indices(codes_attn, codes_conv, layout)
 
 
 @dataclass

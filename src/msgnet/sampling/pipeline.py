@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -31,6 +31,7 @@ from msgnet.locks import release_before_move, writing
 from msgnet.layouts import downsample_layout, layout_to_objects, pairs_grid, save_png
 from msgnet.layouts import upsample_layout
 from msgnet.run_dir import RunDir
+from msgnet.sampling.defaults import resolve_settings
 from msgnet.sampling.given_layouts import load_given_layouts
 from msgnet.sampling.run import GenerationRun, load_generation_run
 
@@ -48,8 +49,9 @@ class GenerationSettings:
     num: int
     seed: int = 0
     temperature_layout: float = 1.0
-    temperature_codes: float = 1.0
-    guidance: float = 1.0  # classifier-free guidance of the codes prior (1: none; msgnet.sampling.rule)
+    # None: the run's choice (RUN/probe.json), else 1; resolved when the run is opened (msgnet.sampling.defaults)
+    temperature_codes: float | None = 1.0
+    guidance: float | None = 1.0  # classifier-free guidance of the codes prior (1: none; msgnet.sampling.rule)
     top_k_layout: int | None = None  # truncation of each prior's softmax (None: off)
     top_p_layout: float | None = None
     top_k_codes: int | None = None
@@ -72,9 +74,11 @@ class GenerationSettings:
             raise UsageError("batch_size: must be at least 1")
         for flag, value in (("--temperature-layout", self.temperature_layout),
                             ("--temperature-codes", self.temperature_codes)):
+            if value is None:
+                continue  # left to the run: checked once resolved (msgnet.sampling.defaults)
             if not math.isfinite(value) or value <= 0:  # nan compares false both ways: check it by name
                 raise UsageError(f"{flag}: must be a positive finite number, got {value}")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
+        if self.guidance is not None and (not math.isfinite(self.guidance) or self.guidance < 0):
             raise UsageError(f"guidance: must be a finite number >= 0, got {self.guidance}")
         for flag, k in (("--top-k-layout", self.top_k_layout), ("--top-k-codes", self.top_k_codes)):
             if k is not None and k < 1:
@@ -220,6 +224,21 @@ def check_guidable(run: GenerationRun, settings: GenerationSettings, run_dir: Pa
                          "prior.condition_dropout > 0; this one has no unconditional model (use guidance 1)")
 
 
+def sampled_layouts(drawn: torch.Tensor, image_hw: tuple[int, int], latent_hw: tuple[int, int] | None,
+                    num_classes: int) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Layouts drawn at the layout prior's grid, (n, h, w): at image size (the pairs' annotation, and what a
+    decoder told the layout draws) and at the generator's latent grid (the codes prior's condition).
+
+    On a grid of its own (finer than the latent grid, issue 32) the drawn layout reaches the latent grid
+    from its image-size form by :func:`downsample_layout`, exactly as a given layout does; on the latent
+    grid itself the drawn tokens are the condition, as they always were.
+    """
+    full = upsample_layout(drawn.numpy().astype(np.uint8), image_hw)
+    if latent_hw is None or tuple(drawn.shape[-2:]) == tuple(latent_hw):
+        return full, (drawn if latent_hw is not None else None)
+    return full, torch.as_tensor(downsample_layout(full, latent_hw, num_classes=num_classes)).long()
+
+
 @dataclass
 class SampledBatch:
     """One batch of pairs: images (n, H, W, C) and layouts (n, H, W), uint8; ``provenance``: how each
@@ -253,10 +272,10 @@ def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Calla
             if latent_hw is not None:  # the generator conditions on the layout at its latent grid
                 latent = torch.as_tensor(downsample_layout(full, latent_hw, num_classes=run.info.num_classes)).long()
         else:
-            latent = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
-                            top_k=settings.top_k_layout, top_p=settings.top_p_layout,
-                            generator=gen, batch_size=n).cpu()
-            full = upsample_layout(latent.numpy().astype(np.uint8), (img_h, img_w))
+            drawn = sample(run.layout_prior, n, condition=None, temperature=settings.temperature_layout,
+                           top_k=settings.top_k_layout, top_p=settings.top_p_layout,
+                           generator=gen, batch_size=n).cpu()
+            full, latent = sampled_layouts(drawn, (img_h, img_w), latent_hw, run.info.num_classes)
         images = _to_uint8_images(run.images.images(full, latent, gen, sample, codes_rule(settings)))
     return SampledBatch(images, np.asarray(full, dtype=np.uint8), provenance)
 
@@ -273,6 +292,8 @@ class SamplingJob:
     partial: "_PartialOutput | None"  # None in a process that only samples (see msgnet.sampling.ranks)
     sample: Callable[..., torch.Tensor]
     maker: "RealLayoutMaker | None" = None  # layouts made from real ones (settings.layout_source "real")
+    # Where the settings a run may choose came from ("given", "probe.json", "default"; msgnet.sampling.defaults)
+    settings_from: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def open(cls, run_dir: Path | str, out: Path | str, settings: GenerationSettings, resume: bool = False,
@@ -281,6 +302,10 @@ class SamplingJob:
         settings.validate()
         run_dir, out = Path(run_dir), Path(out)
         run = load_generation_run(run_dir, need_layout_prior=settings.samples_layouts, device=device)
+        # Settings left None take the run's choice; resolved here, before the partial output records them,
+        # so a resume compares (and the set records) the values actually sampled with.
+        settings, settings_from = resolve_settings(settings, run_dir, run.images.guidable)
+        settings.validate()
         if settings.sampler == "cuda-graph" and run.device.type != "cuda":
             raise UsageError(f"sampler cuda-graph: needs a CUDA device (this run would sample on {run.device})")
         check_guidable(run, settings, run_dir)
@@ -295,15 +320,17 @@ class SamplingJob:
                              "(--repeat-layouts reuses them in turn)")
         maker = _real_layout_maker(run_dir, run, settings)
         partial = _PartialOutput(out, settings, run_dir, resume, record_extra)
-        return cls(run_dir, settings, run, training, given, partial, sampler_named(settings.sampler), maker)
+        return cls(run_dir, settings, run, training, given, partial, sampler_named(settings.sampler), maker,
+                   settings_from)
 
     @classmethod
     def open_worker(cls, run_dir: Path | str, settings: GenerationSettings, device: str | None = None) -> "SamplingJob":
         """The models and layouts alone, for a process that samples batches another one writes."""
         run = load_generation_run(Path(run_dir), need_layout_prior=settings.samples_layouts, device=device)
+        settings, settings_from = resolve_settings(settings, run_dir, run.images.guidable)  # as the writer does
         given = load_given_layouts(settings.layouts_from, run.info) if settings.layouts_from else None
         return cls(Path(run_dir), settings, run, {}, given, None, sampler_named(settings.sampler),
-                   _real_layout_maker(Path(run_dir), run, settings))
+                   _real_layout_maker(Path(run_dir), run, settings), settings_from)
 
     def batch(self, b: int, n: int, first: int = 0) -> SampledBatch:
         return sample_batch(self.run, self.settings, self.sample, b, n, self.given, first, self.maker)
@@ -321,6 +348,7 @@ class SamplingJob:
             "mode": "pre-msgnet (given layouts)" if self.given is not None else modes[self.settings.layout_source],
             "run": str(self.run_dir.resolve()),
             "settings": asdict(self.settings),
+            "settings_from": self.settings_from,
             "trained_on": info.name,
             "sampling_seconds": round(self.partial.state["seconds"], 2),
             **(extra_source or {}),

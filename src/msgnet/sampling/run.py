@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from msgnet.config import PixelSNAILConfig
 from msgnet.data.format import DatasetInfo, open_dataset
 from msgnet.data.provenance import TRAIN_SPLIT, TrainingData, choose_training_data, recorded_training_data
 from msgnet.errors import UsageError
@@ -145,8 +146,22 @@ def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: s
         from msgnet.models.priors import load_prior
 
         layout_prior = load_prior(_need(run.layout_prior, "layout prior")).to(dev).eval()
+        _check_layout_grid(run.layout_prior, layout_prior.config, info, images.latent_hw)
     _check_classes(run, info)
     return GenerationRun(info=info, images=images, layout_prior=layout_prior, device=dev)
+
+
+def _check_layout_grid(path: Path, config: PixelSNAILConfig, info: DatasetInfo,
+                       latent_hw: tuple[int, int] | None) -> None:
+    """A drawn layout must reach image size by whole cells and be no coarser than the codes' latent grid
+    (it is brought down to that grid, never up: issue 32)."""
+    grid = (config.height, config.width)
+    image = tuple(int(v) for v in info.image_size)
+    coarser = latent_hw is not None and any(g < lat for g, lat in zip(grid, latent_hw))
+    if coarser or any(i % g for i, g in zip(image, grid)):
+        raise UsageError(f"{path}: draws {grid[0]}x{grid[1]} layouts; their grid must divide the {image[0]}x{image[1]} "
+                         f"images" + (f" and be no coarser than the {latent_hw[0]}x{latent_hw[1]} latent grid"
+                                      if latent_hw is not None else ""))
 
 
 def _check_classes(run: RunDir, info: DatasetInfo) -> None:

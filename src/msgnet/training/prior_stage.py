@@ -10,7 +10,11 @@ Data: ``RUN_DIR/codes/{train,val}.safetensors`` written by code extraction
 
 Logged: loss (nats per token) and bits per token on the progress bar and in
 ``metrics.csv``; the validation loss at the end of every epoch (and whenever the loop
-validates).
+validates), and for the codes prior its class gain (``val_class_gain``,
+:mod:`msgnet.training.prior_diagnostics`).
+
+``TrainConfig.token_corruption`` replaces that share of the input tokens by random ones while
+training (the targets stay the true tokens), for either prior.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.training import distributed as D
 from msgnet.training.codes import load_codes
 from msgnet.training.loop import BaseStage, iterate_batches, seed_everything, to_device, train
+from msgnet.training.prior_diagnostics import ClassGainTally, corrupt_tokens, corruption_generator
 from msgnet.run_dir import RunDir
 
 __all__ = ["PriorStage", "LayoutPriorStage", "TensorRows", "train_prior", "train_layout_prior"]
@@ -64,9 +69,14 @@ class TensorRows:
         return self
 
 
-def _nll(model: nn.Module, tokens: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+def _nll(model: nn.Module, inputs: torch.Tensor, condition: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
     # Call the (possibly DDP-wrapped) module itself so gradients are synchronised.
-    return F.cross_entropy(model(tokens, condition), tokens)
+    return F.cross_entropy(model(inputs, condition), targets)
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class _PriorStageBase(BaseStage):
@@ -74,11 +84,14 @@ class _PriorStageBase(BaseStage):
 
     model: PixelSNAIL
 
-    def __init__(self, config: PixelSNAILConfig, val_set: Any = (), val_samples: int = 0, batch_size: int = 32):
+    def __init__(self, config: PixelSNAILConfig, val_set: Any = (), val_samples: int = 0, batch_size: int = 32,
+                 seed: int = 0, token_corruption: float = 0.0):
         self.config = config
         self.val_set = val_set
         self.val_samples = val_samples
         self.val_batch_size = batch_size
+        self.seed = seed
+        self.token_corruption = token_corruption
 
     @staticmethod
     def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -90,23 +103,40 @@ class _PriorStageBase(BaseStage):
         """The condition a training step sees (the latent prior may drop it)."""
         return condition
 
+    def training_inputs(self, tokens: torch.Tensor, step: int) -> torch.Tensor:
+        """The tokens a training step reads: ``tokens``, with ``token_corruption`` of them replaced by random
+        ones (a new tensor; ``tokens`` stay the targets). At 0 nothing is drawn, so training is as before."""
+        if self.token_corruption <= 0:
+            return tokens
+        generator = corruption_generator(self.seed, step, _rank(), tokens.device)
+        return corrupt_tokens(tokens, self.token_corruption, self.config.num_classes, generator)
+
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         tokens, condition = self._split(batch)
-        loss = _nll(model, tokens, self.training_condition(condition))
+        loss = _nll(model, self.training_inputs(tokens, step), self.training_condition(condition), tokens)
         value = loss.detach()
         return loss, {"loss": value, "bits_per_token": value / math.log(2)}
 
+    def class_gain_tally(self) -> ClassGainTally | None:
+        """What also scores a validation's class gain (None: nothing; the codes prior overrides it)."""
+        return None
+
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
         total, count = 0.0, 0
+        tally = self.class_gain_tally()
         for batch in batches:
             tokens, condition = self._split(batch)
-            nll = F.cross_entropy(model(tokens, condition), tokens, reduction="sum")
-            total += float(nll)
+            logits = model(tokens, condition)
+            total += float(F.cross_entropy(logits, tokens, reduction="sum"))
             count += tokens.numel()
+            if tally is not None and condition is not None:
+                tally.add(model, tokens, condition, logits)
         if not count:
             return {}
         loss = total / count
-        return {"loss": loss, "bits_per_token": loss / math.log(2)}
+        metrics = {"loss": loss, "bits_per_token": loss / math.log(2)}
+        gain = tally.result() if tally is not None else {}
+        return {**metrics, **({"class_gain": gain["class_gain"]} if gain else {})}
 
     def on_epoch_end(self, model: nn.Module, epoch: int, dist: D.DistInfo) -> dict[str, float]:
         """Validation loss once per epoch (rank 0), as the paper's schedule is counted in epochs."""
@@ -143,6 +173,11 @@ class PriorStage(_PriorStageBase):
         self.model = PixelSNAIL(config)
         # Scores decoded samples against their layouts (msgnet.evaluation.qc.adherence); logged, never selects.
         self.adherence = adherence
+
+    def class_gain_tally(self) -> ClassGainTally | None:
+        # A fresh tally seeded alike at every validation: the same maps get the same permutations.
+        classes = self.config.num_condition_classes
+        return ClassGainTally(classes, self.seed) if classes >= 3 else None  # 2 object classes at least
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
         metrics = super().evaluate(model, batches)
@@ -226,7 +261,7 @@ def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, devic
     train_set, val_set = _datasets(run_dir, build, _copies(tc))
     seed_everything(tc.seed)
     stage = PriorStage(cfg, adherence=adherence, val_set=val_set, val_samples=tc.val_samples,
-                       batch_size=tc.batch_size)
+                       batch_size=tc.batch_size, seed=tc.seed, token_corruption=tc.token_corruption)
     return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir
 
 
@@ -264,20 +299,28 @@ def train_layout_prior(
 
     With ``data_dir`` and no extracted codes, the dataset's layouts are downsampled
     directly (the layout prior does not depend on the VQ-VAE); ``train_ids`` then picks the
-    train images used (extracted codes already hold only the run's training images).
+    train images used (extracted codes already hold only the run's training images). A layout
+    prior on a grid of its own, finer than the codes' latent grid, always learns from the dataset's
+    layouts brought to that grid (the codes hold them at the latent grid only; issue 32).
     """
     run_dir = Path(run_dir)
     cfg = preset.layout_prior
+    own_grid = (cfg.height, cfg.width) != (preset.vqvae.latent_size,) * 2
+    if own_grid and data_dir is None:
+        raise UsageError(f"layout_prior: its {cfg.height}x{cfg.width} grid is not the codes' "
+                         f"{preset.vqvae.latent_size}x{preset.vqvae.latent_size} latent grid, so it learns from "
+                         "the dataset's layouts: give the training data")
 
     def build(codes: torch.Tensor, layouts: torch.Tensor, where: str) -> TensorRows:
         _check_tokens(layouts, cfg, "layouts", where, cfg.num_classes)
         return TensorRows(layouts)
 
     tc = preset.layout_prior_train
-    if data_dir is not None and not RunDir(run_dir).codes_file("train").is_file():
+    if data_dir is not None and (own_grid or not RunDir(run_dir).codes_file("train").is_file()):
         train_set, val_set = _layouts_from_dataset(Path(data_dir), cfg, train_ids, _copies(tc), tc.seed)
     else:
         train_set, val_set = _datasets(run_dir, build, _copies(tc))
     seed_everything(tc.seed)
-    stage = LayoutPriorStage(cfg, val_set=val_set, val_samples=tc.val_samples, batch_size=tc.batch_size)
+    stage = LayoutPriorStage(cfg, val_set=val_set, val_samples=tc.val_samples, batch_size=tc.batch_size,
+                             seed=tc.seed, token_corruption=tc.token_corruption)
     return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir

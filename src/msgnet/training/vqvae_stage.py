@@ -33,6 +33,10 @@ def _images(batch: Any) -> torch.Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
+def _layouts(batch: Any) -> torch.Tensor | None:
+    return batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+
+
 class VQVAEStage(BaseStage):
     """Loop stage for :class:`DoublePathVQVAE` (batches: images, or (images, layouts))."""
 
@@ -51,23 +55,27 @@ class VQVAEStage(BaseStage):
         self._augmentation_state: torch.Tensor | None = None  # its generator state, from a checkpoint
         self.codes = CodebookUsage(("_attn", "_conv"), config.num_embeddings, seed)
 
-    def _augmented(self, batch: Any) -> torch.Tensor:
+    def _augmented(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's images, and its layouts where the decoder is told them, under one transform."""
         images = _images(batch)
+        layouts = _layouts(batch) if self.model.told_layout else None
         if self.augmentation_settings is None:
-            return images
+            return images, layouts
         if self._augmentation is None:
             self._augmentation = StandardAugmentation(self.augmentation_settings, images.device, self.seed)
             if self._augmentation_state is not None:
                 self._augmentation.generator.set_state(self._augmentation_state)
-        return self._augmentation.geometric_images(images)
+        if layouts is None:
+            return self._augmentation.geometric_images(images), None
+        return self._augmentation.geometric(images, layouts)
 
     def training_step(self, model: nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        images = self._augmented(batch)
+        images, layouts = self._augmented(batch)
         self.codes.to(images.device)
         if self.config.restart_dead_codes and self.codes.due(step):
             model_ = self.model
             self.codes.restart((model_.quantizer_attn, model_.quantizer_conv), model_.encode, model_, images, step)
-        out = model(images)
+        out = model(images) if layouts is None else model(images, layouts)
         self.codes.observe(out.counts)
         metrics = {
             "loss": out.loss.detach(),
@@ -75,14 +83,22 @@ class VQVAEStage(BaseStage):
             "ppl_attn": out.perplexities[0].detach(),
             "ppl_conv": out.perplexities[1].detach(),
         }
+        if out.auxiliary_loss is not None:
+            metrics["auxiliary_loss"] = out.auxiliary_loss.detach()
+        if out.adversary_accuracy is not None:
+            metrics["adversary_accuracy"] = out.adversary_accuracy  # near chance: the codes lost the class
+        if out.obedience_accuracy is not None and out.reader_accuracy is not None:
+            metrics["reader_accuracy"] = out.reader_accuracy
+            metrics["obedience_accuracy"] = out.obedience_accuracy  # near 1: the decoder draws the layout's class
         return out.loss, metrics
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
-        return evaluate_vqvae(model, (_images(b) for b in batches))  # type: ignore[arg-type]
+        told = self.model.told_layout
+        return evaluate_vqvae(model, ((_images(b), _layouts(b) if told else None) for b in batches))
 
     def write_images(self, model: nn.Module, batch: Any, path: Path) -> None:
-        images = _images(batch)
-        recon = model(images).reconstruction.clamp(0, 1)
+        images, layouts = _images(batch), (_layouts(batch) if self.model.told_layout else None)
+        recon = model(images, layouts).reconstruction.clamp(0, 1)
         save_grid([images, recon], path)
 
     def on_epoch_end(self, model: nn.Module, epoch: int, dist: D.DistInfo) -> dict[str, float]:
@@ -101,12 +117,15 @@ class VQVAEStage(BaseStage):
 
 
 @torch.no_grad()
-def evaluate_vqvae(model: DoublePathVQVAE, batches: Iterable[torch.Tensor]) -> dict[str, float]:
-    """Image-space MSE, mean per-image PSNR (dB, peak 1), perplexity and used codes per codebook."""
+def evaluate_vqvae(
+    model: DoublePathVQVAE, batches: Iterable[tuple[torch.Tensor, torch.Tensor | None]]
+) -> dict[str, float]:
+    """Image-space MSE, mean per-image PSNR (dB, peak 1), perplexity and used codes per codebook,
+    over (images, layouts) batches (layouts None unless the decoder is told them)."""
     sq_sum, psnr_sum, pixels, count = 0.0, 0.0, 0, 0
     usage: torch.Tensor | None = None
-    for images in batches:
-        out = model(images)
+    for images, layouts in batches:
+        out = model(images, layouts)
         err = (out.reconstruction.clamp(0, 1) - images).pow(2).flatten(1).mean(1)  # per image
         sq_sum += float(err.sum()) * images[0].numel()
         pixels += images.numel()

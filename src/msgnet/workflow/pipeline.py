@@ -26,6 +26,7 @@ from msgnet.data.format import DatasetInfo, DatasetWriter, ObjectAnnotation
 from msgnet.errors import UsageError
 from msgnet.layouts import layout_to_objects
 from msgnet.run_dir import RunDir
+from msgnet.sampling.defaults import resolve_settings
 from msgnet.sampling.given_layouts import load_given_layouts
 from msgnet.sampling.pipeline import (GenerationSettings, check_guidable, sample_batch,
                                       sampler_named)
@@ -81,16 +82,21 @@ class MSGNet:
         """The classes, image size and palette of the run's training data."""
         return self.run.info
 
-    def sample(self, num: int, seed: int = 0, guidance: float = 1.0, temperature_codes: float = 1.0,
+    def sample(self, num: int, seed: int = 0, guidance: float | None = None, temperature_codes: float | None = None,
                temperature_layout: float = 1.0, layouts: Sequence[np.ndarray] | Path | str | None = None,
                batch_size: int = 16) -> Pairs:
         """``num`` pairs. ``layouts``: class maps to generate images for (pre-MSGNet; a list of (H, W)
         arrays, a dataset folder or a COCO json of boxes), used in turn; None draws them from the layout
-        prior. ``guidance``: classifier-free guidance of the codes prior (1: none)."""
+        prior. ``guidance``: classifier-free guidance of the codes prior (1: none). ``guidance`` and
+        ``temperature_codes`` left None are the run's choice (``RUN/probe.json``, written by `msgnet run`),
+        else 1; the pairs' ``settings`` record says which values were used and where each came from."""
         settings = GenerationSettings(num=num, seed=seed, guidance=guidance, temperature_codes=temperature_codes,
                                       temperature_layout=temperature_layout, batch_size=batch_size,
                                       layouts_from=str(layouts) if isinstance(layouts, (str, Path)) else None,
                                       repeat_layouts=True)
+        settings.validate()
+        # The same resolution as `msgnet sample` (SamplingJob.open), so both sample the same pairs.
+        settings, settings_from = resolve_settings(settings, self.run_dir.root, self.run.images.guidable)
         settings.validate()
         check_guidable(self.run, settings, self.run_dir.root)
         given = self._given(layouts)
@@ -102,8 +108,8 @@ class MSGNet:
             batch = sample_batch(self.run, settings, sample, b, min(batch_size, num - first), given, first)
             images.append(batch.images)
             maps.append(batch.layouts)
-        record = {"num": num, "seed": seed, "guidance": guidance, "temperature_codes": temperature_codes,
-                  "temperature_layout": temperature_layout, "batch_size": batch_size,
+        record = {"num": num, "seed": seed, "guidance": settings.guidance,
+                  "temperature_codes": settings.temperature_codes, "temperature_layout": temperature_layout, "batch_size": batch_size, "settings_from": settings_from,
                   "run": str(self.run_dir.root.resolve())}
         return Pairs(np.concatenate(images), np.concatenate(maps), replace(self.info), record)
 

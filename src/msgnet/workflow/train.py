@@ -4,6 +4,8 @@
 LayoutPixelSNAIL and the latent PixelSNAIL, each resuming from its checkpoint with
 ``resume=True`` and recorded in the run's manifest (``RUN/run.json``) when done. One stage alone
 (``stages=("prior",)``) or a baseline (``stages=("cvqvae",)``) go through the same function.
+With a derived preset each training stage buys its steps when it starts, from the budget left
+(:mod:`msgnet.workflow.budget`).
 Under torchrun every process calls it; rank 0 writes the records.
 """
 
@@ -44,6 +46,7 @@ class TrainJob:
     subset: int | None = None
     train_ids: list[int] | None = None
     steps: int | None = None  # exactly this many steps per stage (the GAN counts its own)
+    budget: bool = False  # each stage buys its steps from the run's budget when it starts (workflow.budget)
 
 
 def train(run: Path | str, data: Path | str | None = None, preset: Preset | None = None,
@@ -64,6 +67,7 @@ def train(run: Path | str, data: Path | str | None = None, preset: Preset | None
     try:
         # One writer per run: rank 0 holds the lock for the whole call (the other ranks follow it).
         with writing(run_dir.root) if is_main_process() else contextlib.nullcontext():
+            derived = preset is None
             if preset is None:
                 preset = derived_or_recorded_preset(run_dir, data, budget, resume, subset, device, overrides)
             elif budget is not None:
@@ -72,6 +76,7 @@ def train(run: Path | str, data: Path | str | None = None, preset: Preset | None
                 preset = with_steps(preset, steps)
             job = _open_job(run_dir, data, preset, tuple(stages), resume, device, subset)
             job.steps = steps
+            job.budget = derived and steps is None and _has_budget(run_dir, overrides)
             _train_stages(job)
         return run_dir
     except UsageError:
@@ -84,12 +89,44 @@ def _train_stages(job: TrainJob) -> None:
     start = time.perf_counter()
     for name in job.stages:
         stage_start = time.perf_counter()
+        _buy_steps(job, name)  # inside the stage's time: the budget pays for its measurement too
         _TRAINERS[name](job)
         if is_main_process():
-            job.run.record_stage(name, seconds=round(time.perf_counter() - stage_start, 1))
+            seconds = round(time.perf_counter() - stage_start, 1)
+            facts = _stage_spent(job, name, seconds)
+            job.run.record_stage(name, seconds=seconds, **facts)
     if is_main_process():
         what = "all" if job.stages == ALL else ", ".join(job.stages)
         print(f"{what}: done in {time.perf_counter() - start:.0f} s -> {job.run.root}")
+
+
+def _has_budget(run: RunDir, overrides: Sequence[str]) -> bool:
+    from msgnet.workflow.budget import budgeted, read_plan
+
+    return budgeted(overrides) and read_plan(run) is not None
+
+
+def _buy_steps(job: TrainJob, name: str) -> None:
+    """A budgeted stage that starts (not one resumed from its checkpoint) buys its steps from the
+    budget left now, at a step time measured now (msgnet.workflow.budget); preset.yaml records them
+    before the stage's first checkpoint, so that a resume keeps them."""
+    from msgnet.device import choose_device
+    from msgnet.preset_derivation import MODEL_OF_STAGE
+    from msgnet.training.checkpoint import find_checkpoint
+    from msgnet.workflow.budget import buy_stage
+
+    if not job.budget or name not in MODEL_OF_STAGE:
+        return
+    if job.resume and find_checkpoint(job.run.stage_dir(name) / "checkpoint") is not None:
+        return  # the steps it bought set its learning-rate schedule: a resume must not move them
+    job.preset = buy_stage(job.run, job.preset, name, choose_device(job.device))
+    save_preset(job.preset, job.run)
+
+
+def _stage_spent(job: TrainJob, name: str, seconds: float) -> dict:
+    from msgnet.workflow.budget import stage_spent
+
+    return stage_spent(job.run, name, seconds) if job.budget else {}
 
 
 def with_steps(preset: Preset, steps: int) -> Preset:
@@ -106,9 +143,10 @@ def derived_or_recorded_preset(run: RunDir, data: Path | None, budget: float | N
     """Without a named preset: the run's own preset.yaml when resuming, else one derived from the data."""
     from msgnet.config import load_preset, preset_from_dict, to_dict
     from msgnet.data.format import open_dataset
+    from msgnet.data.layout_grid import choose_layout_grid
     from msgnet.device import choose_device
-    from msgnet.preset_derivation import derive_preset
     from msgnet.sampling.run import training_data_for
+    from msgnet.workflow.budget import derive_measured, record_plan
 
     recorded = run.preset_yaml
     if resume and recorded.is_file():
@@ -122,8 +160,12 @@ def derived_or_recorded_preset(run: RunDir, data: Path | None, budget: float | N
     dataset = open_dataset(data)
     training = training_data_for(run.root, data, subset)
     num_train = len(training.ids) if training.ids is not None else len(dataset.ids("train"))
-    preset = derive_preset(dataset.info, num_train, choose_device(device), budget)
+    # The layout prior's grid from the run's own training layouts (issue 32).
+    preset, probed = derive_measured(dataset.info, num_train, choose_device(device), budget,
+                                     layout_grid=lambda latent: choose_layout_grid(dataset, latent, training.ids))
     print(f"derived preset: {preset.source}")
+    if is_main_process():
+        record_plan(run, budget, probed, overrides)  # the budget each stage buys its steps from
     return preset_from_dict(to_dict(preset), list(overrides))
 
 
@@ -276,13 +318,16 @@ def _need_codes(run: RunDir) -> None:
 
 
 def _train_layout_prior(job: TrainJob) -> None:
-    """From the run's codes within a whole run; from a dataset's layouts directly when trained alone."""
+    """From the run's codes within a whole run; from a dataset's layouts directly when trained alone, or
+    when the layout prior has a grid of its own (finer than the codes' latent grid the codes hold)."""
     from msgnet.training.prior_stage import train_layout_prior
 
-    layout_data = job.data if job.stages == ("layout-prior",) else None
+    alone = job.stages == ("layout-prior",)
+    own_grid = job.preset.layout_prior.height != job.preset.vqvae.latent_size
+    layout_data = job.data if alone or own_grid else None
     if layout_data is None:
         _need_codes(job.run)
-    _record_training(job) if layout_data is not None else save_preset(job.preset, job.run)
+    _record_training(job) if alone and layout_data is not None else save_preset(job.preset, job.run)
     train_layout_prior(job.preset, job.run.root, resume=job.resume, device=job.device, data_dir=layout_data,
                        train_ids=job.train_ids if layout_data is not None else None)
 

@@ -47,7 +47,8 @@ class AdherenceProbe:
         codes = sample_cached(prior, k, stack_layout(self.layouts).to(device),  # type: ignore[arg-type]
                               generator=torch.Generator().manual_seed(self.seed), batch_size=k)
         attn, conv = split_codes(codes.to(next(self.vqvae.parameters()).device))
-        images = self.vqvae.decode_indices(attn, conv)  # type: ignore[operator]
+        layout = self.full.to(attn.device) if getattr(self.vqvae, "told_layout", False) else None
+        images = self.vqvae.decode_indices(attn, conv, layout)  # type: ignore[operator]
         uint8 = (images.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
         pred, _ = self.segmenter.segment(uint8)
         return float(np.mean(pair_dice(pred.cpu(), self.full, self.num_classes)))

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Where the VQ-VAE loses the layout, per training option (docs/adherence.md, "The VQ-VAE's options").
+# Trains the main job's derived VQ-VAE structure alone (1,200 steps, batch 32, lr 2e-3, the dataset's
+# transforms), once per row, then `msgnet eval vqvae` on the 100 validation images: reconstruction
+# fidelity, decoder obedience, PSNR, codes used per path. Needs the main job's data (bash scripts/main.sh
+# builds data/multi-mnist-1000) and a preset derived from it:
+#   .venv/bin/python -c "..." writes runs/ablation/structure.yaml (below, from msgnet.preset_derivation).
+#   bash scripts/vqvae_ablation.sh [ROW ...]     # rows: paper told fsq told-fsq obedience adversary
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${DATA:-data/multi-mnist-1000}"
+OUT="${OUT:-runs/ablation}"
+STEPS="${STEPS:-1200}"
+mkdir -p "$OUT"
+if [ ! -f "$OUT/structure.yaml" ]; then
+    .venv/bin/python - "$DATA" "$OUT/structure.yaml" <<'PY'
+import sys, yaml
+from dataclasses import replace
+from msgnet.config import to_dict
+from msgnet.data.format import open_dataset
+from msgnet.preset_derivation import derive_structure
+info = open_dataset(sys.argv[1]).info
+preset, _ = derive_structure(info, len(open_dataset(sys.argv[1]).ids("train")), gpu=False)
+# Today's (paper) VQ-VAE: learned codebooks with restarts, a decoder that sees the codes only.
+vq = replace(preset.vqvae, quantizer="vq", fsq_levels="", num_embeddings=256, restart_dead_codes=True,
+             layout_classes=0, obedience=0.0)
+preset = replace(preset, vqvae=vq, prior=replace(preset.prior, num_classes=256))
+open(sys.argv[2], "w").write(yaml.safe_dump(to_dict(preset), sort_keys=False))
+PY
+fi
+FSQ="vqvae.quantizer=fsq vqvae.fsq_levels=8,6,5 vqvae.num_embeddings=240 prior.num_classes=240 vqvae.restart_dead_codes=false"
+declare -A ROWS=(
+    [paper]=""
+    [told]="vqvae.layout_classes=11"
+    [fsq]="$FSQ"
+    [told-fsq]="vqvae.layout_classes=11 $FSQ"
+    [obedience]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02"
+    [adversary]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.class_adversary=0.1"
+)
+for row in "${@:-paper told fsq told-fsq obedience adversary}"; do
+    for name in $row; do
+        run="$OUT/vqvae-$name"
+        if [ ! -f "$run/vqvae.json" ]; then
+            rm -rf "$run"
+            # shellcheck disable=SC2086
+            .venv/bin/msgnet train vqvae --config "$OUT/structure.yaml" --data "$DATA" --run "$run" \
+                vqvae_train.iterations="$STEPS" vqvae_train.learning_rate=0.002 vqvae_train.augment=true \
+                vqvae_train.checkpoint_every=100000 vqvae_train.image_every=100000 ${ROWS[$name]}
+            .venv/bin/msgnet eval vqvae --run "$run" --data "$DATA" --json "$run/vqvae.json"
+        fi
+    done
+done
