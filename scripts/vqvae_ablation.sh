@@ -3,9 +3,10 @@
 # Trains the main job's derived VQ-VAE structure alone (1,200 steps, batch 32, lr 2e-3, the dataset's
 # transforms), once per row, then `msgnet eval vqvae` on the 100 validation images: reconstruction
 # fidelity, decoder obedience, PSNR, codes used per path. Needs the main job's data (bash scripts/main.sh
-# builds data/multi-mnist-1000) and a preset derived from it:
-#   .venv/bin/python -c "..." writes runs/ablation/structure.yaml (below, from msgnet.preset_derivation).
-#   bash scripts/vqvae_ablation.sh [ROW ...]     # rows: paper told fsq told-fsq obedience adversary
+# builds data/multi-mnist-1000); the structure is derived from it below (RUN/structure.yaml) with today's
+# paper VQ-VAE, and each row switches options on. Rows are independent: two can run at once
+# (OMP_NUM_THREADS=1 each), their figures do not depend on time.
+#   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement adversary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-data/multi-mnist-1000}"
@@ -35,9 +36,11 @@ declare -A ROWS=(
     [fsq]="$FSQ"
     [told-fsq]="vqvae.layout_classes=11 $FSQ"
     [obedience]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02"
+    [obedience-0.1]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.1"
+    [replacement]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.code_replacement=0.3"
     [adversary]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.class_adversary=0.1"
 )
-for row in "${@:-paper told fsq told-fsq obedience adversary}"; do
+for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary}"; do
     for name in $row; do
         run="$OUT/vqvae-$name"
         if [ ! -f "$run/vqvae.json" ]; then

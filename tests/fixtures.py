@@ -50,10 +50,10 @@ def make_tiny_dataset(path: Path, n: int = 24, size: int = 16, channels: int = 1
 def interrupt_sampling_after(batches: int) -> Iterator[None]:
     """Make sampling raise KeyboardInterrupt (as Ctrl-C would) when it is about to write batch
     number ``batches`` (counting from 0) into ``OUT.partial/``: an interrupted run to resume."""
-    from msgnet.sampling import pipeline
+    from msgnet.sampling import partial_output
 
     calls = {"n": 0}
-    original = pipeline._PartialOutput.write_batch
+    original = partial_output.PartialOutput.write_batch
 
     def failing(self, *args, **kwargs):
         if calls["n"] == batches:
@@ -61,11 +61,11 @@ def interrupt_sampling_after(batches: int) -> Iterator[None]:
         calls["n"] += 1
         return original(self, *args, **kwargs)
 
-    pipeline._PartialOutput.write_batch = failing
+    partial_output.PartialOutput.write_batch = failing
     try:
         yield
     finally:
-        pipeline._PartialOutput.write_batch = original
+        partial_output.PartialOutput.write_batch = original
 
 
 def train_one_step_each(preset, batch: int = 2) -> None:
