@@ -6,7 +6,7 @@
 # builds data/multi-mnist-1000); the structure is derived from it below (RUN/structure.yaml) with today's
 # paper VQ-VAE, and each row switches options on. Rows are independent: two can run at once
 # (OMP_NUM_THREADS=1 each), their figures do not depend on time.
-#   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement adversary
+#   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-data/multi-mnist-1000}"
@@ -39,8 +39,9 @@ declare -A ROWS=(
     [obedience-0.1]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.1"
     [replacement]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.code_replacement=0.3"
     [adversary]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.class_adversary=0.1"
+    [realism]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.obedience_realism=true"
 )
-for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary}"; do
+for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism}"; do
     for name in $row; do
         run="$OUT/vqvae-$name"
         if [ ! -f "$run/vqvae.json" ]; then
@@ -53,3 +54,19 @@ for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adv
         fi
     done
 done
+# The table docs/adherence.md shows: one row per trained option set.
+.venv/bin/python - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+print("| row | reconstruction fidelity (95% CI) | decoder obedience (95% CI) | PSNR | codes used: attention / conv path |")
+print("|---|---|---|---|---|")
+for path in sorted(Path(sys.argv[1]).glob("vqvae-*/vqvae.json")):
+    r = json.loads(path.read_text())
+    def rate(key):
+        if key not in r:
+            return "—"
+        return f"{100 * r[key]:.1f}% ({100 * r[key + '_ci95_low']:.1f}–{100 * r[key + '_ci95_high']:.1f})"
+    k = round(r["used_codes_attn"] / r["used_share_attn"]) if r["used_share_attn"] else 0
+    print(f"| {path.parent.name[len('vqvae-'):]} | {rate('reconstruction_fidelity')} | {rate('decoder_obedience')} | "
+          f"{r['psnr']:.2f} dB | {int(r['used_codes_attn'])} / {int(r['used_codes_conv'])} of {k} |")
+PY

@@ -82,8 +82,11 @@ def train_one_step_each(preset, batch: int = 2) -> None:
     classes = preset.layout_prior.num_classes
     vq, lp, cp = DoublePathVQVAE(v), LayoutPixelSNAIL(preset.layout_prior), PixelSNAIL(preset.prior)
     for model, loss in (
-        (vq, lambda: vq(torch.rand(batch, v.in_channels, v.image_size, v.image_size)).loss),
-        (lp, lambda: lp.loss(torch.randint(0, classes, (batch, lat, lat)))[0]),
+        (vq, lambda: vq(torch.rand(batch, v.in_channels, v.image_size, v.image_size),
+                        torch.randint(0, classes, (batch, v.image_size, v.image_size)) if v.layout_classes else None
+                        ).loss),
+        (lp, lambda: lp.loss(torch.randint(0, classes, (batch, preset.layout_prior.height,
+                                                        preset.layout_prior.width)))[0]),
         (cp, lambda: cp.loss(torch.randint(0, preset.prior.num_classes, (batch, 2 * lat, lat)),
                              torch.randint(0, classes, (batch, 2 * lat, lat)))[0]),
     ):

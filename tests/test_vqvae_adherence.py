@@ -389,3 +389,50 @@ def test_eval_vqvae_cli_on_a_tiny_multi_mnist_run(tmp_path, capsys):
     direct = measure_run_vqvae(run, data, classifier=clf, device="cpu")
     assert direct == {k: v for k, v in result.items() if k != "msgnet_version"}
     assert main(["eval", "vqvae", "--run", str(run), "--data", str(data), "--num", "-1"]) == 2
+
+
+def test_obedience_loss_trains_the_reader_on_real_images_only_and_never_the_encoder():
+    from msgnet.nn.obedience import object_cell_loss
+
+    cfg = VQVAEConfig(image_size=16, latent_size=4, hidden_dim=16, residual_dim=8, embedding_dim=8,
+                      num_embeddings=60, quantizer="fsq", fsq_levels="5,4,3", layout_classes=5, obedience=1.0)
+    torch.manual_seed(0)
+    model = DoublePathVQVAE(cfg).train()
+    x = torch.rand(3, 1, 16, 16)
+    layout = torch.zeros(3, 16, 16, dtype=torch.long)
+    layout[:, 2:8, 2:8], layout[:, 9:15, 8:14] = 1, 3
+    for p in model.modulation_a.parameters():  # a decoder that depends on the layout, as after training
+        nn.init.normal_(p, std=0.5)
+    out = model(x, layout)
+    assert out.auxiliary_loss is not None and out.obedience_accuracy is not None
+    model.zero_grad()
+    out.auxiliary_loss.backward()
+    reader_grads = [p.grad.clone() for p in model.class_reader.parameters()]
+    # The encoder learns nothing from it: the codes are detached in the obedience term.
+    assert all(p.grad is None or not p.grad.any() for p in model.enc_out_a.parameters())
+    # The reader's gradient is its real-image loss's alone: the decoded term reads it with detached weights.
+    model.zero_grad()
+    from msgnet.layouts.resize import downsample_layout
+    real_loss, _ = object_cell_loss(model.class_reader(x * 2 - 1), downsample_layout(layout, (4, 4), 5))
+    real_loss.backward()
+    for got, want in zip(reader_grads, (p.grad for p in model.class_reader.parameters())):
+        assert torch.allclose(got, want, atol=1e-6)
+    # ... and the decoder does learn from it.
+    model.zero_grad()
+    model(x, layout).auxiliary_loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.modulation_a.parameters())
+
+
+def test_obedience_realism_gives_the_reader_a_decoded_class_and_needs_the_obedience_loss():
+    with pytest.raises(UsageError, match="vqvae.obedience_realism"):
+        VQVAEConfig(layout_classes=5, obedience_realism=True).validate()
+    cfg = VQVAEConfig(image_size=16, latent_size=4, hidden_dim=16, residual_dim=8, embedding_dim=8,
+                      num_embeddings=60, quantizer="fsq", fsq_levels="5,4,3", layout_classes=5, obedience=0.5,
+                      obedience_realism=True)
+    model = DoublePathVQVAE(cfg).train()
+    assert model.class_reader.net[-1].out_channels == 6  # the layout's 5 classes and "decoded"
+    layout = torch.zeros(2, 16, 16, dtype=torch.long)
+    layout[:, 2:9, 2:9] = 2
+    out = model(torch.rand(2, 1, 16, 16), layout)
+    out.loss.backward()
+    assert torch.isfinite(out.auxiliary_loss)

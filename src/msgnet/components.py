@@ -51,6 +51,9 @@ class VQVAEConfig:
     # classes were changed must be read as the layout's classes by a class reader trained on real
     # images (0: off, and no reader is built).
     obedience: float = 0.0
+    # The obedience loss's reader also learns a class "decoded under changed classes" (a classifier-GAN's
+    # extra class, Salimans et al. 2016), so that the decoder cannot satisfy it with texture alone.
+    obedience_realism: bool = False
 
     @property
     def fsq_level_list(self) -> tuple[int, ...]:
@@ -69,6 +72,8 @@ class VQVAEConfig:
             raise UsageError("vqvae.code_replacement: must be in [0, 1)")
         if self.layout_classes == 1:
             raise UsageError("vqvae.layout_classes: 0 (decoder not told the layout) or at least 2")
+        if self.obedience_realism and self.obedience <= 0:
+            raise UsageError("vqvae.obedience_realism: needs vqvae.obedience > 0")
         if self.obedience > 0 and self.layout_classes < 3:
             raise UsageError("vqvae.obedience: needs vqvae.layout_classes with at least two object classes")
         if self.class_adversary > 0 and self.layout_classes < 2:

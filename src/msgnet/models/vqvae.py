@@ -165,7 +165,11 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         self.class_adversary = (
             ClassAdversary(2 * config.embedding_dim, k, config.class_adversary) if config.class_adversary > 0 else None
         )
-        self.class_reader = ClassReader(config.in_channels, k, config.num_downsamples) if config.obedience > 0 else None
+        # With ``obedience_realism`` the reader has one class more: "decoded under changed classes".
+        reader_classes = k + 1 if config.obedience_realism else k
+        self.class_reader = (
+            ClassReader(config.in_channels, reader_classes, config.num_downsamples) if config.obedience > 0 else None
+        )
 
     @property
     def told_layout(self) -> bool:
@@ -312,8 +316,13 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         # Codes detached: the loss teaches the decoder to follow the layout; were the codes to learn from
         # it too, they would empty themselves of everything (measured: both paths fell to 1-3 codes).
         drawn = self.decode(qa.detach(), qc.detach(), other)
-        obey_loss, obey_accuracy = object_cell_loss(self.class_reader.read_frozen(drawn),
-                                                    downsample_layout(other, grid, k))
+        other_cells = downsample_layout(other, grid, k)
+        obey_loss, obey_accuracy = object_cell_loss(self.class_reader.read_frozen(drawn), other_cells)
+        if self.config.obedience_realism:
+            # The reader also learns to tell these decoded objects apart (class k, "decoded"), so texture that
+            # merely reads as the class no longer satisfies it: the objects must look like real ones too.
+            fake_loss, _ = object_cell_loss(self.class_reader(drawn.detach()), torch.where(other_cells > 0, k, 0))
+            reader_loss = reader_loss + fake_loss
         return reader_loss + self.config.obedience * obey_loss, reader_accuracy, obey_accuracy
 
     def _replace_codes(self, qa: torch.Tensor, qc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
