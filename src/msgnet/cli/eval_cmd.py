@@ -30,7 +30,70 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "rule coherency, annotation fidelity, FID/KID, and a combined report.")
     esub = ev.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
     esub.required = True
+    _register_diagnostics(esub)
 
+    aug = esub.add_parser("augment", help="U-Net DICE: real vs standard augmentation vs copy-paste vs synthetic",
+                          description="Train a MONAI U-Net to segment layouts on real data alone, with standard "
+                          "augmentation, with copy-paste, with generated pairs (alone and added), at one or more "
+                          "real-set sizes N; every setting sees the same real batches; test on the REAL test split. "
+                          "Ends with a verdict per N: the best setting and its gain over standard augmentation and "
+                          "over copy-paste (95%% interval, paired by seed).")
+    aug.add_argument("--real", type=Path, required=True, help="real dataset folder")
+    aug.add_argument("--synthetic", type=Path, default=None, help="generated dataset folder")
+    _add_unet_options(aug)
+    add_device_argument(aug)  # the U-Nets train on it
+    aug.add_argument("--json", "--out", dest="json", type=Path, default=None,
+                     help="write everything (runs, curves, verdict) as JSON here, after every training")
+    aug.add_argument("--resume", action="store_true", help="continue the benchmark stored in --json")
+    aug.set_defaults(func=_augment)
+
+    coh = esub.add_parser("coherency", help="violation rate of the dataset's declared rule")
+    coh.add_argument("--data", type=Path, required=True, help="dataset folder (real or generated)")
+    coh.add_argument("--split", action="append", default=None, help="only this split (repeatable) [all]")
+    coh.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
+    coh.set_defaults(func=_coherency)
+
+    fid = esub.add_parser("fidelity", help="digit classifier reads each annotated object's class?")
+    fid.add_argument("--data", type=Path, required=True, help="dataset folder with digit classes 0-9")
+    fid.add_argument("--split", default=None, help="only this split [all; use val for real Multi-MNIST]")
+    _add_classifier_option(fid)
+    add_device_argument(fid)
+    fid.add_argument("--json", type=Path, default=None)
+    fid.set_defaults(func=_fidelity)
+
+
+    fd = esub.add_parser("fid", help="FID/KID of generated vs real validation images (classifier features)")
+    fd.add_argument("--real", type=Path, required=True)
+    fd.add_argument("--synthetic", type=Path, required=True)
+    fd.add_argument("--max-images", type=int, default=5000, help="at most this many synthetic images [5000]")
+    _add_classifier_option(fd)
+    add_device_argument(fd)
+    fd.add_argument("--json", type=Path, default=None)
+    fd.set_defaults(func=_fid)
+
+    tc = esub.add_parser("train-classifier", help="train the in-project MNIST digit classifier")
+    tc.add_argument("--out", type=Path, default=None, help="output folder [the default location]")
+    tc.add_argument("--epochs", type=int, default=None)
+    tc.add_argument("--seed", type=int, default=0)
+    add_device_argument(tc)
+    tc.set_defaults(func=_train_classifier)
+
+    rep = esub.add_parser("report", help="Markdown + JSON report of everything that applies")
+    rep.add_argument("--run", type=Path, default=None, help="training run folder (RUN/*/metrics.csv are plotted)")
+    rep.add_argument("--real", type=Path, default=None, help="real dataset folder (needed unless only --augment)")
+    rep.add_argument("--synthetic", type=Path, default=None, help="generated dataset folder (likewise)")
+    rep.add_argument("--out", type=Path, default=Path("eval-report"), help="report folder [eval-report]")
+    rep.add_argument("--augment", type=Path, default=None,
+                     help="reuse the JSON of an earlier `eval augment --out` instead of training U-Nets")
+    rep.add_argument("--no-augment", action="store_true", help="skip the U-Net benchmark")
+    _add_unet_options(rep)
+    _add_classifier_option(rep)
+    add_device_argument(rep)  # args.device: classifier, fidelity and FID (and the U-Net benchmark)
+    rep.set_defaults(func=_report)
+
+
+def _register_diagnostics(esub: argparse._SubParsersAction) -> None:
+    """`eval layouts`, `eval class-gain` and `eval vqvae`: where a run loses its layouts."""
     lay = esub.add_parser("layouts", help="rule coherency of layouts sampled from a run's layout prior",
                           description="Sample --num layouts from RUN/layout_prior alone and check each against "
                           "the rule the training data declared (paper §4.2): the share that obeys, with a "
@@ -66,35 +129,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     cg.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     cg.set_defaults(func=_class_gain)
 
-    aug = esub.add_parser("augment", help="U-Net DICE: real vs standard augmentation vs copy-paste vs synthetic",
-                          description="Train a MONAI U-Net to segment layouts on real data alone, with standard "
-                          "augmentation, with copy-paste, with generated pairs (alone and added), at one or more "
-                          "real-set sizes N; every setting sees the same real batches; test on the REAL test split. "
-                          "Ends with a verdict per N: the best setting and its gain over standard augmentation and "
-                          "over copy-paste (95%% interval, paired by seed).")
-    aug.add_argument("--real", type=Path, required=True, help="real dataset folder")
-    aug.add_argument("--synthetic", type=Path, default=None, help="generated dataset folder")
-    _add_unet_options(aug)
-    add_device_argument(aug)  # the U-Nets train on it
-    aug.add_argument("--json", "--out", dest="json", type=Path, default=None,
-                     help="write everything (runs, curves, verdict) as JSON here, after every training")
-    aug.add_argument("--resume", action="store_true", help="continue the benchmark stored in --json")
-    aug.set_defaults(func=_augment)
-
-    coh = esub.add_parser("coherency", help="violation rate of the dataset's declared rule")
-    coh.add_argument("--data", type=Path, required=True, help="dataset folder (real or generated)")
-    coh.add_argument("--split", action="append", default=None, help="only this split (repeatable) [all]")
-    coh.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
-    coh.set_defaults(func=_coherency)
-
-    fid = esub.add_parser("fidelity", help="digit classifier reads each annotated object's class?")
-    fid.add_argument("--data", type=Path, required=True, help="dataset folder with digit classes 0-9")
-    fid.add_argument("--split", default=None, help="only this split [all; use val for real Multi-MNIST]")
-    _add_classifier_option(fid)
-    add_device_argument(fid)
-    fid.add_argument("--json", type=Path, default=None)
-    fid.set_defaults(func=_fidelity)
-
     vq = esub.add_parser("vqvae", help="where a run's VQ-VAE loses the layout: reconstruction fidelity, "
                          "decoder obedience, code usage",
                          description="Encode and decode real images with RUN's VQ-VAE: the share of objects the "
@@ -110,35 +144,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_argument(vq)
     vq.add_argument("--json", type=Path, default=None)
     vq.set_defaults(func=_vqvae)
-
-    fd = esub.add_parser("fid", help="FID/KID of generated vs real validation images (classifier features)")
-    fd.add_argument("--real", type=Path, required=True)
-    fd.add_argument("--synthetic", type=Path, required=True)
-    fd.add_argument("--max-images", type=int, default=5000, help="at most this many synthetic images [5000]")
-    _add_classifier_option(fd)
-    add_device_argument(fd)
-    fd.add_argument("--json", type=Path, default=None)
-    fd.set_defaults(func=_fid)
-
-    tc = esub.add_parser("train-classifier", help="train the in-project MNIST digit classifier")
-    tc.add_argument("--out", type=Path, default=None, help="output folder [the default location]")
-    tc.add_argument("--epochs", type=int, default=None)
-    tc.add_argument("--seed", type=int, default=0)
-    add_device_argument(tc)
-    tc.set_defaults(func=_train_classifier)
-
-    rep = esub.add_parser("report", help="Markdown + JSON report of everything that applies")
-    rep.add_argument("--run", type=Path, default=None, help="training run folder (RUN/*/metrics.csv are plotted)")
-    rep.add_argument("--real", type=Path, default=None, help="real dataset folder (needed unless only --augment)")
-    rep.add_argument("--synthetic", type=Path, default=None, help="generated dataset folder (likewise)")
-    rep.add_argument("--out", type=Path, default=Path("eval-report"), help="report folder [eval-report]")
-    rep.add_argument("--augment", type=Path, default=None,
-                     help="reuse the JSON of an earlier `eval augment --out` instead of training U-Nets")
-    rep.add_argument("--no-augment", action="store_true", help="skip the U-Net benchmark")
-    _add_unet_options(rep)
-    _add_classifier_option(rep)
-    add_device_argument(rep)  # args.device: classifier, fidelity and FID (and the U-Net benchmark)
-    rep.set_defaults(func=_report)
 
 
 def _sizes(text: str) -> list[int]:
