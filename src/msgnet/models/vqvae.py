@@ -155,7 +155,8 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         self._build_layout_parts(config, [h] + [h2 if i == 1 else h for i in range(n - 1, 0, -1)])
 
     def _build_layout_parts(self, config: VQVAEConfig, decoder_widths: list[int]) -> None:
-        """Modulation of both decoder paths at every resolution, and the class adversary (when asked).
+        """Modulation of both decoder paths at every resolution, the class adversary and the obedience
+        loss's class reader (training-only parts, saved with the weights).
 
         Built only when the config asks, so a paper model has exactly the paper's parameters.
         """
