@@ -29,6 +29,7 @@ from msgnet.evaluation.stats import wilson_interval
 from msgnet.layouts.boxes import layout_to_objects
 from msgnet.layouts.classes import permute_object_classes
 from msgnet.nn.quantizer import perplexity_from_counts
+from msgnet.sampling.pipeline import to_uint8_images
 
 # Reads (N, 28, 28) uint8 MNIST-framed crops, returns the digit of each (N,).
 DigitReader = Callable[[np.ndarray], np.ndarray]
@@ -58,10 +59,6 @@ class _Reading:
         return {name: self.agreeing / self.objects, f"{name}_ci95_low": lo, f"{name}_ci95_high": hi}
 
 
-def _uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    return (images.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 @torch.no_grad()
 def vqvae_adherence(
     model: torch.nn.Module, images: np.ndarray, layouts: np.ndarray, read: DigitReader | None,
@@ -88,10 +85,10 @@ def vqvae_adherence(
         psnr_sum += float((10.0 * torch.log10(1.0 / err)).sum())
         if read is None or digit_of is None:
             continue
-        recon_reading.add(_uint8_hwc(recon), layouts[start:start + batch_size], read, digit_of)
+        recon_reading.add(to_uint8_images(recon), layouts[start:start + batch_size], read, digit_of)
         if told:
             other = permute_object_classes(lay.cpu(), model.config.layout_classes, generator).to(device)
-            obey_reading.add(_uint8_hwc(model.decode_indices(*codes, other)), other.cpu().numpy(), read, digit_of)
+            obey_reading.add(to_uint8_images(model.decode_indices(*codes, other)), other.cpu().numpy(), read, digit_of)
     result: dict[str, float] = {"images": float(len(images)), "psnr": psnr_sum / max(len(images), 1)}
     for path, name in enumerate(("attn", "conv")):
         result[f"used_codes_{name}"] = float((usage[path] > 0).sum())

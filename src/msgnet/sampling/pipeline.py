@@ -102,7 +102,7 @@ def sampler_named(name: str) -> Callable[..., torch.Tensor]:
     return sample_cached
 
 
-def _to_uint8_images(x: torch.Tensor) -> np.ndarray:
+def to_uint8_images(x: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [0, 1] -> (B, H, W, C) uint8."""
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
@@ -172,7 +172,7 @@ def sample_batch(run: GenerationRun, settings: GenerationSettings, sample: Calla
                            top_k=settings.top_k_layout, top_p=settings.top_p_layout,
                            generator=gen, batch_size=n).cpu()
             full, latent = sampled_layouts(drawn, (img_h, img_w), latent_hw, run.info.num_classes)
-        images = _to_uint8_images(run.images.images(full, latent, gen, sample, codes_rule(settings)))
+        images = to_uint8_images(run.images.images(full, latent, gen, sample, codes_rule(settings)))
     return SampledBatch(images, np.asarray(full, dtype=np.uint8), provenance)
 
 
