@@ -6,7 +6,7 @@
 # builds data/multi-mnist-1000); the structure is derived from it below (RUN/structure.yaml) with today's
 # paper VQ-VAE, and each row switches options on. Rows are independent: two can run at once
 # (OMP_NUM_THREADS=1 each), their figures do not depend on time.
-#   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism
+#   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-data/multi-mnist-1000}"
@@ -40,8 +40,10 @@ declare -A ROWS=(
     [replacement]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.code_replacement=0.3"
     [adversary]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.class_adversary=0.1"
     [realism]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.obedience_realism=true"
+    [critic]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.layout_critic=0.05"
+    [critic-only]="vqvae.layout_classes=11 $FSQ vqvae.layout_critic=0.05"
 )
-for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism}"; do
+for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only}"; do
     for name in $row; do
         run="$OUT/vqvae-$name"
         if [ ! -f "$run/vqvae.json" ]; then

@@ -54,6 +54,10 @@ class VQVAEConfig:
     # The obedience loss's reader also learns a class "decoded under changed classes" (a classifier-GAN's
     # extra class, Salimans et al. 2016), so that the decoder cannot satisfy it with texture alone.
     obedience_realism: bool = False
+    # Weight of the decoder's term from a layout-conditioned patch critic (msgnet.nn.layout_critic) on
+    # real codes decoded under changed classes: they must look like real images of the layout they were
+    # decoded for, not only read as its classes (0: off, and no critic is built).
+    layout_critic: float = 0.0
 
     @property
     def fsq_level_list(self) -> tuple[int, ...]:
@@ -66,7 +70,8 @@ class VQVAEConfig:
 
     def validate(self) -> None:
         _check_numbers(self, "vqvae", allow_zero=("commitment", "attention_below", "layout_classes",
-                                                  "code_replacement", "class_adversary", "obedience"))
+                                                  "code_replacement", "class_adversary", "obedience",
+                                                  "layout_critic"))
         self._validate_quantizer()
         if not 0.0 <= self.code_replacement < 1.0:
             raise UsageError("vqvae.code_replacement: must be in [0, 1)")
@@ -76,6 +81,8 @@ class VQVAEConfig:
             raise UsageError("vqvae.obedience_realism: needs vqvae.obedience > 0")
         if self.obedience > 0 and self.layout_classes < 3:
             raise UsageError("vqvae.obedience: needs vqvae.layout_classes with at least two object classes")
+        if self.layout_critic > 0 and self.layout_classes < 3:
+            raise UsageError("vqvae.layout_critic: needs vqvae.layout_classes with at least two object classes")
         if self.class_adversary > 0 and self.layout_classes < 2:
             raise UsageError("vqvae.class_adversary: needs vqvae.layout_classes (the classes the codes must lose)")
         if self.commitment < 0:

@@ -45,12 +45,13 @@ from torch import nn
 
 from msgnet.config import VQVAEConfig
 from msgnet.models.pretrained import PretrainedMixin
+from msgnet.models.vqvae_layout_terms import changed_class_terms
 from msgnet.layouts.resize import downsample_layout
 from msgnet.nn.class_adversary import ClassAdversary
 from msgnet.nn.class_modulation import ClassModulation, layout_one_hot
-from msgnet.layouts.classes import permute_object_classes
 from msgnet.nn.fsq import FiniteScalarQuantizer
-from msgnet.nn.obedience import ClassReader, object_cell_loss
+from msgnet.nn.layout_critic import LayoutCritic
+from msgnet.nn.obedience import ClassReader
 from msgnet.nn.quantizer import VectorQuantizer
 from msgnet.nn.residual import ResidualStack
 from msgnet.nn.self_attention import SelfAttention2d
@@ -72,6 +73,7 @@ class VQVAEOutput:
     adversary_accuracy: torch.Tensor | None = None  # how often it read an object cell's class
     reader_accuracy: torch.Tensor | None = None  # the obedience loss's class reader on real images
     obedience_accuracy: torch.Tensor | None = None  # ... on real codes decoded under changed classes
+    critic_accuracy: torch.Tensor | None = None  # the layout critic's pairs scored on the right side
 
 
 def _maybe_attention(channels: int, size: int, below: int) -> nn.Module:
@@ -155,8 +157,8 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         self._build_layout_parts(config, [h] + [h2 if i == 1 else h for i in range(n - 1, 0, -1)])
 
     def _build_layout_parts(self, config: VQVAEConfig, decoder_widths: list[int]) -> None:
-        """Modulation of both decoder paths at every resolution, the class adversary and the obedience
-        loss's class reader (training-only parts, saved with the weights).
+        """Modulation of both decoder paths at every resolution, the class adversary, the obedience
+        loss's class reader and the layout critic (training-only parts, saved with the weights).
 
         Built only when the config asks, so a paper model has exactly the paper's parameters.
         """
@@ -171,6 +173,7 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         self.class_reader = (
             ClassReader(config.in_channels, reader_classes, config.num_downsamples) if config.obedience > 0 else None
         )
+        self.layout_critic = LayoutCritic(config.in_channels, k) if config.layout_critic > 0 else None
 
     @property
     def told_layout(self) -> bool:
@@ -284,8 +287,8 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         codebook = oa.codebook_loss + oc.codebook_loss
         commitment = oa.commitment_loss + oc.commitment_loss
         adversary_loss, adversary_accuracy = self._adversary(oa.quantized, oc.quantized, layout)
-        obedience = self._obedience(x, qa, qc, layout)
-        auxiliary = [part for part in (adversary_loss, None if obedience is None else obedience[0]) if part is not None]
+        changed = changed_class_terms(self, x, qa, qc, layout)
+        auxiliary = [part for part in (adversary_loss, None if changed is None else changed.loss) if part is not None]
         auxiliary_loss = sum(auxiliary[1:], auxiliary[0]) if auxiliary else None
         loss = recon_loss + codebook + commitment
         return VQVAEOutput(
@@ -299,32 +302,10 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
             counts=(oa.counts, oc.counts),
             auxiliary_loss=auxiliary_loss,
             adversary_accuracy=adversary_accuracy,
-            reader_accuracy=None if obedience is None else obedience[1],
-            obedience_accuracy=None if obedience is None else obedience[2],
+            reader_accuracy=None if changed is None else changed.reader_accuracy,
+            obedience_accuracy=None if changed is None else changed.obedience_accuracy,
+            critic_accuracy=None if changed is None else changed.critic_accuracy,
         )
-
-    def _obedience(
-        self, x: torch.Tensor, qa: torch.Tensor, qc: torch.Tensor, layout: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(the reader's loss on real images + weight x the decoder's loss under changed classes,
-        the reader's accuracy on real images, how often it reads the changed classes), while training."""
-        if self.class_reader is None or layout is None or not self.training:
-            return None
-        k, grid = self.config.layout_classes, self.latent_shape
-        reader_loss, reader_accuracy = object_cell_loss(self.class_reader(x * 2.0 - 1.0),
-                                                        downsample_layout(layout, grid, k))
-        other = permute_object_classes(layout, k, None, where="vqvae.layout_classes")
-        # Codes detached: the loss teaches the decoder to follow the layout; were the codes to learn from
-        # it too, they would empty themselves of everything (measured: both paths fell to 1-3 codes).
-        drawn = self.decode(qa.detach(), qc.detach(), other)
-        other_cells = downsample_layout(other, grid, k)
-        obey_loss, obey_accuracy = object_cell_loss(self.class_reader.read_frozen(drawn), other_cells)
-        if self.config.obedience_realism:
-            # The reader also learns to tell these decoded objects apart (class k, "decoded"), so texture that
-            # merely reads as the class no longer satisfies it: the objects must look like real ones too.
-            fake_loss, _ = object_cell_loss(self.class_reader(drawn.detach()), torch.where(other_cells > 0, k, 0))
-            reader_loss = reader_loss + fake_loss
-        return reader_loss + self.config.obedience * obey_loss, reader_accuracy, obey_accuracy
 
     def _replace_codes(self, qa: torch.Tensor, qc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """While training, ``code_replacement`` of the positions get random codes (both paths alike):

@@ -90,6 +90,8 @@ class VQVAEStage(BaseStage):
         if out.obedience_accuracy is not None and out.reader_accuracy is not None:
             metrics["reader_accuracy"] = out.reader_accuracy
             metrics["obedience_accuracy"] = out.obedience_accuracy  # near 1: the decoder draws the layout's class
+        if out.critic_accuracy is not None:
+            metrics["critic_accuracy"] = out.critic_accuracy  # near 0.5: the critic can no longer tell
         return out.loss, metrics
 
     def evaluate(self, model: nn.Module, batches: Iterable[Any]) -> dict[str, float]:
