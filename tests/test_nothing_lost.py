@@ -80,10 +80,13 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_a_resume_finishes_the_s
     assert main([*cmd, "--run", str(tmp_path / "whole")]) == 0
     real_fsync, calls = os.fsync, {"n": 0}
 
-    def fsync(fd: int) -> None:  # the third durable write (the second checkpoint's weights) finds the disk full
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    def fsync(fd: int) -> None:  # the second checkpoint's weights find the disk full
+        # Named by its descriptor: text files and folders are fsynced too (issue 34), so a count of all
+        # fsyncs would not say which write it is.
+        if ".model.safetensors." in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 
     monkeypatch.setattr(io.os, "fsync", fsync)

@@ -13,9 +13,14 @@ The Python API (each name is imported on first use, so ``import msgnet`` stays l
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+# The library logs (logging.getLogger(__name__)) and never prints: its caller decides what is shown
+# (`msgnet` commands show INFO lines); without that, even a warning stays silent.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _EXPORTS = {
     "MSGNet": ("msgnet.workflow.pipeline", "MSGNet"),

@@ -30,8 +30,10 @@ def failures_named(path: Path | str, unnamed_or: str | None = None) -> Iterator[
 
 
 @contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+def atomic_path(path: Path | str, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success. ``durable``:
+    the folder is fsynced after the rename (the caller fsyncs the file before), so that a crash
+    just after leaves the new file or the old one, never an empty one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,10 +44,26 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         with failures_named(path, unnamed_or=str(tmp_path)):  # the file the user knows, not our temporary
             yield tmp_path
             os.replace(tmp_path, path)
+            if durable:
+                fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
+
+def fsync_dir(folder: Path | str) -> None:
+    """Flush ``folder``'s entries to disk: a rename is durable only once its folder is (POSIX keeps
+    the name in the folder's own data). A file system that cannot fsync a folder is left as it is."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # EINVAL on some network and FUSE file systems: the rename itself stands
+        pass
+    finally:
+        os.close(fd)
 
 
 def current_umask() -> int:
@@ -63,8 +81,13 @@ def msgnet_home() -> Path:
     return Path(root)
 
 def atomic_write_text(path: Path | str, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    """Write ``text`` durably: the file is fsynced before it is renamed into place, its folder after
+    (run.json, dataset.json, config.json, preset.yaml: a power cut must not leave them empty)."""
+    with atomic_path(path, durable=True) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_write_json(path: Path | str, obj: Any) -> None:
@@ -74,7 +97,7 @@ def atomic_write_json(path: Path | str, obj: Any) -> None:
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Serialised in memory first, then written by Python: a full disk is an ``OSError`` naming the
     path (ENOSPC), never a serialiser's internal error, and the previous file stays."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=True) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -168,11 +191,12 @@ def is_msgnet_dataset(directory: Path | str) -> bool:
     return isinstance(data, dict) and "classes" in data and "splits" in data
 
 
-def prepare_output_dir(out: Path | str, overwrite: bool, inputs: Iterable[Path | str] = ()) -> None:
+def prepare_output_dir(out: Path | str, overwrite: bool, inputs: Iterable[Path | str] = (),
+                       field: str = "out") -> None:
     """Check a dataset output folder before any work: never an input, inside one or holding one;
     replaced (``overwrite``) only when it is a dataset msgnet wrote; writable."""
     out = Path(out)
-    check_apart(out, inputs)
+    ensure_output_apart(out, *inputs, field=field)
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise UsageError(f"{out}: already exists (choose another --out, or --overwrite)")
@@ -203,22 +227,31 @@ def written_by_msgnet(path: Path | str) -> bool:
         return False
 
 
-def check_apart(output: Path | str, inputs: Iterable[Path | str], role: str = "output") -> None:
-    """Refuse an output that is an input, lies inside one, or holds one."""
+def ensure_output_apart(output: Path | str, *inputs: Path | str | None, field: str = "output") -> None:
+    """Refuse, before any work, an output that is one of ``inputs``, lies inside one or holds one:
+    writing it would change what the command reads. ``field`` names the output in the error (the
+    request's field; the CLI puts its flag in its place). Inputs that are None are skipped."""
     out = Path(output)
     target = out.resolve()
     for given in inputs:
+        if given is None:
+            continue
         src = Path(given).resolve()
         if target == src or src in target.parents or target in src.parents:
-            raise UsageError(f"{out}: the {role} must lie apart from the input {given} (not it, inside it or "
+            raise UsageError(f"{field}: {out} must lie apart from the input {given} (not it, inside it or "
                              "around it)")
 
 
-def check_output_file(path: Path | str, inputs: Iterable[Path | str] = ()) -> None:
+def check_apart(output: Path | str, inputs: Iterable[Path | str], role: str = "output") -> None:
+    """:func:`ensure_output_apart` for a list of inputs."""
+    ensure_output_apart(output, *inputs, field=role)
+
+
+def check_output_file(path: Path | str, inputs: Iterable[Path | str] = (), field: str = "output") -> None:
     """Before any work: a file output lies apart from every input, replaces only a file msgnet wrote,
     and can be written."""
     path = Path(path)
-    check_apart(path, inputs)
+    ensure_output_apart(path, *inputs, field=field)
     if path.is_dir():
         raise UsageError(f"{path}: a folder, not a file")
     if (path.exists() or path.is_symlink()) and not written_by_msgnet(path):

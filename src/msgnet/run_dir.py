@@ -30,6 +30,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from msgnet.errors import UsageError
+
 MANIFEST_FILE = "run.json"
 MANIFEST_FORMAT = 1
 
@@ -37,26 +39,36 @@ MANIFEST_FORMAT = 1
 @dataclass(frozen=True)
 class Stage:
     """One training stage: the name it has on the command line and in the manifest, its folder,
-    the method it belongs to, and whether it trains from the images (else from the codes)."""
+    the method it belongs to, and whether it trains from the images (else from the codes).
+
+    The registry below is the one list of stages: the commands, the trainers, the budget and the
+    reports read it rather than naming stages themselves (``tests/test_stage_registry.py`` holds
+    them to it)."""
 
     name: str
     folder: str
     method: str
     from_images: bool = True
     weights: bool = True  # the stage leaves model.safetensors + config.json in its folder
+    title: str = ""  # what it trains, in words (reports, `msgnet train --help`)
+    model: str | None = None  # the preset's section of its model ("layout_prior"), if the preset holds one
+    batches: tuple[str, ...] = ()  # the preset's training sections whose batch it draws from the images
+    part_of: str | None = None  # trained by that stage's command, not by one of its own
 
 
 # Every stage a run can hold, in the order `msgnet train all` runs them for its method.
 STAGES: tuple[Stage, ...] = (
-    Stage("vqvae", "vqvae", "msgnet"),
-    Stage("codes", "codes", "msgnet", weights=False),
-    Stage("layout-prior", "layout_prior", "msgnet", from_images=False),
-    Stage("prior", "prior", "msgnet", from_images=False),
-    Stage("cvqvae", "cvqvae", "cvqvae"),
-    Stage("cvqvae-prior", "cvqvae_prior", "cvqvae"),
-    Stage("obj-cgan", "obj_cgan", "obj-cgan"),
+    Stage("vqvae", "vqvae", "msgnet", title="Double-path VQ-VAE", model="vqvae", batches=("vqvae_train",)),
+    Stage("codes", "codes", "msgnet", weights=False, title="code maps of the training images"),
+    Stage("layout-prior", "layout_prior", "msgnet", from_images=False, title="LayoutPixelSNAIL",
+          model="layout_prior", batches=("layout_prior_train",)),
+    Stage("prior", "prior", "msgnet", from_images=False, title="Latent PixelSNAIL", model="prior",
+          batches=("prior_train",)),
+    Stage("cvqvae", "cvqvae", "cvqvae", title="cVQ-VAE", batches=("vqvae_train", "prior_train")),
+    Stage("cvqvae-prior", "cvqvae_prior", "cvqvae", title="cVQ-VAE prior", part_of="cvqvae"),
+    Stage("obj-cgan", "obj_cgan", "obj-cgan", title="obj-cGAN", batches=("vqvae_train",)),
 )
-METHODS = ("msgnet", "cvqvae", "obj-cgan")
+METHODS = tuple(dict.fromkeys(s.method for s in STAGES))  # msgnet, cvqvae, obj-cgan
 
 
 def stage(name: str) -> Stage:
@@ -69,6 +81,11 @@ def stage(name: str) -> Stage:
 
 def stages_of(method: str) -> tuple[Stage, ...]:
     return tuple(s for s in STAGES if s.method == method)
+
+
+def trained_stages(method: str | None = None) -> tuple[Stage, ...]:
+    """The stages that leave a model (of ``method``, or of every method), in training order."""
+    return tuple(s for s in STAGES if s.weights and method in (None, s.method))
 
 
 class RunDir:
@@ -152,7 +169,7 @@ class RunDir:
     def method(self) -> str:
         """Which generator the run holds: "msgnet" unless only a baseline's folder is there."""
         if not self.vqvae.is_dir():
-            for method in ("cvqvae", "obj-cgan"):
+            for method in METHODS[1:]:  # the baselines
                 if self.has_weights(stages_of(method)[0].name):
                     return method
         return "msgnet"
@@ -177,11 +194,25 @@ class RunDir:
                 self.preset_yaml, self.probe_json, self.benchmark_json, self.generated, self.report])
 
     def read_manifest(self) -> dict:
-        """The manifest, or an empty one for a run written before manifests (or not begun)."""
+        """The manifest, or an empty one for a run written before manifests (or not begun). A manifest
+        that is there but unreadable is refused, never read as empty: writing over it would forget
+        which stages are done and what the budget spent."""
         try:
-            return json.loads(self.manifest.read_text())
-        except (OSError, json.JSONDecodeError):
+            text = self.manifest.read_text()
+        except FileNotFoundError:
             return {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{self.manifest}: the run's manifest cannot be read ({_reason(exc)}); "
+                             "repair it or move it away") from None
+        try:
+            manifest = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{self.manifest}: the run's manifest is corrupt (not JSON: {exc.msg} at char "
+                             f"{exc.pos}); repair it or move it away") from None
+        if not isinstance(manifest, dict):
+            raise UsageError(f"{self.manifest}: the run's manifest is corrupt (a JSON {type(manifest).__name__}, "
+                             "not an object); repair it or move it away")
+        return manifest
 
     def record_stage(self, name: str, **facts: object) -> dict:
         """Write down in the manifest that stage ``name`` is done (with ``facts``: steps, seconds...)
@@ -216,6 +247,10 @@ class RunDir:
 
     def done(self, name: str) -> bool:
         return bool(self.read_manifest().get("stages", {}).get(name, {}).get("done"))
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def as_run_dir(run: "RunDir | Path | str | os.PathLike[str]") -> RunDir:

@@ -18,11 +18,12 @@ from torch import nn
 
 from msgnet.baselines.cvqvae import CVQVAEConfig, LayoutConditionedVQVAE
 from msgnet.config import PixelSNAILConfig, Preset
+from msgnet.run_dir import stage
 from msgnet.training.codebook_usage import CodebookUsage
 from msgnet.training.loop import BaseStage, seed_everything, train
 from msgnet.training.grid import save_grid
 
-MODEL_DIR, PRIOR_DIR = "cvqvae", "cvqvae_prior"
+MODEL_DIR, PRIOR_DIR = stage("cvqvae").folder, stage("cvqvae-prior").folder  # the run registry's
 
 
 class CVQVAEStage(BaseStage):

@@ -19,10 +19,11 @@ from torch import nn
 
 from msgnet.baselines.obj_cgan import ObjCGAN, ObjCGANConfig, objects_of_layouts
 from msgnet.config import Preset, TrainConfig
+from msgnet.run_dir import stage
 from msgnet.training.grid import save_grid
 from msgnet.training.loop import BaseStage, seed_everything, train
 
-MODEL_DIR = "obj_cgan"
+MODEL_DIR = stage("obj-cgan").folder  # the run registry's
 
 
 class ObjectRows:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from msgnet import __version__
 from msgnet.errors import UsageError
@@ -72,7 +75,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Before any work: every output of the command can be written, lies apart from every input
     (never inside one, never around one), and replaces only a file msgnet wrote."""
     from msgnet.device import choose_device
-    from msgnet.io import check_apart, check_can_write, check_output_file
+    from msgnet.io import check_can_write, check_output_file, ensure_output_apart
 
     outputs = ["out", *FILE_OUTPUTS] + (["run"] if getattr(args, "writes_run", False) else [])
     inputs = [p for k, v in vars(args).items() if k not in outputs and k != "run" for p in _paths(v)]
@@ -87,9 +90,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
             continue
         if attr in FILE_OUTPUTS or value.suffix.lower() == ".png":
             if not (attr == "json" and getattr(args, "resume", False)):  # resuming appends to its own JSON
-                check_output_file(value, inputs)
+                check_output_file(value, inputs, field=attr)
         else:
-            check_apart(value, inputs)
+            ensure_output_apart(value, *inputs, field=attr)
             check_can_write(value)
     if getattr(args, "device", None):
         choose_device(args.device)  # an unknown or absent device is refused before any work
@@ -145,7 +148,44 @@ def raise_internal() -> None:
     print("msgnet: internal error (a bug in msgnet, not in your input; the traceback follows)", file=sys.stderr)
 
 
+class _ConsoleHandler(logging.Handler):
+    """The library's log as a command's output: INFO lines on stdout (where msgnet printed them), warnings
+    and worse on stderr, the message alone. The stream is looked up at each line, not bound once."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def console_logging() -> Iterator[None]:
+    """Show msgnet's INFO log on the terminal while a command runs (and only then: the library alone
+    prints nothing unless its caller configures logging)."""
+    logger = logging.getLogger("msgnet")
+    handler = _ConsoleHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with console_logging():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

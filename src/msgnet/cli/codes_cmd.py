@@ -24,6 +24,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from msgnet.locks import writing
+    from msgnet.run_dir import RunDir
+    from msgnet.workflow.train import is_main_process
+
+    # One writer per run (rank 0 under torchrun): the codes and the run's record of its training images are
+    # written under its lock. A missing run is not created: it has no VQ-VAE to encode with (the library says).
+    lock = is_main_process() and args.run.is_dir()
+    with writing(args.run) if lock else contextlib.nullcontext():
+        _extract_locked(args)
+    print(f"codes written to {RunDir(args.run).codes}")
+    return 0
+
+
+def _extract_locked(args: argparse.Namespace) -> None:
     from msgnet.run_dir import RunDir
     from msgnet.workflow.train import extract_run_codes, is_main_process, prior_copies
     from msgnet.config import load_preset
@@ -37,5 +53,3 @@ def _extract(args: argparse.Namespace) -> int:
                       copies=prior_copies(preset) if preset else 0, seed=preset.prior_train.seed if preset else 0)
     if is_main_process():  # after extraction: a failed one leaves the run as it was
         record_training_data(args.run, args.data, args.train_subset)
-    print(f"codes written to {RunDir(args.run).codes}")
-    return 0

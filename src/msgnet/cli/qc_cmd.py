@@ -33,24 +33,12 @@ def add_threshold_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def qc_settings_from_args(args: argparse.Namespace):
-    from msgnet.errors import UsageError
-    import dataclasses
+    """The flags as QCSettings fields; the library checks the values (and names the field, which the
+    command line reports as its flag)."""
+    from msgnet.evaluation.qc.checker import THRESHOLD_FIELDS, QCSettings, qc_protocol
 
-    from msgnet.evaluation.qc.checker import QCSettings
-    from msgnet.evaluation.qc.segmenter import QC_PROTOCOL
-    from msgnet.evaluation.qc.thresholds import parse_overrides
-
-    if not 0.0 < args.real_keep <= 1.0:
-        raise UsageError("--real-keep: must be in (0, 1]")
-    names = ("min_dice", "min_found_fraction", "min_pixel_distance", "min_feature_distance", "min_object_pixels",
-             "min_contrast", "max_saturation")
-    overrides = parse_overrides({n: getattr(args, n) for n in names})
-    protocol = QC_PROTOCOL
-    if args.qc_steps is not None:
-        if args.qc_steps < 1:
-            raise UsageError("--qc-steps: must be at least 1")
-        protocol = dataclasses.replace(QC_PROTOCOL, min_steps=args.qc_steps)
-    return QCSettings(real_keep=args.real_keep, overrides=overrides, seed=args.qc_seed, protocol=protocol)
+    thresholds = {name: getattr(args, name) for name in THRESHOLD_FIELDS}
+    return QCSettings(real_keep=args.real_keep, seed=args.qc_seed, protocol=qc_protocol(args.qc_steps), **thresholds)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "rule, memorisation (nearest real training image in pixel and feature space) and degenerate output "
         "(empty layouts, blank or saturated images, tiny objects). Thresholds come from the real validation "
         "pairs scored the same way. Writes qc.csv, qc.json, rejected.png and qc_histograms.png into --out "
-        "(with the kept pairs as a dataset) or, without --out, into DATA/qc/.",
+        "(with the kept pairs as a dataset) or, without --out, into DATA-qc/ beside DATA (never into DATA).",
     )
     p.add_argument("--data", type=Path, required=True, help="the generated set")
     p.add_argument("--real", type=Path, required=True, help="the real set it imitates (train, val splits)")

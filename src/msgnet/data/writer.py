@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from msgnet.errors import UsageError
-from msgnet.io import current_umask, failures_named, is_msgnet_dataset
+from msgnet.io import current_umask, failures_named, fsync_dir, is_msgnet_dataset
 from msgnet.layouts.boxes import ObjectAnnotation, layout_to_objects
 from msgnet.data.schema import DatasetInfo, image_name
 
@@ -56,6 +56,15 @@ def write_files(root: Path, image_id: int, image: np.ndarray, layout: np.ndarray
 
 
 TMP_PREFIX = ".msgnet-partial."  # a dataset being written; one left by a killed process is removed later
+
+
+def _write_synced(path: Path, text: str) -> None:
+    """Write ``text`` and flush it to disk: the folder is renamed into place next, and a crash after the
+    rename must not leave an empty dataset.json."""
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _remove_stale_temporaries(root: Path) -> None:
@@ -112,14 +121,15 @@ class DatasetWriter:
         if not any(self.info.splits.values()):
             self.abort()
             raise UsageError(f"{self.root}: refusing to write an empty dataset")
-        (self.tmp / "annotations.json").write_text(json.dumps(coco_document(self.info, self.objects)))
-        (self.tmp / "dataset.json").write_text(json.dumps(self.info.to_json(), indent=2))
+        _write_synced(self.tmp / "annotations.json", json.dumps(coco_document(self.info, self.objects)))
+        _write_synced(self.tmp / "dataset.json", json.dumps(self.info.to_json(), indent=2))
         if self.root.exists():
             if not is_msgnet_dataset(self.root):  # never delete what msgnet did not write
                 self.abort()
                 raise UsageError(f"{self.root}: exists and is not a dataset msgnet wrote; not replaced")
             shutil.rmtree(self.root)
         os.replace(self.tmp, self.root)
+        fsync_dir(self.root.parent)  # the rename is durable once the folder holding it is
         self._closed = True
         return self.root
 

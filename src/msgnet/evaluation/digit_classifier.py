@@ -12,6 +12,7 @@ the same batches as a CPU run; results are read back to the host once, at the en
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from tqdm import tqdm
 from msgnet.device import choose_device
 from msgnet.errors import UsageError
 from msgnet.models.pretrained import PretrainedMixin
+
+logger = logging.getLogger(__name__)
 
 KIND = "digit-classifier"
 CELL = 28
@@ -209,7 +212,7 @@ def _log_estimate(log: Callable[[str], None], steps: int, done: int, seconds: fl
 
 
 def train_and_save(out: Path | str, training: ClassifierTraining = ClassifierTraining(), progress: bool = True,
-                   log: Callable[[str], None] = print,
+                   log: Callable[[str], None] = logger.info,
                    device: torch.device | str | None = None) -> tuple[DigitClassifier, dict]:
     """Train on the bundled MNIST digits on ``device`` (None: CUDA when available, else CPU) and save."""
     from msgnet.data.mnist_source import load_bundled
@@ -225,7 +228,7 @@ def train_and_save(out: Path | str, training: ClassifierTraining = ClassifierTra
     return model, info
 
 
-def get_classifier(directory: Path | str | None, log: Callable[[str], None] = print,
+def get_classifier(directory: Path | str | None, log: Callable[[str], None] = logger.info,
                    progress: bool = True,
                    device: torch.device | str | None = None) -> tuple[DigitClassifier, Path]:
     """Load the classifier from ``directory`` (or the default place); train it there first if absent.

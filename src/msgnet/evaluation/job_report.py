@@ -19,7 +19,7 @@ from msgnet.evaluation.benchmark.report import markdown_section
 from msgnet.evaluation.html_page import markdown_to_html
 from msgnet.evaluation.run_report import describe_budget
 from msgnet.io import atomic_write_json, atomic_write_text
-from msgnet.run_dir import RunDir
+from msgnet.run_dir import RunDir, trained_stages
 from msgnet.training.selection import describe_kept
 
 def _gain_text(g: dict | None, ref: str) -> str:
@@ -28,6 +28,31 @@ def _gain_text(g: dict | None, ref: str) -> str:
     if g["low"] is None:
         return f"{g['gain']:+.3f} over {ref} (one seed, no interval)"
     return f"{g['gain']:+.3f} over {ref} (95% CI {g['low']:+.3f} to {g['high']:+.3f})"
+
+
+def _val_gain_text(sel: dict) -> str:
+    val = sel.get("val_vs_reference") or {}
+    if val.get("low") is None:
+        return "no interval"
+    return f"{val['gain']:+.3f}, 95% CI {val['low']:+.3f} to {val['high']:+.3f} over {len(val['seeds'])} seeds"
+
+
+def _why_not(v: dict, entry: dict, ref: str, how: str, test: str) -> str:
+    """Why the pairs are not adopted, in the verdict's terms (a verdict written before its status: the old words)."""
+    status, val = v.get("status"), v["selected"].get("val_vs_reference") or {}
+    tried = sum(1 for r in entry["settings"] if r.get("policy"))
+    if status == "needs-seeds":
+        return (f"{len(val.get('seeds', []))} seed(s) on {entry['n']} real training images cannot tell whether `{how}` "
+                f"beats {ref} (validation {val.get('gain', float('nan')):+.3f}, no interval); the verdict needs at "
+                f"least {v.get('min_seeds', 3)} seeds ({test}).")
+    if status == "cannot-tell" and val.get("gain", 0) > 0:
+        need = val.get("seeds_needed")
+        return (f"on {entry['n']} real training images the best of the {tried} ways of using them, `{how}`, was ahead "
+                f"of {ref} on the validation split by less than the seed-to-seed noise "
+                f"({_val_gain_text(v['selected'])}); the data cannot tell them apart"
+                + (f", about {need} seeds would resolve a difference of this size" if need else "") + f" ({test}).")
+    return (f"on {entry['n']} real training images none of the {tried} ways of using them beat {ref} on the "
+            f"validation split (best: `{how}`, {test}).")
 
 
 def headline(result: dict | None, note: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -46,19 +71,21 @@ def headline(result: dict | None, note: str | None = None) -> tuple[str, dict[st
     helped = bool(v["adopt"] and g and g.get("low") is not None and g["low"] > 0)
     hurt = bool(g and g.get("high") is not None and g["high"] < 0)
     measured = "helped" if helped else "hurt" if hurt else "did not measurably help"
+    test = f"test DICE {sel['dice_mean']:.3f}, {_gain_text(g, ref['label'])}"
     if v["adopt"]:
-        text = (f"Adopt real + standard augmentation + msgnet's pairs used as `{how}` "
-                f"(chosen on the validation split over {ref['label']}): on the test split of {entry['n']} real "
-                f"training images it {measured}, DICE {sel['dice_mean']:.3f}, {_gain_text(g, ref['label'])}.")
+        pasted = (sel.get("policy") or {}).get("copy_paste")
+        base = "real + standard augmentation + " + ("copy-paste + " if pasted else "")
+        text = (f"Adopt {base}msgnet's pairs used as `{how}`: on the validation split it beat "
+                f"{ref['label']} beyond the seed-to-seed noise ({_val_gain_text(sel)}); on the test split of "
+                f"{entry['n']} real training images it {measured}, {test}.")
     else:
-        tried = sum(1 for r in entry["settings"] if r.get("policy"))
-        text = (f"Don't add these pairs: on {entry['n']} real training images none of the {tried} ways of using "
-                f"them beat {ref['label']} on the validation split (best: `{how}`, test DICE "
-                f"{sel['dice_mean']:.3f}, {_gain_text(g, ref['label'])}).")
+        text = f"Don't add these pairs{' yet' if v.get('status') == 'needs-seeds' else ''}: " + _why_not(
+            v, entry, ref["label"], how, test)
     if note:
         text += f" ({note[0].upper()}{note[1:]}.)"
-    return text, {"helped": helped, "verdict": measured, "adopt": v["adopt"], "policy": how,
+    return text, {"helped": helped, "verdict": measured, "adopt": v["adopt"], "status": v.get("status"), "policy": how,
                   "reference": ref["setting"], "vs_reference": g, "vs_augment": sel.get("vs_augment"),
+                  "validation_vs_reference": sel.get("val_vs_reference"),
                   "dice_with_pairs": sel["dice_mean"], "n": entry["n"]}
 
 
@@ -68,13 +95,13 @@ def _training_lines(run: Path) -> list[str]:
     if preset_file.is_file():
         preset = yaml.safe_load(preset_file.read_text()) or {}
         lines += [f"Preset `{preset.get('name')}`: {preset.get('source', '').strip()}", ""]
-    for stage in ("vqvae", "layout-prior", "prior"):
+    for stage in (s.name for s in trained_stages()):
         sel = RunDir(run).stage_dir(stage) / "selected.json"
         if sel.is_file():
             lines.append(f"- {sel.parent.name}: kept the weights of {describe_kept(json.loads(sel.read_text()))}")
     # What each stage bought from the budget when it started, and what it spent (RUN/run.json).
     done = RunDir(run).read_manifest().get("stages", {})
-    for stage in ("vqvae", "layout-prior", "prior"):
+    for stage in (s.name for s in trained_stages()):
         bought = describe_budget(done.get(stage, {}))
         if bought:
             lines.append(f"- {RunDir(run).stage_dir(stage).name}: {bought}")

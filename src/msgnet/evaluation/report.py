@@ -4,6 +4,7 @@ grids and training-curve plots, readable without the terminal."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 from msgnet.errors import UsageError
 from msgnet.evaluation.stats import fmt_rate
 from msgnet.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def _quality_sections(real, syn, req: ReportRequest, out: Path, report: dict, md
                "in-project digit classifier.", ""]
 
 
-def build_report(req: ReportRequest, augment_request=None, log=print) -> Path:
+def build_report(req: ReportRequest, augment_request=None, log=logger.info) -> Path:
     """Write the report; ``augment_request`` (an AugmentRequest) runs the U-Net benchmark when no
     ``--augment`` JSON is given and ``--no-augment`` is not set. Without ``--real``/``--synthetic``
     (only ``--augment``), the report holds the benchmark section alone."""

@@ -16,9 +16,8 @@ from typing import Any
 
 from msgnet.errors import UsageError
 from msgnet.io import atomic_write_json, atomic_write_text
-from msgnet.run_dir import RunDir
-
-STAGES = (("vqvae", "Double-path VQ-VAE"), ("layout-prior", "LayoutPixelSNAIL"), ("prior", "Latent PixelSNAIL"))
+from msgnet.locks import writing
+from msgnet.run_dir import RunDir, trained_stages
 
 
 def _last_rows(csv_path: Path) -> dict[str, dict[str, str]]:
@@ -114,11 +113,19 @@ def _fmt_metrics(m: dict[str, float], keys: tuple[str, ...] = ()) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in items) or "-"
 
 
-def write_run_report(run: Path, samples: Path | None, timings: dict[str, float]) -> Path:
-    """Write RUN/report.md and RUN/report.json; returns the Markdown path."""
+def write_run_report(run: Path | str, samples: Path | str | None, timings: dict[str, float]) -> Path:
+    """Write RUN/report.md and RUN/report.json (and RUN/report/'s pictures) under the run's lock: one
+    writer per run; returns the Markdown path."""
+    run = Path(run)
     if not run.is_dir():
         raise UsageError(f"{run}: no such run directory")
-    stages = [s for s in (stage_summary(run, st, title) for st, title in STAGES) if s]
+    with writing(run):
+        return _write_run_report(run, Path(samples) if samples is not None else None, timings)
+
+
+def _write_run_report(run: Path, samples: Path | None, timings: dict[str, float]) -> Path:
+    method = RunDir(run).method()
+    stages = [s for s in (stage_summary(run, st.name, st.title) for st in trained_stages(method)) if s]
     if not stages:
         raise UsageError(f"{run}: no stage has a metrics.csv (nothing trained yet)")
     sample_info = samples_summary(run, samples) if samples else None

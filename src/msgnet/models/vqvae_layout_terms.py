@@ -17,7 +17,7 @@ everything (measured: both paths fell to 1-3 codes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
@@ -25,9 +25,6 @@ from msgnet.layouts.classes import permute_object_classes
 from msgnet.layouts.resize import downsample_layout
 from msgnet.nn.class_modulation import layout_one_hot
 from msgnet.nn.obedience import object_cell_loss
-
-if TYPE_CHECKING:  # the model imports this module
-    from msgnet.models.vqvae import DoublePathVQVAE
 
 
 @dataclass
@@ -41,9 +38,9 @@ class ChangedClassTerms:
 
 
 def changed_class_terms(
-    model: "DoublePathVQVAE", x: torch.Tensor, qa: torch.Tensor, qc: torch.Tensor, layout: torch.Tensor | None
+    model: Any, x: torch.Tensor, qa: torch.Tensor, qc: torch.Tensor, layout: torch.Tensor | None
 ) -> ChangedClassTerms | None:
-    """Both terms for images ``x`` in [0, 1], their quantised maps and layouts, while training; None when
+    """``model``: a DoublePathVQVAE (typed loosely: it imports this module). Both terms for images ``x`` in [0, 1], their quantised maps and layouts, while training; None when
     neither is on (then no random number is drawn and the model trains as before)."""
     if (model.class_reader is None and model.layout_critic is None) or layout is None or not model.training:
         return None
@@ -63,7 +60,7 @@ def changed_class_terms(
 
 
 def _add_obedience(
-    model: "DoublePathVQVAE", terms: ChangedClassTerms, real: torch.Tensor, drawn: torch.Tensor,
+    model: Any, terms: ChangedClassTerms, real: torch.Tensor, drawn: torch.Tensor,
     layout: torch.Tensor, other: torch.Tensor,
 ) -> None:
     """The reader's loss on real images + weight x the decoder's loss under changed classes."""

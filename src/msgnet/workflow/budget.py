@@ -41,12 +41,12 @@ import torch
 
 from msgnet.config import Preset
 from msgnet.data.format import DatasetInfo
-from msgnet.run_dir import RunDir
+from msgnet.run_dir import RunDir, stages_of
 
 log = logging.getLogger(__name__)
 
 KEY = "budget"  # its entry in RUN/run.json
-PAID = ("vqvae", "codes", "layout-prior", "prior")  # the stages whose wall time the budget pays for
+PAID = tuple(s.name for s in stages_of("msgnet"))  # the stages whose wall time the budget pays for
 FEW = 0.5  # fewer steps than this share of what the idle machine would buy: warn
 FIXING = ("iterations", "epochs", "max_minutes")  # overridden, they take a stage's steps out of the budget
 

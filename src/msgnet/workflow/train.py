@@ -12,6 +12,7 @@ Under torchrun every process calls it; rank 0 writes the records.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -21,8 +22,11 @@ from typing import Callable, Sequence
 
 from msgnet.config import Preset
 from msgnet.errors import UsageError
+from msgnet.io import ensure_output_apart
 from msgnet.locks import writing
-from msgnet.run_dir import RunDir, stage, stages_of
+from msgnet.run_dir import RunDir, stage, stages_of, trained_stages
+
+logger = logging.getLogger(__name__)
 
 ALL = tuple(s.name for s in stages_of("msgnet"))  # vqvae, codes, layout-prior, prior
 
@@ -63,10 +67,13 @@ def train(run: Path | str, data: Path | str | None = None, preset: Preset | None
     """
     run_dir = RunDir(run)
     data = Path(data) if data is not None else None
+    if data is not None:
+        ensure_output_apart(run_dir.root, data, field="run")  # a run inside its data would change the data
     created = not run_dir.root.exists()
     try:
         # One writer per run: rank 0 holds the lock for the whole call (the other ranks follow it).
         with writing(run_dir.root) if is_main_process() else contextlib.nullcontext():
+            run_dir.read_manifest()  # a corrupt manifest is refused before anything trains, not after
             derived = preset is None
             if preset is None:
                 preset = derived_or_recorded_preset(run_dir, data, budget, resume, subset, device, overrides)
@@ -97,7 +104,7 @@ def _train_stages(job: TrainJob) -> None:
             job.run.record_stage(name, seconds=seconds, **facts)
     if is_main_process():
         what = "all" if job.stages == ALL else ", ".join(job.stages)
-        print(f"{what}: done in {time.perf_counter() - start:.0f} s -> {job.run.root}")
+        logger.info(f"{what}: done in {time.perf_counter() - start:.0f} s -> {job.run.root}")
 
 
 def _has_budget(run: RunDir, overrides: Sequence[str]) -> bool:
@@ -163,7 +170,7 @@ def derived_or_recorded_preset(run: RunDir, data: Path | None, budget: float | N
     # The layout prior's grid from the run's own training layouts (issue 32).
     preset, probed = derive_measured(dataset.info, num_train, choose_device(device), budget,
                                      layout_grid=lambda latent: choose_layout_grid(dataset, latent, training.ids))
-    print(f"derived preset: {preset.source}")
+    logger.info(f"derived preset: {preset.source}")
     if is_main_process():
         record_plan(run, budget, probed, overrides)  # the budget each stage buys its steps from
     return preset_from_dict(to_dict(preset), list(overrides))
@@ -229,19 +236,14 @@ def _stage_configs(preset: Preset, stages: tuple[str, ...]) -> dict[str, object]
         from msgnet.baselines.obj_cgan import ObjCGANConfig
 
         configs["obj-cgan"] = ObjCGANConfig.from_preset(preset)
-    fields = {"vqvae": "vqvae", "layout-prior": "layout_prior", "prior": "prior"}
-    configs.update({name: getattr(preset, fields[name]) for name in stages if name in fields})
+    configs.update({name: getattr(preset, stage(name).model) for name in stages if stage(name).model})
     return configs
 
 
-# What each stage's batch size must not exceed the training images of.
-_BATCHES = {"vqvae": ("vqvae_train",), "layout-prior": ("layout_prior_train",), "prior": ("prior_train",),
-            "cvqvae": ("vqvae_train", "prior_train"), "obj-cgan": ("vqvae_train",)}
-
-
 def _check_enough_images(preset: Preset, stages: tuple[str, ...], n: int, where: str) -> None:
-    """A subset smaller than a batch would fail only inside the loop, after the record is written."""
-    for key in dict.fromkeys(k for name in stages for k in _BATCHES.get(name, ())):
+    """A subset smaller than a batch would fail only inside the loop, after the record is written (each
+    stage's training sections: the registry's ``Stage.batches``)."""
+    for key in dict.fromkeys(k for name in stages for k in stage(name).batches):
         batch = getattr(preset, key).batch_size
         if n < batch:
             raise UsageError(f"{where}: {n} training images, fewer than {key}.batch_size {batch}")
@@ -299,7 +301,10 @@ def extract_run_codes(run: RunDir, data: Path, device: str | None, skip_existing
     if skip_existing and target.is_file():
         return
     if is_main_process():
-        extract_codes(run.root, data, device=device, train_ids=train_ids, copies=copies, seed=seed)
+        # One writer per run (`msgnet codes extract` beside a training of the same run). A run that does
+        # not exist has no VQ-VAE to encode with: extract_codes refuses it, and the lock must not create it.
+        with writing(run.root) if run.root.is_dir() else contextlib.nullcontext():
+            extract_codes(run.root, data, device=device, train_ids=train_ids, copies=copies, seed=seed)
     else:
         while not target.is_file():
             time.sleep(1.0)
@@ -351,10 +356,10 @@ def _adherence(preset: Preset, run: RunDir, device: str | None) -> Callable | No
 
     probe = adherence_probe(run.root, pairs, choose_device(device), seed=preset.prior_train.seed)
     if probe is None:
-        print(f"prior: no QC segmenter trained on this run's images in {run.qc_segmenter} "
-              "(msgnet run trains it first): no adherence figure at validation")
+        logger.info(f"prior: no QC segmenter trained on this run's images in {run.qc_segmenter} "
+                    "(msgnet run trains it first): no adherence figure at validation")
     else:
-        print(f"prior: adherence of {pairs} decoded samples at every validation, scored by the QC segmenter")
+        logger.info(f"prior: adherence of {pairs} decoded samples at every validation, scored by the QC segmenter")
     return probe
 
 
@@ -378,4 +383,4 @@ _TRAINERS: dict[str, Callable[[TrainJob], None]] = {
     "vqvae": _train_vqvae, "codes": _extract, "layout-prior": _train_layout_prior, "prior": _train_prior,
     "cvqvae": _train_cvqvae, "obj-cgan": _train_obj_cgan,
 }
-_TRAINED = tuple(s for s in stages_of("msgnet") + stages_of("cvqvae") + stages_of("obj-cgan") if s.weights)
+_TRAINED = trained_stages()

@@ -8,6 +8,8 @@ whose generator saw real images the U-Net does not (extra real data would sneak 
 from __future__ import annotations
 
 import json
+import logging
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from msgnet.augmentation.standard import AugmentationSettings
 from msgnet.data.format import Dataset
 from msgnet.data.subsets import seeded_subset
 from msgnet.errors import UsageError
+from msgnet.io import ensure_output_apart
 from msgnet.evaluation.benchmark.verdict import verdict_for
 from msgnet.evaluation.dice import DICE_DEFINITION
 from msgnet.evaluation.benchmark.policy import PairPolicy
@@ -28,10 +31,13 @@ from msgnet.evaluation.benchmark.runner import Arrays, BenchmarkData, run_benchm
 from msgnet.evaluation.benchmark.settings import POLICY_PREFIX, SETTING_KINDS, make_settings
 from msgnet.evaluation.benchmark.protocol import UNetProtocol
 
+logger = logging.getLogger(__name__)
 
-@dataclass
+
+@dataclass(frozen=True)
 class AugmentRequest:
-    """What `msgnet eval augment` was asked to do."""
+    """What `msgnet eval augment` was asked to do. Paths may be ``str`` or ``Path``; every value is checked
+    here, naming its field, before a U-Net trains; ``json_path`` never lies inside an input."""
 
     real: Path
     synthetic: Path | None = None
@@ -47,6 +53,39 @@ class AugmentRequest:
     json_path: Path | None = None
     resume: bool = False
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("real", "synthetic", "json_path"):
+            value = getattr(self, name)
+            if value is None and name != "real":
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise UsageError(f"{name}: a path (str or Path), not {type(value).__name__}")
+            object.__setattr__(self, name, Path(value))
+        if not isinstance(self.protocol, UNetProtocol):
+            raise UsageError(f"protocol: a UNetProtocol, not {type(self.protocol).__name__}")
+        self.protocol.validate()
+        _check_whole("seeds", self.seeds)
+        if self.keep_policies is not None:
+            _check_whole("keep_policies", self.keep_policies)
+        for n in self.subsets or ():
+            _check_whole("subsets", n)
+        if not self.ratios or not all(isinstance(r, numbers.Real) and not isinstance(r, bool)
+                                      and 0 < r < float("inf") for r in self.ratios):  # also refuses NaN
+            raise UsageError(f"ratios: positive finite numbers, not {list(self.ratios)!r}")
+        unknown = [k for k in self.settings if k not in SETTING_KINDS]
+        if unknown:
+            raise UsageError(f"settings: unknown setting {unknown[0]!r} (known: {', '.join(SETTING_KINDS)})")
+        parse_policies(list(self.policies))
+        if self.json_path is not None:
+            ensure_output_apart(self.json_path, self.real, self.synthetic, field="json_path")
+
+
+def _check_whole(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UsageError(f"{name}: a whole number, not {value!r}")
+    if value < 1:
+        raise UsageError(f"{name}: must be at least 1")
 
 
 def check_output(path: Path | None, resume: bool) -> None:
@@ -130,15 +169,12 @@ def parse_policies(specs: list[str]) -> list[PairPolicy]:
         raise UsageError(f"policies: {exc}") from None
 
 
-def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = print) -> dict:
+def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = logger.info) -> dict:
     """Open, check, run and (with ``json_path``) write the benchmark; returns the result."""
     from msgnet.evaluation.inputs import check_compatible, open_input
     from msgnet.device import choose_device
 
     protocol = req.protocol
-    protocol.validate()
-    if req.seeds < 1:
-        raise UsageError("seeds: must be at least 1")
     check_output(req.json_path, req.resume)
     real = open_input(req.real, "--real")
     syn = open_input(req.synthetic, "--synthetic") if req.synthetic is not None else None
@@ -154,8 +190,6 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = prin
         done = _load_done(req.json_path, protocol, real.root, None if syn is None else syn.root)
     augmentation = AugmentationSettings.for_dataset(real.info.augmentations)
     policies = parse_policies(req.policies)
-    if req.keep_policies is not None and req.keep_policies < 1:
-        raise UsageError("keep_policies: must be at least 1")
     settings = make_settings(req.settings, req.ratios, syn is not None, policies)
     if not settings:
         raise UsageError("settings: nothing to run (the synthetic settings need --synthetic)")

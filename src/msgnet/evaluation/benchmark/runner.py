@@ -14,7 +14,7 @@ every seed, a MONAI U-Net learns to segment layouts in each setting
 * ``synthetic-only``         generated pairs only ("diversity" in Table 1);
 * ``pairs:POLICY``           real + standard augmentation + generated pairs used under a policy
                              (:mod:`msgnet.evaluation.benchmark.policy`: union, on top, loss weight,
-                             pixel filter, pretraining).
+                             pixel filter, pretraining, copy-paste on top as well).
 
 Every on-top setting draws the same real batches step for step
 (:mod:`msgnet.evaluation.benchmark.exposure`), every setting trains for the same number of steps,
@@ -25,6 +25,7 @@ written after every training, so ``--resume`` skips what is done.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -40,6 +41,8 @@ from msgnet.evaluation.benchmark.settings import (SETTING_KINDS, Setting, halvin
                                                   make_settings)
 from msgnet.evaluation.benchmark.training import DeviceSet, TrainedUNet, evaluate_dice, train_unet
 from msgnet.evaluation.stats import mean_std
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,13 +91,18 @@ class _Context:
     progress: bool
 
 
+def _copy_paste(ctx: _Context, real_arrays: Arrays, ratio: float | None, seed: int, objects) -> DeviceSet:
+    """``ratio`` x N copy-paste images of the N real ones; one seed, one set (a baseline's and a policy's alike)."""
+    num = max(1, int(round((ratio or 1.0) * len(real_arrays))))
+    cp_imgs, cp_lays = copy_paste_set(real_arrays.images, real_arrays.layouts, num, seed, objects)
+    return DeviceSet.from_arrays(cp_imgs, cp_lays, ctx.device)
+
+
 def _added_set(ctx: _Context, setting: Setting, real_arrays: Arrays, seed: int, objects) -> DeviceSet | None:
     """The images ``setting`` adds: copy-paste images of the N real ones, or generated pairs."""
     n = len(real_arrays)
     if setting.added == "copy-paste":
-        num = max(1, int(round((setting.ratio or 1.0) * n)))
-        cp_imgs, cp_lays = copy_paste_set(real_arrays.images, real_arrays.layouts, num, seed, objects)
-        return DeviceSet.from_arrays(cp_imgs, cp_lays, ctx.device)
+        return _copy_paste(ctx, real_arrays, setting.ratio, seed, objects)
     syn = ctx.synthetic
     if setting.added != "synthetic" or syn is None:
         return None
@@ -108,12 +116,15 @@ def _added_set(ctx: _Context, setting: Setting, real_arrays: Arrays, seed: int, 
 
 
 def _train_one(ctx: _Context, setting: Setting, real: DeviceSet, added: DeviceSet | None, seed: int,
-               desc: str) -> tuple[TrainedUNet, ExposurePlan]:
+               desc: str, copy_paste: DeviceSet | None = None) -> tuple[TrainedUNet, ExposurePlan]:
+    """Train one U-Net; ``copy_paste``: the copy-paste images a policy puts on top beside its pairs."""
     n = len(real) if setting.real else 0
     policy, steps = setting.mixing, ctx.protocol.steps(len(real))
-    pool = DeviceSet.pool(real if setting.real else None, added, added_generated=setting.added == "synthetic")
+    pool = DeviceSet.pool(real if setting.real else None, added, added_generated=setting.added == "synthetic",
+                          copy_paste=copy_paste)
     plan = make_plan(n, 0 if added is None else len(added), ctx.protocol.batch_size, policy.ratio, steps, seed,
-                     mixing=policy.mixing, pretrain_steps=policy.pretrain_steps(steps))
+                     mixing=policy.mixing, pretrain_steps=policy.pretrain_steps(steps),
+                     num_copy_paste=0 if copy_paste is None else len(copy_paste), copy_paste_ratio=policy.copy_paste)
     augment = StandardAugmentation(ctx.augmentation, ctx.device, seed=1_000 + seed) if setting.augment else None
     loss = PairLoss(policy.weight, ignores_pixels=policy.filter_k is not None)
     trained = train_unet(pool, plan, ctx.data.num_classes, ctx.protocol, seed, augment=augment,
@@ -130,10 +141,11 @@ def _filtered(ctx: _Context, added: DeviceSet, judge: torch.nn.Module, real: Dev
 
 
 def _record(setting: Setting, real: DeviceSet, added: DeviceSet | None, plan: ExposurePlan, trained: TrainedUNet,
-            res, seed: int) -> dict:
+            res, seed: int, copy_paste: DeviceSet | None = None) -> dict:
     n = len(real)
+    num_cp = 0 if copy_paste is None else len(copy_paste)
     run = {"n": n, "setting": setting.name, "seed": seed, "train_real": n if setting.real else 0,
-           "train_added": 0 if added is None else len(added), "steps": plan.steps,
+           "train_added": (0 if added is None else len(added)) + num_cp, "steps": plan.steps,
            "real_per_step": 0 if plan.real is None else int(plan.real.shape[1]),
            "added_per_step": 0 if plan.added is None else int(plan.added.shape[1]),
            "pretrain_steps": plan.pretrain_steps, "real_batches_sha1": _digest(plan.real),
@@ -142,6 +154,8 @@ def _record(setting: Setting, real: DeviceSet, added: DeviceSet | None, plan: Ex
            "curve": trained.curve, **res.to_json()}
     if added is not None and setting.policy is not None and setting.policy.filter_k is not None:
         run["generated_pixels_kept"] = float((added.layouts != IGNORE).float().mean())
+    if num_cp:
+        run["copy_paste_images"], run["copy_paste_per_step"] = num_cp, plan.copy_paste_columns
     return run
 
 
@@ -157,7 +171,7 @@ def run_benchmark(
     done: dict[str, dict] | None = None,
     on_run: Callable[[str, dict], None] | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logger.info,
     keep_policies: int | None = None,
 ) -> dict[str, dict]:
     """Train and test every (N, setting, seed); returns {"N/setting/seed": run record}.
@@ -180,7 +194,7 @@ def run_benchmark(
         real_arrays = data.real_train.subset([row_of[i] for i in ids])
         n = len(real_arrays)
         real = DeviceSet.from_arrays(real_arrays.images, real_arrays.layouts, device)
-        objects = cut_objects(real_arrays.layouts) if any(s.added == "copy-paste" for s in settings) else None
+        objects = cut_objects(real_arrays.layouts) if any(_pastes(s) for s in settings) else None
         judges: dict[int, torch.nn.Module] = {}  # seed -> the real + augmentation U-Net (the pixel filter's judge)
         while True:
             of_n = {key.split("/", 1)[1]: r for key, r in runs.items() if r["n"] == n}
@@ -194,12 +208,14 @@ def run_benchmark(
                     judges[seed] = _train_one(ctx, make_settings(["augment"], [], False)[0], real, None, seed,
                                               f"N={n} augment seed {seed} (pixel filter's judge)")[0].model
                 added = _filtered(ctx, added, judges[seed], real, setting.policy.filter_k)
+            pasted = (None if setting.policy is None or setting.policy.copy_paste is None
+                      else _copy_paste(ctx, real_arrays, setting.policy.copy_paste, seed, objects))
             trained, plan = _train_one(ctx, setting, real, added, seed,
-                                       f"N={n} {setting.name} seed {seed} ({len(todo)} to go)")
+                                       f"N={n} {setting.name} seed {seed} ({len(todo)} to go)", copy_paste=pasted)
             if setting.name == "augment":
                 judges[seed] = trained.model
             res = evaluate_dice(trained.model, ctx.test, data.num_classes, protocol.eval_batch_size)
-            run = _record(setting, real, added, plan, trained, res, seed)
+            run = _record(setting, real, added, plan, trained, res, seed, copy_paste=pasted)
             if setting.name == "real" and ctx.synthetic is not None:
                 run["segmentation_fidelity"] = evaluate_dice(trained.model, ctx.synthetic, data.num_classes,
                                                              protocol.eval_batch_size).dice
@@ -209,8 +225,13 @@ def run_benchmark(
                 + ("" if trained.stopped_at is None else f" (stopped early at step {trained.stopped_at})"))
             if on_run is not None:
                 on_run(key, run)
-            del trained, added
+            del trained, added, pasted
     return runs
+
+
+def _pastes(setting: Setting) -> bool:
+    """Does ``setting`` train on copy-paste images (a baseline's, or a policy's beside its pairs)?"""
+    return setting.added == "copy-paste" or (setting.policy is not None and setting.policy.copy_paste is not None)
 
 
 def summarise(runs: dict[str, dict], settings: Sequence[Setting], num_classes: int) -> list[dict]:

@@ -20,6 +20,14 @@ CSV_COLUMNS = ("id", "kept", "kept_id", "reasons") + FLOAT_COLUMNS[:2] + ("objec
     TEXT_COLUMNS + ("pixel_nn", "pixel_distance", "feature_nn", "feature_distance", "contrast", "saturation",
                     "smallest_object")
 HISTOGRAM_SCORES = ("dice", "found_fraction", "pixel_distance", "feature_distance")
+REPORT_SUFFIX = "-qc"
+
+
+def report_dir_beside(dataset_dir: Path) -> Path:
+    """Where `msgnet qc` without ``--out`` writes its report: ``DATA-qc/`` beside the scored set, never
+    inside it (the set is an input; writing into it would change what a later command reads)."""
+    dataset_dir = Path(dataset_dir)
+    return dataset_dir.parent / f"{dataset_dir.name}{REPORT_SUFFIX}"
 
 
 def csv_rows(ids: Sequence[int], table: ScoreTable, reasons: Sequence[Sequence[str]],

@@ -8,6 +8,8 @@ incompatible sets, an output that exists. The kept pairs form a valid dataset wh
 from __future__ import annotations
 
 import collections
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,21 +20,27 @@ from tqdm import tqdm
 from msgnet.data.format import Dataset, DatasetInfo, DatasetWriter, open_dataset
 from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training
 from msgnet.errors import UsageError
-from msgnet.io import check_can_write
+from msgnet.io import check_can_write, ensure_output_apart, is_msgnet_dataset
 from msgnet.evaluation.stats import fmt_rate
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
 from msgnet.evaluation.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid,
-                                          severity_order, write_summary)
+                                          report_dir_beside, severity_order, write_summary)
 from msgnet.evaluation.qc.scores import ScoreTable
+
+logger = logging.getLogger(__name__)
 
 QC_KEY = "qc"
 REJECTED_SHOWN = 16
 SCORE_BATCH = 1024
+REPORT_FILES = ("qc.csv", "qc.json", "rejected.png", "qc_histograms.png")
 
 
-@dataclass
+@dataclass(frozen=True)
 class QCRequest:
-    """What `msgnet qc` was asked to do."""
+    """What `msgnet qc` was asked to do. Paths may be ``str`` or ``Path``. ``out``: the kept pairs as a
+    dataset, with the report; without it, the report alone goes to ``report`` (default ``DATA-qc/``
+    beside ``data``). ``segmenter``: where the consistency segmenter is cached (default: the generator's
+    ``RUN/qc/segmenter``, else the real set's ``.cache``). No output may lie inside an input."""
 
     data: Path
     real: Path
@@ -41,6 +49,43 @@ class QCRequest:
     settings: QCSettings = field(default_factory=QCSettings)
     device: str | None = None
     progress: bool = True
+    report: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("data", "real", "out", "segmenter", "report"):
+            value = getattr(self, name)
+            if value is None and name not in ("data", "real"):
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise UsageError(f"{name}: a path (str or Path), not {type(value).__name__}")
+            object.__setattr__(self, name, Path(value))
+        if not isinstance(self.settings, QCSettings):
+            raise UsageError(f"settings: a QCSettings, not {type(self.settings).__name__}")
+        if self.out is not None and self.report is not None:
+            raise UsageError("report: only without out (the kept set holds its own report)")
+        if self.out is not None:
+            ensure_output_apart(self.out, self.data, self.real, self.segmenter, field="out")
+        else:
+            ensure_output_apart(self.report_dir, self.data, self.real, self.segmenter, field="report")
+        if self.segmenter is not None:
+            ensure_output_apart(self.segmenter, self.data, field="segmenter")
+
+    @property
+    def report_dir(self) -> Path:
+        """Where the report files go: ``out``, else ``report``, else ``DATA-qc/`` beside the data."""
+        return self.out or self.report or report_dir_beside(self.data)
+
+
+def check_report_dir(path: Path) -> None:
+    """A report-only folder is new, empty, or an earlier QC report (replaced); nothing else is written over."""
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UsageError(f"report: {path} is a file, not a folder")
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in REPORT_FILES)
+        if is_msgnet_dataset(path) or foreign:
+            raise UsageError(f"report: {path} holds more than a QC report ({foreign[0] if foreign else 'a dataset'}); "
+                             "give out, or another report folder")
+    check_can_write(path)
 
 
 def check_compatible(g: DatasetInfo, where: Path, real: Dataset) -> None:
@@ -91,6 +136,8 @@ def run_qc(req: QCRequest) -> dict[str, Any]:
     check_compatible(gen.info, gen.root / "dataset.json", real)
     if req.out is not None and req.out.exists():
         raise UsageError(f"{req.out}: already exists (choose another --out or remove it)")
+    if req.out is None:
+        check_report_dir(req.report_dir)
     segmenter_dir = req.segmenter or default_segmenter_dir(gen, real)
     if segmenter_dir.exists() and not segmenter_dir.is_dir():  # before the segmenter trains, not after
         raise UsageError(f"segmenter {segmenter_dir}: a file, not a folder (where the QC segmenter is kept)")
@@ -98,11 +145,11 @@ def run_qc(req: QCRequest) -> dict[str, Any]:
     device = choose_device(req.device)
     qc = QualityControl.prepare(real, segmenter_dir, req.settings, device,
                                 reference_ids(gen, real), progress=req.progress)
-    print(qc.describe_text())
+    logger.info(qc.describe_text())
     splits = [s for s, ids in gen.info.splits.items() if ids]
     tables, ids, split_of, arrays = [], [], [], []
     for split in splits:
-        images, layouts = gen.load_split(split)
+        images, layouts = gen.load_split(split, cache=False)  # nothing is written into the scored set
         for start in tqdm(range(0, len(images), SCORE_BATCH), desc=f"qc {split}", unit="batch",
                           disable=not req.progress, leave=False):
             tables.append(qc.score(images[start : start + SCORE_BATCH], layouts[start : start + SCORE_BATCH]))
@@ -119,7 +166,7 @@ def run_qc(req: QCRequest) -> dict[str, Any]:
     kept_ids: list[int | None] = [None] * len(reasons)
     for new_id, k in enumerate(kept):
         kept_ids[k] = new_id
-    report_dir = req.out if req.out is not None else gen.root / "qc"
+    report_dir = req.report_dir
     writer = None
     if req.out is not None:
         info = gen.info
@@ -145,7 +192,7 @@ def run_qc(req: QCRequest) -> dict[str, Any]:
         if writer is not None:
             writer.abort()
         raise
-    summary["report_dir"] = str(req.out if req.out is not None else report_dir)
+    summary["report_dir"] = str(req.report_dir)
     return summary
 
 
