@@ -24,8 +24,9 @@ from msgnet.errors import UsageError
 from msgnet.layouts import downsample_layout, layout_to_objects, upsample_layout
 from msgnet.preset_derivation import derive_preset, measure_step_seconds
 from msgnet.sampling.cached import sample_cached
-from msgnet.sampling.pipeline import GenerationSettings, codes_rule, sample_batch
+from msgnet.sampling.engine import STREAM_IMAGE, STREAM_LAYOUT, Engine, pair_generators
 from msgnet.sampling.run import load_generation_run
+from msgnet.sampling.settings import GenerationSettings
 from tests.fixtures import make_tiny_dataset
 
 RULE = {"object_count": {"min": 1, "max": 2}}
@@ -148,9 +149,10 @@ def test_a_finer_layout_grid_trains_and_samples_full_size_pairs(finer_run):
     run = load_generation_run(run_dir, device="cpu")
     assert (run.layout_prior.config.height, run.layout_prior.config.width) == (8, 8)
     assert run.images.latent_hw == (4, 4)
-    settings = GenerationSettings(num=5, seed=3)
+    engine = Engine(run, run_dir)
     sample, seen = _recording(sample_cached)
-    batch = sample_batch(run, settings, sample, 0, 5)
+    request = replace(engine.prepare(GenerationSettings(num=5, seed=3, batch_size=5)), sample=sample)
+    batch = engine.batch(request, 0)
     drawn = seen["layout"]
     assert drawn.shape == (5, 8, 8)
     # The annotation is the drawn layout at full size; the codes prior sees it at the latent grid.
@@ -169,6 +171,9 @@ def test_layout_coherency_evaluates_a_finer_layout_prior(finer_run):
     result = sample_layout_coherency(run_dir, 6, device="cpu", progress=False)
     assert result.num == 6 and sum(result.object_counts.values()) == 6
     assert all(lay.shape == (16, 16) for lay, _ in result.examples)
+    # The engine's layouts: those the pairs of `msgnet sample` get for the seed, at any batch size.
+    pairs = msgnet.MSGNet.from_pretrained(run_dir, device="cpu").sample(6, seed=0, batch_size=4)
+    assert np.array_equal(np.stack([lay for lay, _ in result.examples]), pairs.layouts)
 
 
 def test_a_finer_grid_needs_the_training_data(finer_run, tmp_path):
@@ -190,16 +195,21 @@ def equal_run(tmp_path_factory):
 
 def test_equal_grids_sample_exactly_as_before(equal_run):
     run = load_generation_run(equal_run[1], device="cpu")
-    settings = GenerationSettings(num=4, seed=7, guidance=1.0)
+    engine = Engine(run, equal_run[1])
+    settings = GenerationSettings(num=8, seed=7, guidance=1.0, batch_size=4)
+    request = engine.prepare(settings)
     for b in range(2):
-        batch = sample_batch(run, settings, sample_cached, b, 4)
-        # The code path before issue 32, step by step: the drawn tokens are the condition itself.
-        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + b)
+        batch = engine.batch(request, b)
+        # The code path before issue 32, step by step: the drawn tokens are the condition itself
+        # (each pair from its own generators, msgnet.sampling.engine).
+        pairs = range(4 * b, 4 * b + 4)
         with torch.inference_mode():
             latent = sample_cached(run.layout_prior, 4, condition=None, temperature=settings.temperature_layout,
-                                   top_k=None, top_p=None, generator=gen, batch_size=4).cpu()
+                                   top_k=None, top_p=None, generator=pair_generators(7, pairs, STREAM_LAYOUT),
+                                   batch_size=4).cpu()
             full = upsample_layout(latent.numpy().astype(np.uint8), (16, 16))
-            images = run.images.images(full, latent, gen, sample_cached, codes_rule(settings))
+            images = run.images.images(full, latent, pair_generators(7, pairs, STREAM_IMAGE), sample_cached,
+                                       settings.codes_rule())
         old = (images.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         assert np.array_equal(batch.layouts, full) and np.array_equal(batch.images, old)
 

@@ -16,6 +16,11 @@ from msgnet.sampling.real_layouts import RealLayoutMaker
 RULE = {"object_count": {"min": 3, "max": 3}, "no_overlap": True}
 
 
+def _rngs(num: int, seed: int) -> list[np.random.Generator]:
+    """One rng per layout, as the engine gives each pair its own stream."""
+    return [np.random.default_rng([seed, k]) for k in range(num)]
+
+
 def _real_layouts(num: int = 30, size: int = 32, seed: int = 0) -> np.ndarray:
     """Layouts of exactly three non-overlapping boxes, as a Multi-MNIST-like rule demands."""
     rng = np.random.default_rng(seed)
@@ -32,7 +37,7 @@ def _real_layouts(num: int = 30, size: int = 32, seed: int = 0) -> np.ndarray:
 def test_made_layouts_keep_the_rule_and_record_their_recipe():
     real = _real_layouts()
     maker = RealLayoutMaker(real, list(range(100, 130)), RULE, ("affine",))
-    made, provenance = maker.make(120, (5, 0))
+    made, provenance = maker.make(_rngs(120, 5))
     assert made.shape == (120, 32, 32) and len(provenance) == 120
     for lay in made:
         objects = layout_to_objects(lay)
@@ -46,17 +51,18 @@ def test_made_layouts_keep_the_rule_and_record_their_recipe():
     # New layouts, not copies: most differ from every real one.
     copies = sum(any(np.array_equal(lay, r) for r in real) for lay in made)
     assert copies < 30
-    # A pure function of the seed.
-    again, again_prov = maker.make(120, (5, 0))
+    # A pure function of the rngs: each layout of its own (the first ten alone are the same ten).
+    again, again_prov = maker.make(_rngs(120, 5))
     assert np.array_equal(made, again) and again_prov == provenance
-    other, _ = maker.make(120, (5, 1))
+    assert np.array_equal(maker.make(_rngs(10, 5))[0], made[:10])
+    other, _ = maker.make(_rngs(120, 6))
     assert not np.array_equal(made, other)
 
 
 def test_without_a_rule_or_transforms_objects_are_recombined():
     real = _real_layouts(num=10)
     maker = RealLayoutMaker(real, list(range(10)), None, ())
-    made, provenance = maker.make(40, (0, 0))
+    made, provenance = maker.make(_rngs(40, 0))
     assert all(p["recipe"] == "recombine" for p in provenance)
     assert all(len(layout_to_objects(lay)) >= 1 for lay in made)
     # A recombined layout holds only classes of real objects, each placed on background.
@@ -68,7 +74,7 @@ def test_a_rule_the_recipes_cannot_keep_falls_back_to_real_layouts():
     impossible = {"object_count": {"min": 3, "max": 3}, "region": {"x": 0, "y": 0, "w": 32, "h": 32},
                   "allowed_class_sets": [sorted(int(o.category_id) for o in layout_to_objects(real[0]))]}
     maker = RealLayoutMaker(real, list(range(5)), impossible, ("affine",))
-    made, provenance = maker.make(10, (1, 2))
+    made, provenance = maker.make(_rngs(10, 1))
     for lay, p in zip(made, provenance):
         assert not rule_violations(impossible, layout_to_objects(lay), lay) or p["recipe"] == "real"
 
@@ -94,15 +100,13 @@ def test_sampling_with_layouts_made_from_real_ones_records_them(tiny_run, tmp_pa
     assert "made from" in meta["mode"] and sorted(meta["layout_provenance"], key=int) == [str(i) for i in range(6)]
     train_ids = set(open_dataset(data).ids("train"))
     assert all(p["from"] in train_ids for p in meta["layout_provenance"].values())
-    # The layouts written are the maker's, for the same seed and batch.
-    from msgnet.sampling.pipeline import _real_layout_maker, GenerationSettings
-    from msgnet.sampling.run import load_generation_run
+    # The layouts written are the maker's, each from its pair's own stream of the seed.
+    from msgnet.sampling.engine import STREAM_REAL_LAYOUT, Engine, pair_seed
 
-    settings = GenerationSettings(num=6, batch_size=4, layout_source="real")
-    maker = _real_layout_maker(run, load_generation_run(run, need_layout_prior=False, device="cpu"), settings)
-    expected, _ = maker.make(4, (0, 0))
+    maker = Engine.load(run, need_layout_prior=False, device="cpu").real_layout_maker()
+    expected, _ = maker.make([np.random.default_rng(pair_seed(0, i, STREAM_REAL_LAYOUT)) for i in range(6)])
     _, layouts = open_dataset(out).load_split("train")
-    assert np.array_equal(layouts[:4], expected)
+    assert np.array_equal(layouts, expected)
 
 
 def test_layout_source_is_checked(tiny_run, tmp_path, capsys):

@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=Path, required=True, help="a run trained with `msgnet train all`")
     p.add_argument("--num", type=int, required=True, help="number of pairs to generate")
     p.add_argument("--out", type=Path, required=True, help="output dataset folder (must not exist)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="pair i draws from its own streams seeded by (seed, i): the same pairs at any --batch-size, "
+                   "under torchrun or resumed, and from MSGNet.sample [0]")
     p.add_argument("--temperature-layout", type=float, default=1.0)
     # None: the library resolves it to the run's choice (msgnet.sampling.defaults), the one place that default lives.
     p.add_argument("--temperature-codes", type=float, default=None, metavar="T",
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="classifier-free layout guidance of the codes prior: logits = uncond + S (cond - uncond), "
                    "1: none; any other S needs a prior trained with prior.condition_dropout > 0 "
                    "[the run's choice: RUN/probe.json, else 1]")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="pairs drawn at once: speed and memory only [16]")
     p.add_argument("--sampler", choices=["cached", "reference", "cuda-graph"], default="cached",
                    help="cached: exact incremental sampler (fast); reference: one full pass per token; "
                    "cuda-graph: the cached sampler's steps captured in CUDA graphs (GPU only, same tokens)")

@@ -11,13 +11,12 @@ into objects and checks them against the rule the training data declared.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from msgnet.data.rules import rule_violations
 from msgnet.errors import UsageError
@@ -77,36 +76,28 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
                             keep_examples: int = 64) -> LayoutCoherency:
     """Sample ``num`` layouts and check them against the run's rule (or only its ``parts``).
 
+    The layouts are the engine's (:mod:`msgnet.sampling.engine`): layout ``i`` of a seed is the layout
+    pair ``i`` of `msgnet sample` with that seed and layout temperature gets, at any batch size.
     The first ``keep_examples`` layouts are kept in the result for :meth:`LayoutCoherency.preview`.
     """
     import time
 
-    from msgnet.models.priors import load_prior
-    from msgnet.sampling.cached import sample_cached
-    from msgnet.sampling.run import read_run_info
-    from msgnet.device import choose_device
     from msgnet.run_dir import RunDir
+    from msgnet.sampling.engine import Engine, Progress
+    from msgnet.sampling.run import read_run_info
+    from msgnet.sampling.settings import GenerationSettings
 
-    if num < 1:
-        raise UsageError("num: must be at least 1")
-    info = read_run_info(run_dir)
-    run = RunDir(run_dir)
-    rule = _rule_parts(info.rule, parts, run.dataset_json)
-    if not run.has_weights("layout-prior"):
-        raise UsageError(f"{run.layout_prior}: no trained layout prior here")
-    dev = choose_device(device)
-    model = load_prior(run.layout_prior).to(dev).eval()
+    if not math.isfinite(temperature) or temperature <= 0:  # named as this command calls it, before the settings
+        raise UsageError(f"temperature: must be a positive finite number, got {temperature}")
+    settings = GenerationSettings(num=num, seed=seed, temperature_layout=temperature, batch_size=batch_size)
+    settings.validate()
+    info = read_run_info(Path(run_dir))
+    rule = _rule_parts(info.rule, parts, RunDir(run_dir).dataset_json)
+    engine = Engine.load_layouts(run_dir, device=device)
     result = LayoutCoherency(num=num, violating=0, rule=rule, palette=info.palette)
     start = time.perf_counter()
-    bar = tqdm(total=num, desc="layouts", unit="layout", disable=not progress)
-    for b, first in enumerate(range(0, num, batch_size)):
-        n = min(batch_size, num - first)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        with torch.inference_mode():
-            small = sample_cached(model, n, condition=None, temperature=temperature, generator=gen, batch_size=n)
-        _check(result, upsample_layout(small.cpu().numpy().astype(np.uint8), info.image_size), keep_examples)
-        bar.update(n)
-    bar.close()
+    for batch in engine.iter_layouts(engine.prepare(settings), progress=Progress("layouts", "layout", progress)):
+        _check(result, batch.layouts, keep_examples)
     result.seconds = time.perf_counter() - start
     return result
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.threads import ThreadChooser
 from msgnet.sampling.cached_layers import BlockCache, PointwiseGated, folded_matrix
-from msgnet.sampling.common import plan_sampling, token_rule
+from msgnet.sampling.common import Randomness, plan_sampling, token_rule
 
 
 class CachedSampler:
@@ -209,7 +209,7 @@ def sample_cached(
     num: int,
     condition: torch.Tensor | None = None,
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Randomness = None,
     batch_size: int = 16,
     threads: int | None = None,
     token_threads: int | None = None,

@@ -1,7 +1,8 @@
 """What the reference and the cached sampler share, so that they agree token for token.
 
 Randomness is consumed in one fixed way: all uniforms u (num, H, W) are drawn from the
-generator up front (float64), and the token at p is the inverse CDF of
+generator up front (float64), one map per generator when the caller gives one generator per map
+(:mod:`msgnet.sampling.engine` does: a pair's randomness is its own), and the token at p is the inverse CDF of
 softmax(logits / temperature) at u[p] (after guidance and truncation: :mod:`msgnet.sampling.rule`),
 computed in float64. The result is therefore
 independent of the batch size and of how the logits were computed; two samplers whose
@@ -12,19 +13,26 @@ boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence, Union
 
 import torch
 
 from msgnet.sampling.rule import TokenRule
 
-def draw_uniforms(
-    num: int, height: int, width: int, generator: torch.Generator | None
-) -> torch.Tensor:
-    """All uniforms a sampling run consumes, (num, H, W) float64 on the CPU."""
+# What a sampler draws its uniforms from: one generator for all maps, one per map, or torch's default.
+Randomness = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def draw_uniforms(num: int, height: int, width: int, generator: Randomness) -> torch.Tensor:
+    """All uniforms a sampling run consumes, (num, H, W) float64 on the CPU; map k's from ``generator[k]``
+    when one generator per map is given, so that a map's tokens do not depend on the maps beside it."""
     if num < 1:
         raise ValueError(f"sampling: number of samples must be positive, got {num}")
-    return torch.rand((num, height, width), generator=generator, dtype=torch.float64)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand((num, height, width), generator=generator, dtype=torch.float64)
+    if len(generator) != num:
+        raise ValueError(f"sampling: {len(generator)} generators for {num} maps")
+    return torch.stack([torch.rand((height, width), generator=g, dtype=torch.float64) for g in generator])
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -107,7 +115,7 @@ class SamplingPlan:
 
 
 def plan_sampling(model: torch.nn.Module, num: int, condition: torch.Tensor | None, rule: TokenRule,
-                  generator: torch.Generator | None, batch_size: int) -> SamplingPlan:
+                  generator: Randomness, batch_size: int) -> SamplingPlan:
     """Check a sampling call's arguments and draw all its uniforms up front."""
     cfg = model.config  # type: ignore[attr-defined]
     batch_size = check_batch_size(batch_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -51,3 +52,16 @@ def load_given_layouts(source: str, info: DatasetInfo) -> list[np.ndarray]:
             per_image[int(a["image_id"])].append(ObjectAnnotation(cid, (x * sx, y * sy, bw * sx, bh * sy)))  # type: ignore[arg-type]
         return [boxes_to_layout(objs, (h, w)) for _, objs in sorted(per_image.items())]
     raise UsageError(f"{path}: no such dataset folder or COCO json")
+
+
+def given_layout_arrays(layouts: Sequence[np.ndarray], info: DatasetInfo) -> list[np.ndarray]:
+    """Class maps handed over in memory (``MSGNet.sample(layouts=...)``), checked against the run."""
+    given = [np.asarray(layout, dtype=np.uint8) for layout in layouts]
+    bad = [g.shape for g in given if g.shape != tuple(info.image_size)]
+    if bad:
+        raise UsageError(f"layouts: a layout is {bad[0]}, the run makes {tuple(info.image_size)}")
+    known = {c.id for c in info.classes}
+    unknown = sorted({int(c) for g in given for c in np.unique(g)} - known)
+    if unknown:
+        raise UsageError(f"layouts: class id {unknown[0]} is not a class of the run")
+    return given

@@ -23,7 +23,7 @@ import torch
 
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.sampling.cached import CachedSampler
-from msgnet.sampling.common import plan_sampling, token_rule
+from msgnet.sampling.common import Randomness, plan_sampling, token_rule
 from msgnet.sampling.rule import TokenRule
 
 
@@ -85,7 +85,7 @@ class CudaGraphSampler:
         num: int,
         condition: torch.Tensor | None = None,
         temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: Randomness = None,
         batch_size: int = 16,
         top_k: int | None = None,
         top_p: float | None = None,

@@ -4,8 +4,9 @@ Sampling needs no gradients to agree, only the work to be dealt out: the batches
 do are dealt round-robin (round r gives rank k the batch ``pending[r*K + k]``), every
 rank samples its batch on its own device, and the main process gathers each round's
 batches and writes them in batch order, keeping the one ``progress.json`` that
-``--resume`` reads. A batch draws from a generator seeded by ``(seed, batch index)``
-(:func:`msgnet.sampling.pipeline.sample_batch`), so which rank samples it changes nothing:
+``--resume`` reads. Each pair draws from streams seeded by ``(seed, pair index)``
+(:mod:`msgnet.sampling.engine`, whose batch iterator takes :meth:`SamplingRanks.collect` as its
+exchange), so which rank samples a batch changes nothing:
 the images, layouts and annotations are byte-identical for any K (``sampling_seconds`` in
 dataset.json is a wall time and differs from run to run anyway).
 

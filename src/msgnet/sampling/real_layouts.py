@@ -21,7 +21,7 @@ recipe is recorded (``provenance``): the real ids it came from and what was done
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -48,32 +48,36 @@ class RealLayoutMaker:
             raise ValueError("layouts made from real ones need at least one real layout")
         self.objects: list[list[CutObject]] = cut_objects(self.layouts)
         self.donors = [i for i, objs in enumerate(self.objects) if objs]
-
-    def make(self, num: int, seed: tuple[int, int]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """``num`` layouts (num, H, W) uint8 and their provenance, a pure function of ``seed``."""
-        rng = np.random.default_rng(list(seed))
-        augmentation = None
+        # Built once; reseeded from each layout's own rng (one per pair), so a layout depends on its rng alone.
+        self.augmentation = None
         if self.transforms:
-            augmentation = StandardAugmentation(AugmentationSettings.for_dataset(self.transforms), "cpu",
-                                                int(rng.integers(2**62)))
-        out = np.empty((num,) + self.layouts.shape[1:], dtype=np.uint8)
+            self.augmentation = StandardAugmentation(AugmentationSettings.for_dataset(self.transforms), "cpu", 0)
+
+    def make(self, rngs: Sequence[np.random.Generator]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """One layout per rng, (len(rngs), H, W) uint8, and their provenance: layout k is a pure function
+        of ``rngs[k]`` (its pair's own stream, msgnet.sampling.engine)."""
+        out = np.empty((len(rngs),) + self.layouts.shape[1:], dtype=np.uint8)
         provenance = []
-        for k in range(num):
-            base = int(rng.integers(len(self.layouts)))
-            made, record = None, None
-            for _ in range(TRIES):
-                if augmentation is not None and rng.random() < 0.5:
-                    made, record = self._transformed(base, augmentation)
-                else:
-                    made, record = self._recombined(base, rng)
-                if made is not None and self.obeys(made):
-                    break
-                made, base = None, int(rng.integers(len(self.layouts)))
-            if made is None:
-                made, record = self.layouts[base].copy(), {"recipe": "real", "from": self.ids[base]}
-            out[k] = made
+        for k, rng in enumerate(rngs):
+            out[k], record = self.make_one(rng)
             provenance.append(record)
         return out, provenance
+
+    def make_one(self, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+        """One layout drawn with ``rng``, and how it was made."""
+        augmentation = self.augmentation
+        if augmentation is not None:
+            augmentation.generator.manual_seed(int(rng.integers(2**62)))
+        base = int(rng.integers(len(self.layouts)))
+        for _ in range(TRIES):
+            if augmentation is not None and rng.random() < 0.5:
+                made, record = self._transformed(base, augmentation)
+            else:
+                made, record = self._recombined(base, rng)
+            if made is not None and self.obeys(made):
+                return made, record
+            base = int(rng.integers(len(self.layouts)))
+        return self.layouts[base].copy(), {"recipe": "real", "from": self.ids[base]}
 
     def obeys(self, layout: np.ndarray) -> bool:
         """Whether ``layout`` holds objects and keeps the dataset's rule (if it declares one)."""

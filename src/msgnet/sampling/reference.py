@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from msgnet.sampling.common import model_device, plan_sampling, token_rule
+from msgnet.sampling.common import Randomness, model_device, plan_sampling, token_rule
 
 
 @torch.inference_mode()
@@ -17,7 +17,7 @@ def sample_reference(
     num: int,
     condition: torch.Tensor | None = None,
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Randomness = None,
     batch_size: int = 16,
     max_positions: int | None = None,
     top_k: int | None = None,

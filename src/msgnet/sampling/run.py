@@ -19,7 +19,7 @@ from msgnet.data.format import DatasetInfo, open_dataset
 from msgnet.data.provenance import TRAIN_SPLIT, TrainingData, choose_training_data, recorded_training_data
 from msgnet.errors import UsageError
 from msgnet.run_dir import RunDir, stages_of
-from msgnet.sampling.generators import CVQVAEImages, LayoutToImage, MSGNetImages, ObjCGANImages
+from msgnet.sampling.generators import CVQVAEImages, LayoutToImage, MSGNetImages, ObjCGANImages, move_generator
 
 
 def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) -> TrainingData:
@@ -110,16 +110,27 @@ def run_training_data(run_dir: Path) -> tuple[Path, list[int] | None]:
 @dataclass
 class GenerationRun:
     """The trained models of a run: ``images`` turns layouts into images (whichever generator the run
-    trained, :mod:`msgnet.sampling.generators`); ``layout_prior`` draws layouts (None: given ones only)."""
+    trained, :mod:`msgnet.sampling.generators`; None when only the layouts were loaded, see
+    :func:`load_layout_run`); ``layout_prior`` draws layouts (None: given ones only)."""
 
     info: DatasetInfo
-    images: LayoutToImage
+    images: LayoutToImage | None
     layout_prior: torch.nn.Module | None
     device: torch.device
 
     @property
     def method(self) -> str:
-        return self.images.method
+        return self.images.method if self.images is not None else "msgnet"
+
+    def to(self, device: torch.device | str) -> "GenerationRun":
+        """Move every model to ``device`` (in place); returns the run."""
+        dev = torch.device(device)
+        if self.images is not None:
+            move_generator(self.images, dev)
+        if self.layout_prior is not None:
+            self.layout_prior.to(dev)
+        self.device = dev
+        return self
 
 
 def _need(path: Path, what: str) -> Path:
@@ -128,27 +139,48 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
+def _open(run_dir: Path) -> tuple[RunDir, DatasetInfo]:
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    run = RunDir(run_dir)
+    return run, read_run_info(run.root)
+
+
+def _load_layout_prior(run: RunDir, info: DatasetInfo, dev: torch.device,
+                       latent_hw: tuple[int, int] | None) -> torch.nn.Module:
+    from msgnet.models.priors import load_prior
+
+    layout_prior = load_prior(_need(run.layout_prior, "layout prior")).to(dev).eval()
+    _check_layout_grid(run.layout_prior, layout_prior.config, info, latent_hw)
+    return layout_prior
+
+
 def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: str | None = None) -> GenerationRun:
     """The run's generator and (when ``need_layout_prior``) its layout prior, on ``device``."""
     from msgnet.device import choose_device
 
-    if not Path(run_dir).is_dir():
-        raise UsageError(f"{run_dir}: no such run directory")
-    run = RunDir(run_dir)
+    run, info = _open(run_dir)
     dev = choose_device(device)
-    info = read_run_info(run.root)
     method = run.method()
     if need_layout_prior and method != "msgnet":
         raise UsageError(f"{run.root}: a {method} run has no layout prior; give layouts with --layouts DIR|COCO.json")
     images = _LOADERS[method](run, dev)
-    layout_prior = None
-    if need_layout_prior:
-        from msgnet.models.priors import load_prior
-
-        layout_prior = load_prior(_need(run.layout_prior, "layout prior")).to(dev).eval()
-        _check_layout_grid(run.layout_prior, layout_prior.config, info, images.latent_hw)
+    layout_prior = _load_layout_prior(run, info, dev, images.latent_hw) if need_layout_prior else None
     _check_classes(run, info)
     return GenerationRun(info=info, images=images, layout_prior=layout_prior, device=dev)
+
+
+def load_layout_run(run_dir: Path, device: str | None = None) -> GenerationRun:
+    """The run's layout prior alone (``images`` None): layouts can be drawn before the codes prior is trained."""
+    from msgnet.device import choose_device
+
+    run, info = _open(run_dir)
+    if not run.has_weights("layout-prior"):
+        raise UsageError(f"{run.layout_prior}: no trained layout prior here")
+    dev = choose_device(device)
+    # No latent grid to check against: nothing here conditions on one (its drawn layouts go to image size).
+    layout_prior = _load_layout_prior(run, info, dev, latent_hw=None)
+    return GenerationRun(info=info, images=None, layout_prior=layout_prior, device=dev)
 
 
 def _check_layout_grid(path: Path, config: PixelSNAILConfig, info: DatasetInfo,

@@ -3,45 +3,61 @@
 ```python
 import msgnet
 
-generator = msgnet.MSGNet.from_pretrained("runs/job")
-pairs = generator.sample(8, seed=0, guidance=3.0)
+generator = msgnet.MSGNet.from_pretrained("runs/job")  # a run directory, or an export of one
+pairs = generator.sample(8, seed=0, top_p_codes=0.9)
 pairs.images.shape, pairs.layouts.shape     # (8, H, W, C) and (8, H, W), uint8
 pairs.annotations[0]                        # the first pair's objects: class id and box
-pairs.save("generated")                     # a msgnet dataset folder, as `msgnet sample` writes
+pairs.save("generated")                     # the dataset folder `msgnet sample` writes
+generator.save_pretrained("export")         # the models and records sampling needs, nothing else
 ```
 
-Batch ``b`` of a call is drawn exactly as `msgnet sample` draws it (a generator seeded by
-``(seed, b)``), so the same seed and batch size give the same pairs from Python and from the CLI.
+MSGNet owns the engine every sampling front door draws with (:mod:`msgnet.sampling.engine`): `msgnet sample`,
+the probe, QC sampling and layout coherency iterate the same batches, and each pair has its own randomness.
+So pair ``i`` of a seed is the same from Python and from the CLI, at any batch size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from msgnet.data.format import DatasetInfo, DatasetWriter, ObjectAnnotation
+from msgnet.data.format import DatasetInfo, ObjectAnnotation
+from msgnet.data.provenance import generator_training_record
 from msgnet.errors import UsageError
 from msgnet.layouts import layout_to_objects
-from msgnet.run_dir import RunDir
-from msgnet.sampling.defaults import resolve_settings
-from msgnet.sampling.given_layouts import load_given_layouts
-from msgnet.sampling.pipeline import (GenerationSettings, check_guidable, sample_batch,
-                                      sampler_named)
-from msgnet.sampling.run import GenerationRun, load_generation_run
+from msgnet.run_dir import MANIFEST_FORMAT, RunDir
+from msgnet.sampling.engine import SEEDING, Engine, Progress, SampledBatch, SamplingRequest
+from msgnet.sampling.partial_output import PartialOutput
+from msgnet.sampling.pipeline import generated_source
+from msgnet.sampling.run import GenerationRun
+from msgnet.sampling.settings import GenerationSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from msgnet.evaluation.qc.checker import QCSettings, QualityControl
+    from msgnet.workflow.qc_filter import QCReport
 
 
 @dataclass
 class Pairs:
     """Generated pairs: ``images`` (n, H, W, C) and ``layouts`` (n, H, W) uint8 class maps, described by
-    ``info`` (the run's classes, size and palette)."""
+    ``info`` (the run's classes, size and palette); ``source``: the record a set of them keeps in its
+    dataset.json (how they were drawn, the generator's training images); ``qc_report``: what QC sampling
+    writes beside them (None without QC)."""
 
     images: np.ndarray
     layouts: np.ndarray
     info: DatasetInfo
-    settings: dict = field(default_factory=dict)
+    source: dict
+    qc_report: "QCReport | None" = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -51,82 +67,170 @@ class Pairs:
         """Each pair's objects (class id and box), the connected components of its layout."""
         return [layout_to_objects(layout) for layout in self.layouts]
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings the pairs were drawn with (none left to the run), where each came from, the run."""
+        return {**self.source["settings"], "settings_from": self.source["settings_from"], "run": self.source["run"]}
+
     def save(self, out: Path | str) -> Path:
-        """Write the pairs as a msgnet dataset folder (all in the train split); ``out`` must not exist."""
-        info = replace(self.info, splits={"train": [], "val": []},
-                       source={"generated": True, "generator": "msgnet", "settings": self.settings})
+        """Write the pairs as `msgnet sample` writes them: a msgnet dataset folder (all in the train split)
+        with the same dataset.json record, preview and, after QC, report; ``out`` must not exist."""
+        out = Path(out)
+        partial = PartialOutput(out, self.source["settings"], Path(self.source["run"]), False, {"seeding": SEEDING})
+        try:
+            partial.write_batch(0, 0, self.images, self.layouts, self.source["sampling_seconds"])
+        except BaseException:
+            partial.close()
+            shutil.rmtree(partial.dir, ignore_errors=True)
+            raise
+        info = replace(self.info, source=dict(self.source))
         info.name = f"{self.info.name}-generated"
-        with DatasetWriter(out, info) as writer:
-            for image, layout, objects in zip(self.images, self.layouts, self.annotations):
-                writer.add("train", image, layout, objects=objects)
-        return Path(out)
+        report = self.qc_report
+        return partial.finish(info, self.info.palette, None if report is None else lambda d: report.write(d, out))
 
 
 class MSGNet:
     """A trained generator: its layout prior draws a layout, its codes prior the codes given the layout,
-    its VQ-VAE decodes them (or a baseline's models do the same job). Load with :meth:`from_pretrained`."""
+    its VQ-VAE decodes them (or a baseline's models do the same job). Load with :meth:`from_pretrained`;
+    :attr:`engine` draws the pairs (:meth:`iter_batches` for a consumer of its own)."""
 
-    def __init__(self, run: GenerationRun, run_dir: RunDir):
-        self.run = run
-        self.run_dir = run_dir
+    def __init__(self, engine: Engine):
+        self.engine = engine
 
     @classmethod
-    def from_pretrained(cls, run_dir: Path | str, device: str | None = None) -> "MSGNet":
-        """The models of a run trained by `msgnet train all` or `msgnet run` (weights from safetensors)."""
-        run = RunDir(run_dir)
-        has_layout_prior = run.has_weights("layout-prior")
-        return cls(load_generation_run(run.root, need_layout_prior=has_layout_prior, device=device), run)
+    def from_pretrained(cls, path: Path | str, device: str | None = None) -> "MSGNet":
+        """The models of a run trained by `msgnet train all` or `msgnet run`, or of an export of one
+        (:meth:`save_pretrained`); weights from safetensors."""
+        root = RunDir(path)
+        return cls(Engine.load(root.root, need_layout_prior=root.has_weights("layout-prior"), device=device))
+
+    @property
+    def run(self) -> GenerationRun:
+        return self.engine.run
+
+    @property
+    def run_dir(self) -> RunDir:
+        return RunDir(self.engine.run_dir)
 
     @property
     def info(self) -> DatasetInfo:
         """The classes, image size and palette of the run's training data."""
         return self.run.info
 
-    def sample(self, num: int, seed: int = 0, guidance: float | None = None, temperature_codes: float | None = None,
-               temperature_layout: float = 1.0, layouts: Sequence[np.ndarray] | Path | str | None = None,
-               batch_size: int = 16) -> Pairs:
-        """``num`` pairs. ``layouts``: class maps to generate images for (pre-MSGNet; a list of (H, W)
-        arrays, a dataset folder or a COCO json of boxes), used in turn; None draws them from the layout
-        prior. ``guidance``: classifier-free guidance of the codes prior (1: none). ``guidance`` and
-        ``temperature_codes`` left None are the run's choice (``RUN/probe.json``, written by `msgnet run`),
-        else 1; the pairs' ``settings`` record says which values were used and where each came from."""
-        settings = GenerationSettings(num=num, seed=seed, guidance=guidance, temperature_codes=temperature_codes,
-                                      temperature_layout=temperature_layout, batch_size=batch_size,
-                                      layouts_from=str(layouts) if isinstance(layouts, (str, Path)) else None,
-                                      repeat_layouts=True)
-        settings.validate()
-        # The same resolution as `msgnet sample` (SamplingJob.open), so both sample the same pairs.
-        settings, settings_from = resolve_settings(settings, self.run_dir.root, self.run.images.guidable)
-        settings.validate()
-        check_guidable(self.run, settings, self.run_dir.root)
-        given = self._given(layouts)
-        if given is None and self.run.layout_prior is None:
-            raise UsageError(f"{self.run_dir.root}: a {self.run.method} run has no layout prior; give layouts")
-        sample = sampler_named(settings.sampler)
-        images, maps = [], []
-        for b, first in enumerate(range(0, num, batch_size)):
-            batch = sample_batch(self.run, settings, sample, b, min(batch_size, num - first), given, first)
-            images.append(batch.images)
-            maps.append(batch.layouts)
-        record = {"num": num, "seed": seed, "guidance": settings.guidance,
-                  "temperature_codes": settings.temperature_codes, "temperature_layout": temperature_layout, "batch_size": batch_size, "settings_from": settings_from,
-                  "run": str(self.run_dir.root.resolve())}
-        return Pairs(np.concatenate(images), np.concatenate(maps), replace(self.info), record)
+    def to(self, device: "str | torch.device") -> "MSGNet":
+        """Move every model to ``device``; returns this generator."""
+        self.run.to(device)
+        return self
 
-    def _given(self, layouts: Sequence[np.ndarray] | Path | str | None) -> list[np.ndarray] | None:
-        if layouts is None:
-            return None
-        if isinstance(layouts, (str, Path)):
-            given = load_given_layouts(str(layouts), self.info)
-        else:
-            given = [np.asarray(layout, dtype=np.uint8) for layout in layouts]
-            bad = [g.shape for g in given if g.shape != tuple(self.info.image_size)]
-            if bad:
-                raise UsageError(f"layouts: a layout is {bad[0]}, the run makes {tuple(self.info.image_size)}")
-            known = {c.id for c in self.info.classes}
-            unknown = sorted({int(c) for g in given for c in np.unique(g)} - known)
-            if unknown:
-                raise UsageError(f"layouts: class id {unknown[0]} is not a class of the run")
-        if not given:
-            raise UsageError("layouts: none given")
-        return given
+    def save_pretrained(self, directory: Path | str) -> Path:
+        """Export what sampling needs into ``directory`` (which must not exist): each model's config.json +
+        model.safetensors in its stage's folder, the run's dataset record (classes, rule, and which real
+        images the generator trained on), its sampling choice (probe.json) and a manifest with the stages'
+        training record. No checkpoints, optimiser state or codes. :meth:`from_pretrained` loads it."""
+        dst = RunDir(directory)
+        if dst.root.exists():
+            raise UsageError(f"{dst.root}: already exists (choose another folder or remove it)")
+        dst.root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = RunDir(tempfile.mkdtemp(prefix=f".{dst.root.name}.", dir=dst.root.parent))
+        try:
+            self._export_into(tmp)
+            os.replace(tmp.root, dst.root)  # whole or not at all
+        except BaseException:
+            shutil.rmtree(tmp.root, ignore_errors=True)
+            raise
+        return dst.root
+
+    def _export_into(self, tmp: RunDir) -> None:
+        src = self.run_dir
+        modules = dict(self.run.images.stage_modules()) if self.run.images is not None else {}
+        if self.run.layout_prior is not None:
+            modules["layout-prior"] = self.run.layout_prior
+        for stage, module in modules.items():
+            module.save_pretrained(tmp.stage_dir(stage))  # type: ignore[operator]
+        shutil.copyfile(src.dataset_json, tmp.dataset_json)  # the classes and the training record, as they are
+        if src.probe_json.is_file():
+            shutil.copyfile(src.probe_json, tmp.probe_json)
+        from msgnet import __version__
+        from msgnet.io import atomic_write_json
+
+        stages = {name: facts for name, facts in src.read_manifest().get("stages", {}).items() if name in modules}
+        atomic_write_json(tmp.manifest, {"format": MANIFEST_FORMAT, "msgnet_version": __version__,
+                                         "method": self.run.method, "exported_from": str(src.root.resolve()),
+                                         "stages": stages, "holds": tmp.contents()})
+
+    def prepare(self, num: int, seed: int = 0, *, layouts: Sequence[np.ndarray] | Path | str | None = None,
+                **options: Any) -> SamplingRequest:
+        """The engine's request for :meth:`sample`'s options (for :meth:`iter_batches`); as there, guidance and
+        the codes temperature not given are the run's choice."""
+        options = {"guidance": None, "temperature_codes": None, **options}
+        from_path = isinstance(layouts, (str, Path))
+        settings = GenerationSettings(num=num, seed=seed, layouts_from=str(layouts) if from_path else None, **options)
+        return self.engine.prepare(settings, None if from_path else layouts)  # type: ignore[arg-type]
+
+    def iter_batches(self, request: SamplingRequest, **kwargs: Any) -> Iterator[SampledBatch]:
+        """The request's batches of pairs, drawn by the engine (see :meth:`Engine.iter_batches`)."""
+        return self.engine.iter_batches(request, **kwargs)
+
+    def sample(self, num: int, seed: int = 0, *, guidance: float | None = None, temperature_codes: float | None = None,
+               temperature_layout: float = 1.0, top_k_layout: int | None = None, top_p_layout: float | None = None,
+               top_k_codes: int | None = None, top_p_codes: float | None = None,
+               layouts: Sequence[np.ndarray] | Path | str | None = None, repeat_layouts: bool | None = None,
+               layout_source: str = "prior", batch_size: int = 16, sampler: str = "cached",
+               qc: "bool | QCSettings | QualityControl" = False, qc_real: Path | str | None = None,
+               qc_max_candidates: int | None = None, qc_accept_fewer: bool = False,
+               segmenter: Path | str | None = None, progress: bool = True) -> Pairs:
+        """``num`` pairs; the keywords are `msgnet sample`'s options, and give the same pairs for a seed.
+
+        ``layouts``: class maps to generate images for (pre-MSGNet; a list of (H, W) arrays, a dataset folder
+        or a COCO json of boxes), used in turn (``repeat_layouts``, on by default when layouts are given; off,
+        fewer layouts than ``num`` are refused as by the CLI); None draws them from the layout prior,
+        or with ``layout_source="real"`` makes them from the run's training layouts. ``guidance``:
+        classifier-free guidance of the codes prior (1: none; other values need a prior trained with
+        ``prior.condition_dropout > 0``). ``guidance`` and ``temperature_codes`` left None are the run's
+        choice (``RUN/probe.json``), else 1. ``top_k_*``/``top_p_*``: truncation of each prior's softmax.
+        ``qc``: keep only pairs that pass quality control (True, a ``QCSettings`` or a prepared
+        ``QualityControl``), checked against ``qc_real`` (default: the run's training data), at most
+        ``qc_max_candidates`` candidates (20 x num), fewer pairs allowed with ``qc_accept_fewer``.
+        ``batch_size`` changes speed and memory only, not the pairs.
+        """
+        if repeat_layouts is None:  # the CLI's default, except that layouts handed over are reused in turn
+            repeat_layouts = layouts is not None
+        request = self.prepare(num, seed, layouts=layouts, guidance=guidance, temperature_codes=temperature_codes,
+                               temperature_layout=temperature_layout, top_k_layout=top_k_layout,
+                               top_p_layout=top_p_layout, top_k_codes=top_k_codes, top_p_codes=top_p_codes,
+                               repeat_layouts=repeat_layouts, layout_source=layout_source, batch_size=batch_size,
+                               sampler=sampler)
+        training = generator_training_record(self.run_dir.root, self.info)  # a damaged record fails before the work
+        if qc is False or qc is None:
+            return self._pairs(request, self.engine.collect(request, Progress(show=progress)), training)
+        control = self._quality_control(qc, qc_real, segmenter, progress)
+        from msgnet.evaluation.qc.request import QC_KEY
+        from msgnet.workflow.qc_filter import candidate_cap, sample_checked
+
+        cap = candidate_cap(qc_max_candidates, num, qc_accept_fewer)
+        kept, keeper = sample_checked(self.engine, request, control, cap, qc_accept_fewer, progress)
+        report = keeper.report(self.info.palette)
+        return self._pairs(request, kept, training, {QC_KEY: report.record}, report)
+
+    def _quality_control(self, qc: "bool | QCSettings | QualityControl", real: Path | str | None,
+                         segmenter: Path | str | None, progress: bool) -> "QualityControl":
+        from msgnet.evaluation.qc.checker import QCSettings, QualityControl
+        from msgnet.workflow.qc_filter import checking_qc
+
+        if isinstance(qc, QualityControl):
+            return qc
+        if qc is not True and not isinstance(qc, QCSettings):
+            raise UsageError(f"qc: give True, a QCSettings or a QualityControl, not {type(qc).__name__}")
+        settings = QCSettings() if qc is True else qc
+        return checking_qc(self.run_dir.root, self.info, settings, self.run.device, real, segmenter, progress)
+
+    def _pairs(self, request: SamplingRequest, batch: SampledBatch, training: dict, extra: dict | None = None,
+               report: "QCReport | None" = None) -> Pairs:
+        provenance = None
+        if batch.provenance is not None:
+            provenance = {str(i): p for i, p in enumerate(batch.provenance)}
+        # Through JSON once, as the dataset.json of `msgnet sample` holds it (lists where tuples were).
+        source = json.loads(json.dumps(generated_source(self.run_dir.root, self.info, request, batch.seconds,
+                                                        training, provenance, extra)))
+        return Pairs(batch.images, batch.layouts, replace(self.info), source, report)
+

@@ -16,13 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from msgnet.evaluation.qc.checker import QualityControl
 from msgnet.evaluation.qc.set_quality import SetQuality, choose, measure_set
 from msgnet.io import atomic_write_json
-from msgnet.sampling.pipeline import GenerationSettings, SamplingJob
+from msgnet.sampling.engine import Engine, Progress, SamplingRequest
+from msgnet.sampling.settings import GenerationSettings
 from msgnet.run_dir import RunDir
 
 PROBE_PAIRS = 96  # per candidate: enough to rank settings whose pass rates differ by a few points
@@ -50,33 +50,23 @@ def candidates_for(guidable: bool) -> list[Candidate]:
     return [Candidate(g, t) for g in scales for t in CODES_TEMPERATURES]
 
 
-def sample_in_memory(job: SamplingJob, num: int) -> tuple[np.ndarray, np.ndarray]:
-    """``num`` pairs of ``job``'s settings, batch by batch as a sampling run draws them, nothing written."""
-    bs = job.settings.batch_size
-    images, layouts = [], []
-    for b in range((num + bs - 1) // bs):
-        batch = job.batch(b, min(bs, num - b * bs), b * bs)
-        images.append(batch.images)
-        layouts.append(batch.layouts)
-    return np.concatenate(images), np.concatenate(layouts)
-
-
-def probe_settings(job: SamplingJob, qc: QualityControl, candidates: Sequence[Candidate], num: int = PROBE_PAIRS,
-                   progress: bool = True) -> list[dict[str, Any]]:
-    """Every candidate's :class:`SetQuality`, sampling seconds and QC-passing pairs per sampling minute."""
-    base = job.settings
+def probe_settings(engine: Engine, request: SamplingRequest, qc: QualityControl, candidates: Sequence[Candidate],
+                   num: int = PROBE_PAIRS, progress: bool = True) -> list[dict[str, Any]]:
+    """Every candidate's :class:`SetQuality`, sampling seconds and QC-passing pairs per sampling minute: the
+    engine draws ``num`` pairs of ``request``'s layouts under each candidate's token rule, from the probe's seed."""
+    base = request.settings
     rows = []
     for cand in tqdm(candidates, desc="probe", unit="setting", disable=not progress):
-        job.settings = replace(cand.applied(base), seed=base.seed + PROBE_SEED_OFFSET)
+        tried = replace(request.with_settings(guidance=cand.guidance, temperature_codes=cand.temperature_codes,
+                                              seed=base.seed + PROBE_SEED_OFFSET, num=num), limit=num)
         t0 = time.perf_counter()
-        images, layouts = sample_in_memory(job, num)
+        pairs = engine.collect(tried, Progress(show=False))
         seconds = time.perf_counter() - t0
-        quality = measure_set(qc, images, layouts)
+        quality = measure_set(qc, pairs.images, pairs.layouts)
         rows.append({"guidance": cand.guidance, "temperature_codes": cand.temperature_codes,
                      "sampling_seconds": round(seconds, 2),
                      "passing_per_minute": round(60 * quality.pass_rate * num / max(seconds, 1e-9), 2),
                      **quality.to_json()})
-    job.settings = base
     return rows
 
 
@@ -90,15 +80,16 @@ def choose_sampling(run_dir: Path, settings: GenerationSettings, qc: QualityCont
                     num: int = PROBE_PAIRS, progress: bool = True) -> tuple[GenerationSettings, dict[str, Any]]:
     """``settings`` with the probe's guidance and codes temperature, and the probe's record (cached in
     ``run_dir/probe.json`` for the same candidates, base settings and probe size)."""
-    job = SamplingJob.open_worker(run_dir, replace(settings, guidance=1.0), device)
-    candidates = candidates_for(bool(job.run.images.guidable))
+    engine = Engine.load(run_dir, need_layout_prior=settings.samples_layouts, device=device)
+    request = engine.prepare(replace(settings, guidance=1.0))
+    candidates = candidates_for(bool(engine.guidable))
     key = {"candidates": [vars(c) for c in candidates], "pairs": num, "seed": settings.seed,
            "layout_source": settings.layout_source, "batch_size": settings.batch_size}
     path = RunDir(run_dir).probe_json
     record = json.loads(path.read_text()) if path.is_file() else None
     rows = record["rows"] if record is not None and record.get("key") == key else None
     if rows is None:
-        rows = probe_settings(job, qc, candidates, num, progress)
+        rows = probe_settings(engine, request, qc, candidates, num, progress)
     # Chosen again from the measured rows every time, so a record always follows today's rule.
     chosen = {"key": key, "rows": rows, "chosen": chosen_row(rows), "rule": RULE}
     if chosen != record:

@@ -1,0 +1,101 @@
+"""What a sampling call asks for: :class:`GenerationSettings`, one field per option of `msgnet sample`.
+
+The same settings reach the engine (:mod:`msgnet.sampling.engine`) from every front door: the CLI builds
+them from its flags, ``MSGNet.sample`` from its keywords, the probe and QC sampling from their callers.
+Errors name the field (``"top_k_codes: ..."``); the CLI puts the flag in its place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from msgnet.errors import UsageError
+
+SAMPLERS = ("cached", "reference", "cuda-graph")
+# Where a pair's layout comes from when none is given: the LayoutPixelSNAIL (MSGNet), or made from the
+# run's own training layouts (msgnet.sampling.real_layouts).
+LAYOUT_SOURCES = ("prior", "real")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """A sampling request: how many pairs, the seed, each prior's token rule, where layouts come from."""
+
+    num: int
+    seed: int = 0
+    temperature_layout: float = 1.0
+    # None: the run's choice (RUN/probe.json), else 1; resolved when the run is opened (msgnet.sampling.defaults)
+    temperature_codes: float | None = 1.0
+    guidance: float | None = 1.0  # classifier-free guidance of the codes prior (1: none; msgnet.sampling.rule)
+    top_k_layout: int | None = None  # truncation of each prior's softmax (None: off)
+    top_p_layout: float | None = None
+    top_k_codes: int | None = None
+    top_p_codes: float | None = None
+    # Pairs drawn at once: a matter of speed and memory only, since each pair has its own randomness.
+    batch_size: int = 16
+    sampler: str = "cached"
+    layouts_from: str | None = None  # a msgnet dataset folder or a COCO json of boxes (pre-MSGNet)
+    repeat_layouts: bool = False  # more pairs than given layouts: reuse them in turn (else refused)
+    layout_source: str = "prior"  # without given layouts: "prior" (sampled) or "real" (made from real ones)
+
+    @property
+    def samples_layouts(self) -> bool:
+        """Whether the layouts come from the layout prior (neither given nor made from real ones)."""
+        return self.layouts_from is None and self.layout_source == "prior"
+
+    def validate(self) -> None:
+        if self.num < 1:
+            raise UsageError("num: must be at least 1")
+        if self.batch_size < 1:
+            raise UsageError("batch_size: must be at least 1")
+        for name in ("temperature_layout", "temperature_codes"):
+            value = getattr(self, name)
+            if value is None:
+                continue  # left to the run: checked once resolved (msgnet.sampling.defaults)
+            if not math.isfinite(value) or value <= 0:  # nan compares false both ways: check it by name
+                raise UsageError(f"{name}: must be a positive finite number, got {value}")
+        if self.guidance is not None and (not math.isfinite(self.guidance) or self.guidance < 0):
+            raise UsageError(f"guidance: must be a finite number >= 0, got {self.guidance}")
+        for name in ("top_k_layout", "top_k_codes"):
+            k = getattr(self, name)
+            if k is not None and k < 1:
+                raise UsageError(f"{name}: must be at least 1, got {k}")
+        for name in ("top_p_layout", "top_p_codes"):
+            p = getattr(self, name)
+            if p is not None and not (math.isfinite(p) and 0 < p <= 1):
+                raise UsageError(f"{name}: must be in (0, 1], got {p}")
+        if self.layout_source not in LAYOUT_SOURCES:
+            raise UsageError(f"layout_source: unknown {self.layout_source!r} (choose from {', '.join(LAYOUT_SOURCES)})")
+        if self.layout_source != "prior" and self.layouts_from is not None:
+            raise UsageError("layout_source: layouts are given (--layouts); leave it at 'prior'")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
+
+    def codes_rule(self) -> dict:
+        """The codes prior's token rule as sampler keywords (msgnet.sampling.rule)."""
+        return {"temperature": self.temperature_codes, "top_k": self.top_k_codes, "top_p": self.top_p_codes,
+                "guidance": self.guidance}
+
+    def layout_rule(self) -> dict:
+        """The layout prior's token rule as sampler keywords (it is unconditional: no guidance)."""
+        return {"temperature": self.temperature_layout, "top_k": self.top_k_layout, "top_p": self.top_p_layout}
+
+
+def sampler_named(name: str) -> Callable[..., torch.Tensor]:
+    """The sampler ``name`` of :data:`SAMPLERS` (a fresh CUDA-graph sampler: its graphs are its own)."""
+    if name == "reference":
+        from msgnet.sampling.reference import sample_reference
+
+        return sample_reference
+    if name == "cuda-graph":
+        from msgnet.sampling.graphed import CudaGraphSampler
+
+        return CudaGraphSampler()
+    from msgnet.sampling.cached import sample_cached
+
+    return sample_cached
+
