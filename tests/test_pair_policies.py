@@ -29,6 +29,32 @@ def test_on_top_never_repeats_a_pair_within_a_step_and_keeps_the_real_stream():
         assert int(plan.added.max()) < num_added and int(plan.added.min()) >= 0
 
 
+def test_the_copy_paste_policy_is_the_reference_step_for_step_plus_pairs_on_top():
+    policy = PairPolicy.parse("on-top@0.25,copy-paste=1")
+    assert policy.spec in DECLARED_POLICIES and policy.copy_paste == 1.0
+    baseline = make_plan(1000, 1000, 32, 1.0, 200, seed=3)  # augment+copy-paste@1: 1,000 pasted images, 1:1 on top
+    plan = make_plan(1000, 42, 32, policy.ratio, 200, seed=3, num_copy_paste=1000, copy_paste_ratio=policy.copy_paste)
+    assert plan.batches.shape == (200, 32 + 32 + 8)
+    assert torch.equal(plan.real, baseline.real)  # equal real exposure
+    assert plan.copy_paste_columns == 32 and torch.equal(plan.copy_paste, baseline.added)  # the baseline's very rows
+    pairs = plan.batches[:, 64:] - 1000 - 1000
+    assert all(len(set(row.tolist())) == 8 for row in pairs)  # never one pair twice in a step
+    assert int(pairs.min()) >= 0 and int(pairs.max()) < 42
+    assert plan.added.shape == (200, 40) and int(plan.added.max()) < 1000 + 42
+    with pytest.raises(ValueError):
+        make_plan(1000, 42, 32, None, 100, seed=3, mixing="union", num_copy_paste=1000, copy_paste_ratio=1.0)
+
+
+def test_copy_paste_rows_of_a_pool_count_as_real_in_the_loss():
+    from msgnet.evaluation.benchmark.training import DeviceSet
+
+    def part(n):
+        return DeviceSet(torch.zeros(n, 1, 4, 4, dtype=torch.uint8), torch.zeros(n, 4, 4, dtype=torch.uint8))
+
+    pool = DeviceSet.pool(part(3), part(2), added_generated=True, copy_paste=part(4))
+    assert len(pool) == 9 and pool.generated.tolist() == [False] * 7 + [True] * 2
+
+
 def test_pretrain_then_fine_tune_takes_the_stated_steps_in_each_phase():
     policy = PairPolicy.parse("pretrain@0.3")
     assert policy.pretrain_steps(100) == 30
@@ -101,8 +127,14 @@ def test_policy_specs_round_trip_and_bad_ones_are_refused():
     for spec in DECLARED_POLICIES:
         assert PairPolicy.parse(spec).spec == spec
     assert PairPolicy.parse("on-top@0.5, weight=0.3, filter=1.5").to_json()["filter_k"] == 1.5
+    assert PairPolicy.parse("on-top@0.25,weight=0.5,copy-paste=2").to_json()["copy_paste"] == 2.0
+    from msgnet.evaluation.benchmark.settings import policy_setting
+
+    pasted = policy_setting(PairPolicy.parse("on-top@0.25,copy-paste=1"))
+    assert pasted.name == "pairs:on-top@0.25,copy-paste=1" and pasted.augment and pasted.added == "synthetic"
+    assert pasted.label == "real + augmentation + copy-paste + pairs (on-top@0.25,copy-paste=1)"
     for bad in ("sideways", "pretrain", "pretrain@1", "union@2", "on-top@0", "on-top@1,weight=2", "union,size=3",
-                "on-top@x"):
+                "on-top@x", "union,copy-paste=1", "pretrain@0.3,copy-paste=1", "on-top@1,copy-paste=0"):
         with pytest.raises(ValueError, match="pair policy"):
             PairPolicy.parse(bad)
 
@@ -142,6 +174,19 @@ def test_selection_reads_only_the_validation_split():
     v3 = verdict_for(worse)
     assert not v3["adopt"] and v3["advice"].startswith("don't add these pairs")
     assert any("don't add these pairs" in line for line in format_verdict(v3))
+
+
+def test_the_copy_paste_policy_is_chosen_on_validation_like_the_others():
+    from msgnet.evaluation.benchmark.verdict import verdict_for
+
+    entry = _entry()
+    spec = "on-top@0.25,copy-paste=1"
+    entry["settings"].append(_row("pairs:" + spec, [0.86, 0.88, 0.85], [0.70, 0.71, 0.69], "synthetic",
+                                  {"spec": spec, "copy_paste": 1.0}))
+    v = verdict_for(entry)  # best on validation, worst on test: chosen all the same, and adopted
+    assert v["selected"]["setting"] == "pairs:" + spec and v["adopt"] and v["reference"]["setting"] == "augment"
+    entry["settings"][-1]["runs"] = entry["settings"][-1]["runs"][:1]  # halving dropped it after seed 0
+    assert verdict_for(entry)["selected"]["setting"] == "pairs:union"
 
 
 def test_successive_halving_keeps_the_best_on_validation_and_finishes_their_seeds():

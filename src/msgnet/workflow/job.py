@@ -7,15 +7,19 @@ the benchmark from ``RUN/benchmark.json``; the report is rewritten at the end.
 
 from __future__ import annotations
 
-import dataclasses
+import logging
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from msgnet.errors import UsageError
-from msgnet.io import check_apart
+from msgnet.io import ensure_output_apart
 from msgnet.locks import writing
 from msgnet.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
 
 # The simple baselines beside which the pairs are judged; the pairs enter under declared policies.
 SETTINGS = ("real", "augment", "copy-paste", "augment+copy-paste")
@@ -23,11 +27,13 @@ KEEP_POLICIES = 2  # successive halving: policies that train every seed after th
 PATIENCE = 6  # U-Net validation points without a better one before it stops (of 20)
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobRequest:
-    """What :func:`run_job` does. ``preset``: a named preset (None: derived from the data and ``budget``
-    minutes); ``num``: pairs wanted through quality control; ``seeds``, ``min_steps``: the U-Net benchmark;
-    ``policies``: ways to use the pairs tried on validation (None: the declared ones)."""
+    """What :func:`run_job` does. ``data``, ``run``: folders, as ``str`` or ``Path``; ``preset``: a named
+    preset (None: derived from the data and ``budget`` minutes); ``num``: pairs wanted through quality
+    control; ``seeds``, ``min_steps``: the U-Net benchmark; ``policies``: ways to use the pairs tried on
+    validation (None: the declared ones). Every value is checked when the request is made, naming its
+    field, so that nothing is refused after hours of training."""
 
     data: Path
     run: Path
@@ -44,20 +50,53 @@ class JobRequest:
     subset: int | None = None
     device: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("data", "run"):
+            value = getattr(self, name)
+            if not isinstance(value, (str, os.PathLike)):
+                raise UsageError(f"{name}: a folder (str or Path), not {type(value).__name__}")
+            object.__setattr__(self, name, Path(value))
+        if self.policies is not None:
+            object.__setattr__(self, "policies", tuple(self.policies))
+        self.validate()
+
     def validate(self) -> None:
         for name in ("num", "seeds", "min_steps"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name}: must be at least 1")
+            _check_count(name, getattr(self, name), 1)
         if self.budget is not None:
             from msgnet.preset_derivation import check_budget
 
+            if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool):
+                raise UsageError(f"budget: minutes as a number, not {self.budget!r}")
             check_budget(self.budget)
-        if self.max_candidates is not None and self.max_candidates < 1:
-            raise UsageError("max_candidates: must be at least 1")
-        if self.probe_pairs is not None and self.probe_pairs < 2:
-            raise UsageError("probe_pairs: must be at least 2 (diversity compares each pair with the others)")
+        for name, least in (("max_candidates", 1), ("subset", 1), ("qc_steps", 1)):
+            if getattr(self, name) is not None:
+                _check_count(name, getattr(self, name), least)
+        if self.probe_pairs is not None:
+            if not _is_int(self.probe_pairs) or self.probe_pairs < 2:
+                raise UsageError("probe_pairs: must be at least 2 (diversity compares each pair with the others)")
         if self.preset and self.budget is not None:
             raise UsageError("budget: only for a derived preset (give no preset)")
+        if self.policies is not None:
+            from msgnet.evaluation.benchmark.policy import PairPolicy
+
+            for spec in self.policies:
+                try:
+                    PairPolicy.parse(spec)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise UsageError(f"policies: {exc}") from None
+        ensure_output_apart(self.run, self.data, field="run")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_count(name: str, value: object, least: int) -> None:
+    if not _is_int(value):
+        raise UsageError(f"{name}: a whole number, not {value!r}")
+    if value < least:  # type: ignore[operator]
+        raise UsageError(f"{name}: must be at least {least}")
 
 
 def run_job(request: JobRequest) -> dict:
@@ -71,18 +110,18 @@ def run_job(request: JobRequest) -> dict:
         raise UsageError(f"{request.data / 'dataset.json'}: the whole job needs train, val and test splits "
                          "(import with --val-fraction and --test-fraction)")
     run = RunDir(request.run)
-    check_apart(run.root, [request.data])
+    run.read_manifest()  # a corrupt manifest is refused before hours of work, not after
     with writing(run.root):  # one job per run at a time
-        print("msgnet run: 1/4 training (the quality-control segmenter first, then the generator)")
+        logger.info("msgnet run: 1/4 training (the quality-control segmenter first, then the generator)")
         qc = _prepare_qc(request, run)
         _train(request, run)
-        print("msgnet run: 2/4 sampling through quality control")
+        logger.info("msgnet run: 2/4 sampling through quality control")
         generated, note = _sample(request, run, qc)
         run.record_stage("sampling", kept=generated is not None, note=note)
-        print("msgnet run: 3/4 U-Net benchmark")
+        logger.info("msgnet run: 3/4 U-Net benchmark")
         result = _benchmark(request, run, generated)
         run.record_stage("benchmark", complete=bool(result.get("complete")))
-        print("msgnet run: 4/4 report")
+        logger.info("msgnet run: 4/4 report")
         summary = write_job_report(run.report, request.data, run.root, result, generated, note)
         run.record_stage("report", headline=summary["headline"])
         return summary
@@ -103,14 +142,12 @@ def _prepare_qc(request: JobRequest, run: RunDir):
     """Quality control of the run, its segmenter trained on the run's training images before the generator,
     so that the codes prior's validation can score its samples with it (val_adherence)."""
     from msgnet.device import choose_device
-    from msgnet.evaluation.qc.checker import QCSettings
-    from msgnet.evaluation.qc.segmenter import QC_PROTOCOL
+    from msgnet.evaluation.qc.checker import QCSettings, qc_protocol
     from msgnet.sampling.run import record_training_data
     from msgnet.workflow.checked import prepare_run_qc
 
-    protocol = QC_PROTOCOL if request.qc_steps is None else dataclasses.replace(QC_PROTOCOL, min_steps=request.qc_steps)
     record_training_data(run.root, request.data, request.subset)
-    return prepare_run_qc(run.root, QCSettings(protocol=protocol), choose_device(request.device))
+    return prepare_run_qc(run.root, QCSettings(protocol=qc_protocol(request.qc_steps)), choose_device(request.device))
 
 
 def _sample(request: JobRequest, run: RunDir, qc) -> tuple[Path | None, str | None]:
@@ -124,14 +161,14 @@ def _sample(request: JobRequest, run: RunDir, qc) -> tuple[Path | None, str | No
         return out, None
     settings, probe = choose_sampling(run.root, GenerationSettings(num=request.num, seed=request.seed, batch_size=64),
                                       qc, request.device, num=request.probe_pairs or PROBE_PAIRS)
-    print(f"msgnet run: sampling with guidance {settings.guidance:g} and codes temperature "
+    logger.info(f"msgnet run: sampling with guidance {settings.guidance:g} and codes temperature "
           f"{settings.temperature_codes:g}, chosen by a probe of {len(probe['rows'])} settings (RUN/probe.json)")
     partial = out.with_name(out.name + ".partial")
     try:
         _, record = generate_checked(run.root, out, settings, qc.settings, max_candidates=request.max_candidates,
                                      resume=partial.is_dir(), device=request.device, accept_fewer=True, qc=qc)
     except TooFewPassed as exc:
-        print(f"msgnet run: {exc}")  # not a single pair passed within the cap
+        logger.info(f"msgnet run: {exc}")  # not a single pair passed within the cap
         return None, exc.summary
     return out, _fewer_note(record)
 

@@ -14,6 +14,11 @@ one of three ways (:class:`msgnet.evaluation.benchmark.policy.PairPolicy` names 
 * **pretrain** — the first ``pretrain_steps`` steps draw added images only, the rest are the
   real stream's first steps (fine-tuning, same total number of steps).
 
+An on-top plan may carry a second added set, copy-paste images, between the real images and the
+pairs in the pool: every step then takes the real batch, the copy-paste images exactly as the
+``augment+copy-paste`` baseline draws them (same stream, same seed), and the pairs from a third
+stream. That setting is the baseline step for step, plus pairs.
+
 No row appears twice within one step unless the pool is smaller than the step's width.
 The whole plan moves to the device once: no per-step host work.
 """
@@ -37,6 +42,7 @@ class ExposurePlan:
     num_real: int
     real_columns: int
     pretrain_steps: int = 0
+    copy_paste_columns: int = 0  # on top with copy-paste: these columns after the real ones are copy-paste rows
 
     @property
     def steps(self) -> int:
@@ -49,13 +55,22 @@ class ExposurePlan:
 
     @property
     def added(self) -> torch.Tensor | None:
-        """Rows of the added images (indices into the added set) of an on-top or added-only plan."""
+        """Rows of the added images (indices into the added set: copy-paste images first where the plan
+        carries them, then the pairs) of an on-top or added-only plan."""
         if self.real_columns == self.batches.shape[1]:
             return None
         return self.batches[:, self.real_columns :] - self.num_real
 
+    @property
+    def copy_paste(self) -> torch.Tensor | None:
+        """Rows of the copy-paste images (indices into them) of an on-top plan that carries them, else None."""
+        if not self.copy_paste_columns:
+            return None
+        return self.batches[:, self.real_columns : self.real_columns + self.copy_paste_columns] - self.num_real
+
     def to(self, device: torch.device) -> "ExposurePlan":
-        return ExposurePlan(self.batches.to(device), self.num_real, self.real_columns, self.pretrain_steps)
+        return ExposurePlan(self.batches.to(device), self.num_real, self.real_columns, self.pretrain_steps,
+                            self.copy_paste_columns)
 
 
 def epoch_batches(num: int, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -79,18 +94,30 @@ def _stream(num: int, width: int, steps: int, rng: np.random.Generator) -> np.nd
     return np.stack([rng.permutation(np.resize(rng.permutation(num), width)) for _ in range(steps)])
 
 
+def _on_top(num_added: int, ratio: float | None, batch_size: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """(steps, k) rows of an added set on top of the real batch: k = max(1, round(ratio x batch)), at most the set."""
+    per_step = min(num_added, max(1, int(round((ratio or 1.0) * batch_size))))
+    return epoch_batches(num_added, per_step, steps, rng)
+
+
 def make_plan(num_real: int, num_added: int, batch_size: int, ratio: float | None, steps: int, seed: int,
-              mixing: str = "on-top", pretrain_steps: int = 0) -> ExposurePlan:
+              mixing: str = "on-top", pretrain_steps: int = 0, num_copy_paste: int = 0,
+              copy_paste_ratio: float | None = None) -> ExposurePlan:
     """The plan of one training.
 
     ``num_real`` 0 means "added images only" (synthetic-only): ``batch_size`` added per step.
     On top: every step takes ``min(batch_size, num_real)`` real images and, when ``num_added`` > 0,
-    ``max(1, round(ratio * batch_size))`` added ones, never more than the pool holds.
+    ``max(1, round(ratio * batch_size))`` added ones, never more than the pool holds. With
+    ``num_copy_paste`` > 0 (on top only) the pool is real, then copy-paste images, then the added
+    pairs; each step adds ``max(1, round(copy_paste_ratio * batch_size))`` copy-paste rows drawn from
+    the stream an ``augment+copy-paste`` baseline of the same seed draws, then the pairs' rows.
     """
     if mixing not in MIXINGS:
         raise ValueError(f"unknown mixing {mixing!r} (known: {', '.join(MIXINGS)})")
     if num_real < 1 and num_added < 1:
         raise ValueError("a training needs real or added images")
+    if num_copy_paste and (mixing != "on-top" or num_real < 1 or num_added < 1):
+        raise ValueError("copy-paste images go on top of real images, beside pairs on top")
     real_rng, added_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     width = min(batch_size, num_real) if num_real else min(batch_size, num_added)
     if num_real == 0:
@@ -106,8 +133,14 @@ def make_plan(num_real: int, num_added: int, batch_size: int, ratio: float | Non
         first = _stream(num_added, width, pretrain_steps, added_rng) + num_real
         then = epoch_batches(num_real, width, steps - pretrain_steps, real_rng)
         return ExposurePlan(torch.from_numpy(np.concatenate([first, then])), num_real, width, pretrain_steps)
+    elif num_copy_paste:
+        # The copy-paste stream takes the added stream's seed: the baseline's very rows; the pairs a third one.
+        cp = _on_top(num_copy_paste, copy_paste_ratio, batch_size, steps, added_rng) + num_real
+        pairs_rng = np.random.default_rng([seed, 2])
+        pairs = _on_top(num_added, ratio, batch_size, steps, pairs_rng) + num_real + num_copy_paste
+        table = np.concatenate([epoch_batches(num_real, width, steps, real_rng), cp, pairs], 1)
+        return ExposurePlan(torch.from_numpy(table), num_real, width, copy_paste_columns=cp.shape[1])
     else:
-        per_step = min(num_added, max(1, int(round((ratio or 1.0) * batch_size))))
-        added = epoch_batches(num_added, per_step, steps, added_rng) + num_real
+        added = _on_top(num_added, ratio, batch_size, steps, added_rng) + num_real
         table, real_cols = np.concatenate([epoch_batches(num_real, width, steps, real_rng), added], 1), width
     return ExposurePlan(torch.from_numpy(table), num_real, real_cols)

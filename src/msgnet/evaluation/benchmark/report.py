@@ -43,7 +43,8 @@ def format_benchmark(result: dict) -> str:
                          f"{fmt_mean_std(f['dice_mean'], f['dice_std'])}")
     if not result.get("complete", True):
         lines += ["", "INCOMPLETE: interrupted before every training ran (`--resume` finishes it)"]
-    lines += ["", "verdict (chosen on validation; test gains paired by seed, 95% t-interval):"]
+    lines += ["", "verdict (chosen on validation; adopted only where the validation gain paired by seed has its "
+              "95% t-interval above 0, over at least 3 seeds; test gains paired by seed, 95% t-interval):"]
     for entry in result["results"]:
         lines += ["  " + v for v in format_verdict(entry["verdict"])]
     return "\n".join(lines)
@@ -130,7 +131,8 @@ def markdown_section(result: dict, out: Path) -> list[str]:
             md.append(f"| {entry['n']} | {label} | {r0['train_real']} + {r0['train_added']} | {len(s['runs'])} | "
                       f"{_val(s)} | {fmt_mean_std(s['dice_mean'], s['dice_std'])} | {d} | "
                       f"{fmt_mean_std(s['dice_per_image_mean'], s['dice_per_image_std'])} | {s['seconds_mean']:.0f} |")
-    md += ["", "Verdict (chosen on validation; test gains paired by seed, 95% t-interval):", ""]
+    md += ["", "Verdict (chosen on validation; adopted only where the validation gain paired by seed has its 95% "
+           "t-interval above 0, over at least 3 seeds; test gains paired by seed, 95% t-interval):", ""]
     for entry in result["results"]:
         md += [f"- {line}" for line in format_verdict(entry["verdict"])]
         if entry.get("generator_note"):

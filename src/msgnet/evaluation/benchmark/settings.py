@@ -2,7 +2,8 @@
 
 A setting is one way of building a U-Net's training stream: real images alone, with standard
 augmentation, with copy-paste images, with generated pairs on top, or with generated pairs under a
-:class:`~msgnet.evaluation.benchmark.policy.PairPolicy` (always with standard augmentation).
+:class:`~msgnet.evaluation.benchmark.policy.PairPolicy` (always with standard augmentation; with
+copy-paste images on top as well where the policy says ``copy-paste=C``).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class Setting:
 
 
 def policy_setting(policy: PairPolicy) -> Setting:
-    """Real + standard augmentation + generated pairs used under ``policy``."""
-    return Setting(POLICY_PREFIX + policy.spec, f"real + augmentation + pairs ({policy.spec})", augment=True,
+    """Real + standard augmentation (+ copy-paste, where the policy says) + generated pairs used under ``policy``."""
+    extra = "copy-paste + " if policy.copy_paste is not None else ""
+    return Setting(POLICY_PREFIX + policy.spec, f"real + augmentation + {extra}pairs ({policy.spec})", augment=True,
                    added="synthetic", ratio=policy.ratio if policy.mixing == "on-top" else None, policy=policy)
 
 

@@ -44,16 +44,17 @@ class DeviceSet:
         return cls(imgs.to(device), torch.from_numpy(np.ascontiguousarray(layouts)).to(device))
 
     @classmethod
-    def pool(cls, real: "DeviceSet | None", added: "DeviceSet | None", added_generated: bool = False) -> "DeviceSet":
-        """One set of real rows then added rows (the rows an :class:`ExposurePlan` indexes)."""
-        parts = [p for p in (real, added) if p is not None]
+    def pool(cls, real: "DeviceSet | None", added: "DeviceSet | None", added_generated: bool = False,
+             copy_paste: "DeviceSet | None" = None) -> "DeviceSet":
+        """One set of real rows, then copy-paste rows (if any, never generated), then added rows (the rows
+        an :class:`ExposurePlan` indexes)."""
+        parts = [(p, generated) for p, generated in ((real, False), (copy_paste, False), (added, added_generated))
+                 if p is not None]
         if not parts:
             raise ValueError("a pool needs real or added images")
-        flags = [torch.zeros(len(real), dtype=torch.bool, device=real.images.device)] if real is not None else []
-        if added is not None:
-            flags.append(torch.full((len(added),), added_generated, dtype=torch.bool, device=added.images.device))
+        flags = [torch.full((len(p),), g, dtype=torch.bool, device=p.images.device) for p, g in parts]
         cat = (lambda ts: torch.cat(ts)) if len(parts) > 1 else (lambda ts: ts[0])  # noqa: E731
-        return cls(cat([p.images for p in parts]), cat([p.layouts for p in parts]), cat(flags))
+        return cls(cat([p.images for p, _ in parts]), cat([p.layouts for p, _ in parts]), cat(flags))
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

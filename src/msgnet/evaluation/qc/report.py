@@ -15,15 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from msgnet.evaluation.qc.outputs import read_csv_table
+from msgnet.evaluation.qc.outputs import read_csv_table, report_dir_beside
 from msgnet.evaluation.stats import fmt_rate
 
 QC_FILES = ("qc.json", "qc.csv")
 
 
 def find_qc(dataset_dir: Path) -> Path | None:
-    """The folder holding a set's QC results: the set itself (kept by QC) or ``DIR/qc/`` (scored only)."""
-    for d in (dataset_dir, dataset_dir / "qc"):
+    """The folder holding a set's QC results: the set itself (kept by QC), ``DIR-qc/`` beside it (scored
+    only), or ``DIR/qc/`` (scored only, where earlier versions wrote it)."""
+    for d in (dataset_dir, report_dir_beside(dataset_dir), dataset_dir / "qc"):
         if all((d / f).is_file() for f in QC_FILES):
             return d
     return None
@@ -31,6 +32,24 @@ def find_qc(dataset_dir: Path) -> Path | None:
 
 def _pct(values: np.ndarray, p: float) -> float:
     return float(np.percentile(values, p)) if len(values) else float("nan")
+
+
+def _consistency_notes(t: dict[str, Any], real: dict[str, Any]) -> list[str]:
+    """Which pairs consistency judged, the near-empty rule, and the swapped pairs the cuts reject
+    (absent from the qc.json of versions before the rule: nothing said)."""
+    if "min_foreground" not in t:
+        return []
+    judged = real.get("judged")
+    text = (f"DICE and found fraction judge pairs with at least {100 * t['min_foreground']:g}% object pixels"
+            + (f" ({judged} of the {real['pairs']} real validation pairs)" if judged is not None else "")
+            + f"; a near-empty pair is rejected when the segmenter sees more than "
+            f"{100 * t['max_empty_prediction']:.2f}% object pixels in its image.")
+    rejected = (t.get("swapped") or {}).get("rejected") or {}
+    if rejected:
+        shares = ", ".join(f"{name.removeprefix('min_')} {100 * v:.0f}%" for name, v in rejected.items())
+        text += (f" Against {t['swapped']['pairs']} swapped pairs (a real image with another real image's layout) "
+                 f"the cuts reject: {shares}.")
+    return ["", text]
 
 
 def qc_section(qc_dir: Path, out: Path, link_dir: str = "") -> tuple[dict[str, Any], list[str]]:
@@ -62,6 +81,7 @@ def qc_section(qc_dir: Path, out: Path, link_dir: str = "") -> tuple[dict[str, A
         lines.append(f"| {col} | {t[f'min_{col}']:.4f} | {t['origin'].get(f'min_{col}', '')} | "
                      f"{d['p1']:.3f} / {d['p5']:.3f} / {d['p50']:.3f} | "
                      f"{_pct(table[col], 5):.3f} / {_pct(table[col], 50):.3f} |")
+    lines += _consistency_notes(t, real)
     lines += ["", f"Memorisation: nearest real training image of each generated one (of "
               f"{summary.get('memorisation_reference_images')} searched); "
               f"pixel distance (sqrt(2 - 2 x correlation)) min "

@@ -10,6 +10,13 @@
   the nearest real training image and its distance (:mod:`msgnet.evaluation.qc.memorisation`).
 * **degenerate output** — ``contrast`` (pixel standard deviation, 0-1), ``saturation`` (fraction
   of pixels at full intensity), ``smallest_object`` (pixels of the smallest component, 0 if none).
+* **foreground** — ``foreground``: the layout's share of object pixels; ``predicted_foreground``:
+  the share the segmenter labels as any object. A pair with almost no object pixels cannot be
+  judged by DICE (a sliver of a nucleus at a tile's edge scores 0 or 1 by chance); it is judged
+  by whether its image shows objects its layout lacks (:mod:`msgnet.evaluation.qc.thresholds`).
+
+:func:`swap_partners` pairs real images with other real layouts: what a bad pair looks like, so
+the consistency cuts can be checked against it.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from msgnet.layouts.boxes import layout_to_objects
 
 FOUND_FRACTION = 0.5  # an object is "found" when its class covers at least this share of its pixels
 
-FLOAT_COLUMNS = ("dice", "found_fraction", "pixel_distance", "feature_distance", "contrast", "saturation")
+FLOAT_COLUMNS = ("dice", "found_fraction", "pixel_distance", "feature_distance", "contrast", "saturation",
+                 "foreground", "predicted_foreground")
 INT_COLUMNS = ("objects", "objects_found", "smallest_object", "pixel_nn", "feature_nn")
 TEXT_COLUMNS = ("rule_broken",)
 
@@ -113,12 +121,39 @@ def rule_column(rule: dict[str, Any] | None, layouts: np.ndarray) -> np.ndarray:
 
 
 def consistency_columns(pred: torch.Tensor, layouts: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
-    """``dice``, ``objects``, ``objects_found``, ``found_fraction``, ``smallest_object`` of a batch."""
+    """``dice``, ``objects``, ``objects_found``, ``found_fraction``, ``smallest_object``, ``foreground`` and
+    ``predicted_foreground`` of a batch."""
     lay_t = torch.from_numpy(np.ascontiguousarray(layouts)).to(pred.device)
     dice = pair_dice(pred, lay_t, num_classes)
+    foreground = (layouts.reshape(len(layouts), -1) > 0).mean(axis=1).astype(np.float64)
+    predicted = (pred.reshape(len(layouts), -1) > 0).double().mean(dim=1).cpu().numpy()
     pred_np = pred.cpu().numpy()
     counts = np.array([objects_found(p, lay) for p, lay in zip(pred_np, layouts)], dtype=np.int64).reshape(-1, 3)
     objects, found = counts[:, 0], counts[:, 1]
     fraction = np.where(objects > 0, found / np.maximum(objects, 1), 1.0)
     return {"dice": dice, "objects": objects, "objects_found": found, "found_fraction": fraction,
-            "smallest_object": counts[:, 2]}
+            "smallest_object": counts[:, 2], "foreground": foreground, "predicted_foreground": predicted}
+
+
+def swap_partners(layouts: np.ndarray, seed: int = 0, max_overlap: float = 0.5, tries: int = 20) -> np.ndarray:
+    """(k, 2) rows ``(i, j)``: image ``i`` is to be paired with layout ``j`` of another pair.
+
+    A partner must really differ: the layouts agree (same class) on less than ``max_overlap`` of the
+    union of their object pixels. Tiles of one place in consecutive frames, or two empty layouts,
+    would otherwise make "swapped" pairs that are good pairs. Partners are drawn from one seeded
+    order; an image with no such partner among its next ``tries`` in that order is left out.
+    """
+    n = len(layouts)
+    flat = layouts.reshape(n, -1)
+    fg = flat > 0
+    order = np.random.default_rng(seed).permutation(n)
+    out = []
+    for pos, i in enumerate(order):
+        for step in range(1, min(n, tries + 1)):
+            j = order[(pos + step) % n]
+            union = int((fg[i] | fg[j]).sum())
+            agree = int(((flat[i] == flat[j]) & fg[i]).sum())
+            if union and agree < max_overlap * union:
+                out.append((int(i), int(j)))
+                break
+    return np.array(out, dtype=np.int64).reshape(-1, 2)

@@ -5,7 +5,8 @@ judgement of the set. A pass rate alone rewards collapse: a low temperature that
 a thousand times passes QC and is worthless as training data. So a set is described by
 
 - **pass rate** and the medians of QC's **consistency** scores (pooled DICE of the real-trained
-  segmenter against the layout, fraction of annotated objects it finds);
+  segmenter against the layout, fraction of annotated objects it finds), over the pairs QC judges
+  by them (a near-empty layout's DICE is chance: :mod:`msgnet.evaluation.qc.thresholds`);
 - **diversity**: the median distance from each generated image to its nearest *other* generated image
   in the segmenter's feature space, divided by the same figure for as many real validation images
   (1: as varied as real data; near 0: copies of each other); and the share of distinct layouts;
@@ -89,11 +90,13 @@ def measure_set(qc: QualityControl, images: np.ndarray, layouts: np.ndarray) -> 
     spread = nearest_other_distance(_features(qc, images[:count]))
     rule_kept = None if qc.rule is None else float(np.mean([broken == "" for broken in table["rule_broken"]]))
     distinct = len({lay.tobytes() for lay in layouts}) / max(1, n)
+    judged = qc.thresholds.judged(table)
+    judged = judged if judged.any() else np.ones(n, dtype=bool)  # a set of near-empty layouts only: all of them
     return SetQuality(
         pairs=n,
         pass_rate=float(np.mean([not r for r in reasons])),
-        dice_median=float(np.median(table["dice"])),
-        found_median=float(np.median(table["found_fraction"])),
+        dice_median=float(np.median(table["dice"][judged])),
+        found_median=float(np.median(table["found_fraction"][judged])),
         rule_kept=rule_kept,
         near_copy_rate=near_copy_share(qc, reasons),
         diversity=spread / reference if reference > 0 else 0.0,
