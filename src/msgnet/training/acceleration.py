@@ -21,6 +21,7 @@ same step. What each choice buys was measured with ``benchmarks/training_speed.p
 
 from __future__ import annotations
 
+import logging
 import shutil
 from typing import Any, Callable
 
@@ -28,6 +29,8 @@ import torch
 from torch import nn
 
 from msgnet.errors import UsageError
+
+logger = logging.getLogger(__name__)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -98,7 +101,7 @@ def compiler_available(device: torch.device) -> bool:
 
 
 def compiled_for_training(module: nn.Module, device: torch.device, enabled: bool,
-                          log: Callable[[str], None] = print) -> nn.Module:
+                          log: Callable[[str], None] = logger.info) -> nn.Module:
     """``torch.compile(module)`` when ``enabled`` and possible, else ``module`` itself."""
     if not enabled:
         return module

@@ -33,6 +33,7 @@ non-deterministic on GPUs).
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import threading
@@ -58,6 +59,8 @@ from msgnet.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+
+logger = logging.getLogger(__name__)
 from msgnet.training.schedules import lr_factor
 from msgnet.training.selection import WeightSelection
 from msgnet.training.stage import (BaseStage, MetricsLog, Stage, TrainResult, collate, epoch_permutation,
@@ -97,9 +100,12 @@ def train(
     run_dir: Path | str,
     resume: bool = False,
     device: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logger.info,
 ) -> TrainResult:
     """Train ``stage`` and save it to ``run_dir/<stage.name>/``.
+
+    What the loop has to say (resuming, validation, the final save) goes to ``log``: this module's
+    logger unless the caller passes another sink.
 
     Files (rank 0 only): ``metrics.csv``; ``images/step_XXXXXXX.png`` every
     ``image_every`` steps; ``checkpoint/`` (weights, config, training state) every
@@ -208,8 +214,11 @@ class TrainingSession:
         return self.step % max(period, 1) == 0
 
     def _say(self, text: str) -> None:
+        """``text`` to the log (rank 0). The progress bar is cleared while it is written and redrawn
+        below it, as ``tqdm.write`` does, so that a console handler's line does not tear the bar."""
         if self.main:
-            self.bar.write(text)
+            with tqdm.external_write_mode():
+                self.log(text)
 
     def _resume_or_start(self, resume: bool) -> None:
         cfg, info = self.cfg, self.info
@@ -227,11 +236,10 @@ class TrainingSession:
             if info.enabled:  # only rank 0's RNG state is saved: ranks re-derive theirs
                 torch.manual_seed(cfg.seed + 7919 * info.rank + self.step)
             self.resumed_from = self.step
-            if self.main:
-                self.log(f"{self.stage.name}: resuming from step {self.step}/{self.total} ({self.ckpt_dir})")
+            self._say(f"{self.stage.name}: resuming from step {self.step}/{self.total} ({self.ckpt_dir})")
         else:
-            if resume and self.main:
-                self.log(f"{self.stage.name}: no checkpoint in {self.ckpt_dir}, starting from scratch")
+            if resume:
+                self._say(f"{self.stage.name}: no checkpoint in {self.ckpt_dir}, starting from scratch")
             # Dropout etc. draw from the global torch RNG: give each rank its own stream.
             torch.manual_seed(cfg.seed + 7919 * info.rank)
         self.metrics_log = MetricsLog(self.stage_dir / "metrics.csv", self.resumed_from) if self.main else None
@@ -297,7 +305,7 @@ class TrainingSession:
         epoch_metrics = self.stage.on_epoch_end(self.model, epoch, self.info)
         if self.main and epoch_metrics:
             self._log_row("epoch", epoch, lr, {k: scalar(v) for k, v in epoch_metrics.items()})
-            self.bar.write(f"{self.stage.name} epoch {epoch}: "
+            self._say(f"{self.stage.name} epoch {epoch}: "
                            + ", ".join(f"{k}={scalar(v):.4g}" for k, v in epoch_metrics.items()))
 
     def _out_of_time(self) -> bool:
@@ -331,7 +339,7 @@ class TrainingSession:
             stop = self.selection.observe(s, self.last_val)
             self._log_row("val", s // self.steps_per_epoch, self.optimizer.param_groups[0]["lr"],
                           {"_step": s, **self.last_val})
-            self.bar.write(f"{self.stage.name} step {s}: " + ", ".join(f"val_{k}={v:.4g}" for k, v in self.last_val.items()))
+            self._say(f"{self.stage.name} step {s}: " + ", ".join(f"val_{k}={v:.4g}" for k, v in self.last_val.items()))
         return D.any_rank(stop, self.info)
 
     def checkpoint(self, s: int) -> None:
@@ -354,7 +362,7 @@ class TrainingSession:
         if self.main:
             save_model(self.selection.final_model(), self.stage.config, self.stage_dir, self.stage.kind)
             kept = self.selection.write_record(self.stage_dir, self.step, self.no_improvement)
-            self.bar.write(f"{self.stage.name}: saved {self.stage_dir} ({'averaged ' if kept['averaged'] else ''}"
+            self._say(f"{self.stage.name}: saved {self.stage_dir} ({'averaged ' if kept['averaged'] else ''}"
                            f"weights of step {kept['step']}, {kept['kept']}) after step {self.step}/{self.total}")
         D.barrier(self.info)
 

@@ -19,6 +19,7 @@ training (the targets stay the true tokens), for either prior.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -37,6 +38,8 @@ from msgnet.training.codes import load_codes
 from msgnet.training.loop import BaseStage, iterate_batches, seed_everything, to_device, train
 from msgnet.training.prior_diagnostics import ClassGainTally, corrupt_tokens, corruption_generator
 from msgnet.run_dir import RunDir
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PriorStage", "LayoutPriorStage", "TensorRows", "train_prior", "train_layout_prior"]
 
@@ -224,9 +227,9 @@ def _load_split(run_dir: Path, split: str, required: bool, copies: int = 0) -> t
     codes, layouts, meta = load_codes(run_dir, split, copies)
     if split == "train" and copies:
         used = int(meta["copies_used"])
-        print(f"{meta['num_images']} training images and {used} transformed cop{'y' if used == 1 else 'ies'} "
-              f"of each ({codes.shape[0]} code maps)" + ("" if used == copies else
-              f"; {copies} asked for, but {RunDir(run_dir).codes} holds {meta.get('copies', 0)}"))
+        logger.info(f"{meta['num_images']} training images and {used} transformed cop{'y' if used == 1 else 'ies'} "
+                    f"of each ({codes.shape[0]} code maps)" + ("" if used == copies else
+                    f"; {copies} asked for, but {RunDir(run_dir).codes} holds {meta.get('copies', 0)}"))
     return codes, layouts
 
 

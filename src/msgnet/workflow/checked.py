@@ -10,6 +10,7 @@ candidates stops a run whose pass rate is too low, with the figures.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -21,6 +22,8 @@ from msgnet.sampling.pipeline import GenerationSettings, SamplingJob, remove_par
 from msgnet.sampling.run import read_run_info
 from msgnet.workflow.qc_filter import (ROWS_FILE, WORST_DIR, FolderStore, QCFilter, TooFewPassed, candidate_cap,
                                        checking_qc)
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ROWS_FILE", "WORST_DIR", "TooFewPassed", "generate_checked", "prepare_run_qc"]
 
@@ -47,7 +50,7 @@ def generate_checked(run_dir: Path | str, out: Path | str, settings: GenerationS
     run_dir, out = Path(run_dir), Path(out)
     cap = candidate_cap(max_candidates, settings.num, accept_fewer)
     job, qc = _open_checked(run_dir, out, settings, qc_settings, real, segmenter_dir, resume, device, progress, qc)
-    print(qc.describe_text())
+    logger.info(qc.describe_text())
     partial = job.partial
     assert partial is not None
     store = FolderStore(partial.dir, partial.state.get("csv_bytes", 0))
@@ -101,7 +104,7 @@ def _stop_at_cap(job: SamplingJob, keeper: QCFilter, out: Path, accept_fewer: bo
     assert partial is not None
     if accept_fewer and state["kept"] > 0:
         rate = state["passed"] / max(1, state["candidates"])
-        print(f"qc: the cap of {keeper.cap} candidates is reached with {state['kept']} of {keeper.num} pairs kept "
+        logger.info(f"qc: the cap of {keeper.cap} candidates is reached with {state['kept']} of {keeper.num} pairs kept "
               f"(pass rate {100 * rate:.2f}%); keeping those")
         return
     summary = keeper.shortfall()
