@@ -14,12 +14,14 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def no_compilation_unless_tested(request, monkeypatch):
-    """Derived CPU presets compile their priors; a test that does not test compilation should not pay
+    """Derived CPU presets compile their priors, and `msgnet run` its U-Nets; a test that does not test compilation should not pay
     torch.compile's cold cache (minutes on a fresh machine). Tests marked ``compiles`` keep it."""
     if request.node.get_closest_marker("compiles") is None:
+        import msgnet.evaluation.benchmark.training as unet_training
         import msgnet.preset_derivation as derivation
 
         monkeypatch.setattr(derivation, "compiler_available", lambda device: False)
+        monkeypatch.setattr(unet_training, "compiler_available", lambda device: False)  # msgnet run's U-Nets
 
 
 @pytest.fixture

@@ -316,3 +316,35 @@ def test_the_unet_loop_times_its_threads_and_restores_them(monkeypatch):
     probes, restore = calls[:-1], calls[-1]
     assert len(probes) == 9 and probes[0::3] == [2, 2, 2] and probes[1::3] == [1, 1, 1] and restore == 2
     assert set(probes[2::3]) <= {1, 2}
+
+
+@pytest.mark.parametrize("asked,compiler,compiled", [(True, True, True), (True, False, False), (False, True, False)])
+def test_unet_steps_are_compiled_only_when_asked_and_a_compiler_is_there(monkeypatch, asked, compiler, compiled):
+    """The protocol's ``compile`` runs the training steps through torch.compile's module (a stand-in here that
+    counts its calls), while the weights kept and evaluated are the plain module's."""
+    from msgnet.evaluation.benchmark import training
+    from msgnet.evaluation.benchmark.exposure import make_plan
+    from msgnet.evaluation.benchmark.protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.training import DeviceSet, train_unet
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return self.inner(x)
+
+    monkeypatch.setattr(training, "compiler_available", lambda device: compiler)
+    monkeypatch.setattr(training, "compiled_for_training", lambda m, device, enabled: Counting(m) if enabled else m)
+    toy = _toy_arrays(16)
+    real = DeviceSet.from_arrays(toy.images, toy.layouts, torch.device("cpu"))
+    protocol = UNetProtocol(channels=(4, 8), strides=(2,), batch_size=4, curve_points=2, compile=asked)
+    trained = train_unet(real, make_plan(16, 0, 4, None, 6, 0), 3, protocol, seed=0, progress=False)
+    assert len(calls) == (6 if compiled else 0)
+    assert not isinstance(trained.model, Counting)
+    assert ("compiled" in protocol.describe()) == asked
+

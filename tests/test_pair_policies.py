@@ -205,6 +205,19 @@ def test_successive_halving_keeps_the_best_on_validation_and_finishes_their_seed
     assert len(halving_order(settings, [0, 1, 2], done, keep=None)) == 12
 
 
+def test_successive_halving_of_the_baselines_finishes_the_two_best_and_leaves_the_policies_alone():
+    from msgnet.evaluation.benchmark.settings import halving_order, make_settings
+
+    settings = make_settings(["real", "augment", "copy-paste"], [1.0], True, [PairPolicy.parse("union")])
+    first = halving_order(settings, [0, 1, 2], {}, keep=None, keep_baselines=2)
+    assert [(s.name, seed) for s, seed in first] == [("real", 0), ("augment", 0), ("copy-paste@1", 0),
+                                                      ("pairs:union", 0), ("pairs:union", 1), ("pairs:union", 2)]
+    done = {"real/0": {"val_dice": 0.6}, "augment/0": {"val_dice": 0.8}, "copy-paste@1/0": {"val_dice": 0.7}}
+    order = [(s.name, seed) for s, seed in halving_order(settings, [0, 1, 2], done, keep=None, keep_baselines=2)]
+    assert order[3:7] == [("augment", 1), ("copy-paste@1", 1), ("augment", 2), ("copy-paste@1", 2)]
+    assert ("real", 1) not in order and order[7:] == [("pairs:union", 0), ("pairs:union", 1), ("pairs:union", 2)]
+
+
 def test_a_bad_policy_is_refused_in_one_line_before_any_work(tmp_path, capsys):
     from msgnet.cli import main
 

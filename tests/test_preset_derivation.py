@@ -168,3 +168,13 @@ def test_derived_vqvae_is_told_the_layout_with_obedience_and_critic_only_where_c
     one = derive_preset(tiny_info(64, 1, 2), 300, torch.device("cpu"), 10, step_seconds=fixed_seconds).vqvae
     assert one.layout_classes == 2 and one.obedience == 0 and one.layout_critic == 0
     assert one.fsq_levels == "8,5,3"  # under 1,000 training images
+
+
+def test_a_vqvae_with_the_layout_critic_keeps_its_last_weights_and_the_priors_select():
+    """The critic trades validation MSE (the VQ-VAE's selection metric) for obedience: MSE must not stop it."""
+    preset = derive_preset(tiny_info(64, 1, 11), 1000, torch.device("cpu"), 10, step_seconds=fixed_seconds)
+    assert preset.vqvae.layout_critic > 0
+    assert not preset.vqvae_train.keep_best and preset.vqvae_train.patience == 0
+    assert preset.prior_train.keep_best and preset.prior_train.patience > 0
+    single = derive_preset(tiny_info(64, 1, 2), 300, torch.device("cpu"), 10, step_seconds=fixed_seconds)
+    assert single.vqvae.layout_critic == 0 and single.vqvae_train.keep_best

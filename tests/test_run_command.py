@@ -49,6 +49,8 @@ def test_run_end_to_end_on_an_imported_folder_and_resume(tmp_path, capsys, monke
     bench = json.loads((run / "benchmark.json").read_text())
     names = {s["name"] for s in bench["results"][0]["settings"]}
     assert {"real", "augment", "copy-paste@1", "augment+copy-paste@1"} <= names
+    # U-Nets compiled where a compiler is (tests turn it off: tests/conftest.py); baselines halved to the two best
+    assert bench["protocol"]["compile"] is True and bench["keep_baselines"] == 2
     from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
 
     if passes:  # every declared policy was tried, one chosen on val, and the report says which

@@ -197,6 +197,9 @@ def _add_unet_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-policies", type=_positive_int, default=None, metavar="K",
                    help="successive halving: every policy trains with seed 0, the K best on the validation split "
                    "train the other seeds [all policies, all seeds]")
+    p.add_argument("--keep-baselines", type=_positive_int, default=None, metavar="K",
+                   help="successive halving of the settings without pairs: each trains with seed 0, the K best on the "
+                   "validation split train the other seeds [all, all seeds]")
     p.add_argument("--patience", type=_positive_int, default=None, metavar="P",
                    help="stop a U-Net after P of its validation points without a better one [never]")
     p.add_argument("--external-generator", action="store_true",
@@ -234,7 +237,7 @@ def augment_request(args: argparse.Namespace, json_path: Path | None, resume: bo
                             patience=args.patience)
     return AugmentRequest(real=args.real, synthetic=args.synthetic, subsets=args.real_subset, seeds=args.seeds,
                           ratios=args.ratios, settings=args.settings, policies=args.policies,
-                          keep_policies=args.keep_policies, protocol=protocol, device=args.device,
+                          keep_policies=args.keep_policies, keep_baselines=args.keep_baselines, protocol=protocol, device=args.device,
                           external_generator=args.external_generator, json_path=json_path, resume=resume,
                           progress=_progress())
 

@@ -23,7 +23,10 @@ logger = logging.getLogger(__name__)
 
 # The simple baselines beside which the pairs are judged; the pairs enter under declared policies.
 SETTINGS = ("real", "augment", "copy-paste", "augment+copy-paste")
-KEEP_POLICIES = 2  # successive halving: policies that train every seed after the first
+# Successive halving (docs/pair-policies.md, "What the benchmark costs"): the policy and the two simple
+# baselines best on the first seed's validation DICE train the other seeds.
+KEEP_POLICIES = 1
+KEEP_BASELINES = 2
 PATIENCE = 6  # U-Net validation points without a better one before it stops (of 20)
 
 
@@ -190,6 +193,6 @@ def _benchmark(request: JobRequest, run: RunDir, generated: Path | None) -> dict
     json_path = run.benchmark_json
     return run_augment_benchmark(AugmentRequest(
         real=request.data, synthetic=generated, seeds=request.seeds, settings=list(SETTINGS), policies=policies,
-        keep_policies=KEEP_POLICIES, subsets=[request.subset] if request.subset is not None else None,
-        protocol=UNetProtocol(min_steps=request.min_steps, patience=PATIENCE), device=request.device,
+        keep_policies=KEEP_POLICIES, keep_baselines=KEEP_BASELINES, subsets=[request.subset] if request.subset is not None else None,
+        protocol=UNetProtocol(min_steps=request.min_steps, patience=PATIENCE, compile=True), device=request.device,
         json_path=json_path, resume=json_path.is_file()))

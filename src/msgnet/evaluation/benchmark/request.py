@@ -47,6 +47,7 @@ class AugmentRequest:
     settings: list[str] = field(default_factory=lambda: list(SETTING_KINDS))
     policies: list[str] = field(default_factory=list)  # PairPolicy specs, each one more setting
     keep_policies: int | None = None  # successive halving: policies kept after the first seed
+    keep_baselines: int | None = None  # ... and settings without pairs kept after the first seed
     protocol: UNetProtocol = field(default_factory=UNetProtocol)
     device: str | None = None
     external_generator: bool = False
@@ -66,8 +67,9 @@ class AugmentRequest:
             raise UsageError(f"protocol: a UNetProtocol, not {type(self.protocol).__name__}")
         self.protocol.validate()
         _check_whole("seeds", self.seeds)
-        if self.keep_policies is not None:
-            _check_whole("keep_policies", self.keep_policies)
+        for name in ("keep_policies", "keep_baselines"):
+            if getattr(self, name) is not None:
+                _check_whole(name, getattr(self, name))
         for n in self.subsets or ():
             _check_whole("subsets", n)
         if not self.ratios or not all(isinstance(r, numbers.Real) and not isinstance(r, bool)
@@ -206,7 +208,7 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = logg
         "real_train_images": len(train_ids),
         "synthetic_images": None if data.synthetic is None else len(data.synthetic),
         "generator": generator, "policies": [p.to_json() | {"text": p.describe()} for p in policies],
-        "keep_policies": req.keep_policies,
+        "keep_policies": req.keep_policies, "keep_baselines": req.keep_baselines,
     }
     log("protocol: " + protocol.describe())
     log("standard augmentation: " + augmentation.describe())
@@ -215,7 +217,7 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = logg
     results = _ResultsFile(req, head, syn is not None, policies, real.info.num_classes, generator, done)
     runs = run_benchmark(data, protocol, list(range(req.seeds)), subsets, settings, augmentation, device,
                          subset_ids=lambda n: id_sets[n], done=done, on_run=results.add, progress=req.progress,
-                         log=log, keep_policies=req.keep_policies)
+                         log=log, keep_policies=req.keep_policies, keep_baselines=req.keep_baselines)
     return results.save(runs, final=True)
 
 

@@ -173,6 +173,7 @@ def run_benchmark(
     progress: bool = True,
     log: Callable[[str], None] = logger.info,
     keep_policies: int | None = None,
+    keep_baselines: int | None = None,
 ) -> dict[str, dict]:
     """Train and test every (N, setting, seed); returns {"N/setting/seed": run record}.
 
@@ -180,7 +181,7 @@ def run_benchmark(
     split). Runs found in ``done`` are not repeated; ``on_run`` is called after each new one.
     ``keep_policies``: successive halving of the pair policies on the validation split
     (:func:`~msgnet.evaluation.benchmark.settings.halving_order`); None, or no validation split,
-    trains every policy with every seed.
+    trains every policy with every seed; ``keep_baselines`` the same for the settings without pairs.
     """
     protocol.validate()
     runs: dict[str, dict] = dict(done or {})
@@ -189,6 +190,7 @@ def run_benchmark(
     ctx = _Context(data, protocol, augmentation, device, dev(data.test), dev(data.monitor), dev(data.synthetic),
                    progress)
     keep = keep_policies if data.select else None
+    keep_plain = keep_baselines if data.select else None
     for n_req in subsets:
         ids = list(data.real_train_ids) if n_req is None else subset_ids(n_req)
         real_arrays = data.real_train.subset([row_of[i] for i in ids])
@@ -198,7 +200,7 @@ def run_benchmark(
         judges: dict[int, torch.nn.Module] = {}  # seed -> the real + augmentation U-Net (the pixel filter's judge)
         while True:
             of_n = {key.split("/", 1)[1]: r for key, r in runs.items() if r["n"] == n}
-            todo = [job for job in halving_order(settings, seeds, of_n, keep) if f"{job[0].name}/{job[1]}" not in of_n]
+            todo = [job for job in halving_order(settings, seeds, of_n, keep, keep_plain) if f"{job[0].name}/{job[1]}" not in of_n]
             if not todo:
                 break
             setting, seed = todo[0]

@@ -81,22 +81,27 @@ def make_settings(kinds: Sequence[str], ratios: Sequence[float], with_synthetic:
 
 
 def halving_order(settings: Sequence[Setting], seeds: Sequence[int], runs_of_n: dict[str, dict],
-                  keep: int | None) -> list[tuple[Setting, int]]:
-    """Which (setting, seed) to train for one N, in order.
+                  keep: int | None, keep_baselines: int | None = None) -> list[tuple[Setting, int]]:
+    """Which (setting, seed) to train for one N, in order: the baselines, then the pair policies.
 
-    Every setting without a policy runs every seed. With ``keep``, policies run the first seed
-    only, and the ``keep`` with the best validation DICE there (successive halving, one round)
-    then run the remaining seeds. ``runs_of_n`` ({"setting/seed": run}) holds what is done; until
-    the first round is, the survivors are not named. Only validation figures decide.
+    With ``keep``, policies run the first seed only, and the ``keep`` with the best validation DICE
+    there (successive halving, one round) then run the remaining seeds; ``keep_baselines`` does the
+    same for the settings without pairs (None: every one runs every seed). ``runs_of_n``
+    ({"setting/seed": run}) holds what is done; until a first round is, its survivors are not named.
+    Only validation figures decide.
     """
     plain = [s for s in settings if s.policy is None]
     policies = [s for s in settings if s.policy is not None]
-    order = [(s, seed) for seed in seeds for s in plain]
-    if keep is None or len(policies) <= keep:
-        return order + [(s, seed) for seed in seeds for s in policies]
-    order += [(s, seeds[0]) for s in policies]
-    first = {s.name: runs_of_n.get(f"{s.name}/{seeds[0]}", {}).get("val_dice") for s in policies}
+    return _halved(plain, seeds, runs_of_n, keep_baselines) + _halved(policies, seeds, runs_of_n, keep)
+
+
+def _halved(group: Sequence[Setting], seeds: Sequence[int], runs_of_n: dict[str, dict],
+            keep: int | None) -> list[tuple[Setting, int]]:
+    if keep is None or len(group) <= keep:
+        return [(s, seed) for seed in seeds for s in group]
+    order = [(s, seeds[0]) for s in group]
+    first = {s.name: runs_of_n.get(f"{s.name}/{seeds[0]}", {}).get("val_dice") for s in group}
     if any(v is None for v in first.values()):
         return order
-    survivors = sorted(policies, key=lambda s: -first[s.name])[:keep]
+    survivors = sorted(group, key=lambda s: -first[s.name])[:keep]
     return order + [(s, seed) for seed in seeds[1:] for s in survivors]

@@ -26,6 +26,7 @@ from msgnet.evaluation.benchmark.exposure import ExposurePlan
 from msgnet.evaluation.benchmark.loss import PairLoss
 from msgnet.evaluation.benchmark.protocol import UNetProtocol, build_unet
 from msgnet.threads import ThreadChooser
+from msgnet.training.acceleration import compiled_for_training, compiler_available
 
 
 @dataclass
@@ -136,6 +137,9 @@ def train_unet(
     model = build_unet(protocol, pool.images.shape[1], num_classes).to(device)
     if device.type == "cpu":  # oneDNN's convolutions: 0.84x the step time (benchmarks/unet_cpu_step.py)
         model = model.to(memory_format=torch.channels_last)
+    # The steps run through the compiled module; selection, evaluation and the weights kept use ``model``,
+    # whose parameters it shares.
+    stepper = compiled_for_training(model, device, protocol.compile and compiler_available(device))
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay, **fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(steps, plan.pretrain_steps))
@@ -150,7 +154,7 @@ def train_unet(
         for step in bar:
             timed = threads is not None and threads.before(step)
             tick = time.perf_counter()
-            loss_sum += _step(model, opt, loss_fn, pool, plan.batches[step], augment, device)
+            loss_sum += _step(stepper, opt, loss_fn, pool, plan.batches[step], augment, device)
             sched.step()
             if timed:
                 threads.after(step, time.perf_counter() - tick)  # type: ignore[union-attr]
