@@ -79,7 +79,7 @@ def test_requests_take_str_or_path(tmp_path):
     assert QCRequest(data=tmp_path / "g", real=tmp_path / "d").report_dir == tmp_path / "g-qc"
     bench = AugmentRequest(real=str(tmp_path / "d"), synthetic=str(tmp_path / "g"), json_path=str(tmp_path / "b.json"))
     assert (bench.real, bench.synthetic, bench.json_path) == (tmp_path / "d", tmp_path / "g", tmp_path / "b.json")
-    with pytest.raises(UsageError, match="^data: a folder"):
+    with pytest.raises(UsageError, match="^data: a path \\(str or Path\\)"):
         JobRequest(data=3, run=tmp_path / "r")  # type: ignore[arg-type]
 
 

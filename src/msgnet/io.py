@@ -227,6 +227,18 @@ def written_by_msgnet(path: Path | str) -> bool:
         return False
 
 
+def paths_as_fields(request: Any, required: Iterable[str], optional: Iterable[str] = ()) -> None:
+    """Make a frozen request's path fields :class:`Path` (given as ``str`` or any path-like), refusing
+    anything else in one line naming the field; ``optional`` ones may be None."""
+    for name, may_be_none in [(n, False) for n in required] + [(n, True) for n in optional]:
+        value = getattr(request, name)
+        if value is None and may_be_none:
+            continue
+        if not isinstance(value, (str, os.PathLike)):
+            raise UsageError(f"{name}: a path (str or Path), not {type(value).__name__}")
+        object.__setattr__(request, name, Path(value))
+
+
 def ensure_output_apart(output: Path | str, *inputs: Path | str | None, field: str = "output") -> None:
     """Refuse, before any work, an output that is one of ``inputs``, lies inside one or holds one:
     writing it would change what the command reads. ``field`` names the output in the error (the

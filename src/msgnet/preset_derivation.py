@@ -347,8 +347,11 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
                f"stage stops at {OVERRUN:g}x its share if the machine is slower than measured. Each stage buys its "
                "steps again when it starts, at a step time measured then, with its share of the budget left then "
                "(time a stage leaves unspent passes to the next; RUN/run.json records each purchase).")
+    critic = preset.vqvae.layout_critic > 0
     why.append("Small data: every stage validates 20 times, keeps its best-validated weights and stops after 5 "
-               "validations without improvement; the priors sample with a moving average of their weights. The "
+               "validations without improvement" + (" (but the VQ-VAE, whose layout critic raises validation MSE "
+               "while it teaches, trains to its last step and keeps those weights)" if critic else "")
+               + "; the priors sample with a moving average of their weights. The "
                f"codes prior's validation also scores {ADHERENCE_PAIRS} decoded samples against their layouts "
                "(val_adherence in metrics.csv) when the run's QC segmenter exists.")
     if augment:

@@ -24,6 +24,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     dsub.required = True
 
+    _register_build(dsub)
+
+    setup = dsub.add_parser("setup-clevr", help="install Blender's Python module (bpy) for the CLEVR renderer",
+                            description="Make a virtual environment with bpy (about 1 GB) under $MSGNET_HOME "
+                            "(~/.cache/msgnet): bpy pins its own numpy, so it stays out of msgnet's environment.")
+    setup.set_defaults(func=_setup_clevr)
+
+    info = dsub.add_parser("info", help="validate a dataset and summarise it, with a preview PNG")
+    info.add_argument("dir", type=Path, help="dataset folder")
+    info.add_argument("--preview", type=Path, default=None, help="preview PNG path [DIR/preview.png]")
+    info.add_argument("--no-preview", action="store_true")
+    info.set_defaults(func=_info)
+
+    cmp_ = dsub.add_parser("compare", help="the first images of several datasets side by side (paper Fig. 5)",
+                           description="One row per dataset of its first --num images, under a row of the first "
+                           "dataset's layouts: the real images and what generators drew from their layouts "
+                           "(`msgnet sample --layouts DIR` keeps DIR's order).")
+    cmp_.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="datasets, the first one's layouts on top")
+    cmp_.add_argument("--out", type=Path, required=True, help="PNG to write")
+    cmp_.add_argument("--num", type=int, default=8, help="images per dataset [8]")
+    cmp_.add_argument("--split", default="train")
+    cmp_.add_argument("--no-layouts", action="store_true", help="leave out the row of layouts")
+    cmp_.add_argument("--scale", type=int, default=2, help="pixel upscaling of the PNG [2]")
+    cmp_.set_defaults(func=_compare)
+
+    brk = dsub.add_parser("break-rule", help="layouts that break the dataset's allowed class sets (paper §4.2)",
+                          description="Relabel one object of every layout of SRC's split so that the image's "
+                          "class set is not among the rule's allowed_class_sets (shapes and positions stay real). "
+                          "Feed the result to `msgnet sample --layouts` of a layout-conditioned generator.")
+    brk.add_argument("src", type=Path, help="a dataset whose rule has allowed_class_sets (Multi-MNIST pairs)")
+    brk.add_argument("--out", type=Path, required=True, help="output dataset folder (layouts to generate from)")
+    brk.add_argument("--split", default="train")
+    brk.add_argument("--num", type=int, default=None, help="only the first N layouts of the split")
+    brk.add_argument("--seed", type=int, default=0)
+    brk.add_argument("--overwrite", action="store_true", help="replace --out if msgnet wrote it")
+    brk.set_defaults(func=_break_rule)
+
+    from msgnet.cli.import_cmd import register_import
+
+    register_import(dsub)
+
+
+def _register_build(dsub: argparse._SubParsersAction) -> None:
+    """`msgnet data build multi-mnist|clevr`: the synthetic sets msgnet makes itself."""
     build = dsub.add_parser("build", help="build a synthetic dataset")
     bsub = build.add_subparsers(dest="builder", metavar="BUILDER")
     bsub.required = True
@@ -70,45 +114,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--test-fraction", type=float, default=0.0)
     cl.add_argument("--resume", action="store_true", help="complete an interrupted build into the same --out")
     cl.set_defaults(func=_build_clevr)
-
-    setup = dsub.add_parser("setup-clevr", help="install Blender's Python module (bpy) for the CLEVR renderer",
-                            description="Make a virtual environment with bpy (about 1 GB) under $MSGNET_HOME "
-                            "(~/.cache/msgnet): bpy pins its own numpy, so it stays out of msgnet's environment.")
-    setup.set_defaults(func=_setup_clevr)
-
-    info = dsub.add_parser("info", help="validate a dataset and summarise it, with a preview PNG")
-    info.add_argument("dir", type=Path, help="dataset folder")
-    info.add_argument("--preview", type=Path, default=None, help="preview PNG path [DIR/preview.png]")
-    info.add_argument("--no-preview", action="store_true")
-    info.set_defaults(func=_info)
-
-    cmp_ = dsub.add_parser("compare", help="the first images of several datasets side by side (paper Fig. 5)",
-                           description="One row per dataset of its first --num images, under a row of the first "
-                           "dataset's layouts: the real images and what generators drew from their layouts "
-                           "(`msgnet sample --layouts DIR` keeps DIR's order).")
-    cmp_.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="datasets, the first one's layouts on top")
-    cmp_.add_argument("--out", type=Path, required=True, help="PNG to write")
-    cmp_.add_argument("--num", type=int, default=8, help="images per dataset [8]")
-    cmp_.add_argument("--split", default="train")
-    cmp_.add_argument("--no-layouts", action="store_true", help="leave out the row of layouts")
-    cmp_.add_argument("--scale", type=int, default=2, help="pixel upscaling of the PNG [2]")
-    cmp_.set_defaults(func=_compare)
-
-    brk = dsub.add_parser("break-rule", help="layouts that break the dataset's allowed class sets (paper §4.2)",
-                          description="Relabel one object of every layout of SRC's split so that the image's "
-                          "class set is not among the rule's allowed_class_sets (shapes and positions stay real). "
-                          "Feed the result to `msgnet sample --layouts` of a layout-conditioned generator.")
-    brk.add_argument("src", type=Path, help="a dataset whose rule has allowed_class_sets (Multi-MNIST pairs)")
-    brk.add_argument("--out", type=Path, required=True, help="output dataset folder (layouts to generate from)")
-    brk.add_argument("--split", default="train")
-    brk.add_argument("--num", type=int, default=None, help="only the first N layouts of the split")
-    brk.add_argument("--seed", type=int, default=0)
-    brk.add_argument("--overwrite", action="store_true", help="replace --out if msgnet wrote it")
-    brk.set_defaults(func=_break_rule)
-
-    from msgnet.cli.import_cmd import register_import
-
-    register_import(dsub)
 
 
 def _build_multi_mnist(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msgnet.errors import UsageError
 from msgnet.layouts.classes import derangements, permute_object_classes
 
 __all__ = ["ClassGainTally", "corrupt_tokens", "corruption_generator", "derangements", "permute_object_classes",

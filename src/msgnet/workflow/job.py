@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import numbers
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from msgnet.errors import UsageError
-from msgnet.io import ensure_output_apart
+from msgnet.io import ensure_output_apart, paths_as_fields
 from msgnet.locks import writing
 from msgnet.run_dir import RunDir
 
@@ -54,11 +53,7 @@ class JobRequest:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("data", "run"):
-            value = getattr(self, name)
-            if not isinstance(value, (str, os.PathLike)):
-                raise UsageError(f"{name}: a folder (str or Path), not {type(value).__name__}")
-            object.__setattr__(self, name, Path(value))
+        paths_as_fields(self, ("data", "run"))
         if self.policies is not None:
             object.__setattr__(self, "policies", tuple(self.policies))
         self.validate()

@@ -23,7 +23,7 @@ from msgnet.augmentation.standard import AugmentationSettings
 from msgnet.data.format import Dataset
 from msgnet.data.subsets import seeded_subset
 from msgnet.errors import UsageError
-from msgnet.io import ensure_output_apart
+from msgnet.io import ensure_output_apart, paths_as_fields
 from msgnet.evaluation.benchmark.verdict import verdict_for
 from msgnet.evaluation.dice import DICE_DEFINITION
 from msgnet.evaluation.benchmark.policy import PairPolicy
@@ -56,13 +56,7 @@ class AugmentRequest:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("real", "synthetic", "json_path"):
-            value = getattr(self, name)
-            if value is None and name != "real":
-                continue
-            if not isinstance(value, (str, os.PathLike)):
-                raise UsageError(f"{name}: a path (str or Path), not {type(value).__name__}")
-            object.__setattr__(self, name, Path(value))
+        paths_as_fields(self, ("real",), ("synthetic", "json_path"))
         if not isinstance(self.protocol, UNetProtocol):
             raise UsageError(f"protocol: a UNetProtocol, not {type(self.protocol).__name__}")
         self.protocol.validate()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from tqdm import tqdm
 from msgnet.data.format import Dataset, DatasetInfo, DatasetWriter, open_dataset
 from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training
 from msgnet.errors import UsageError
-from msgnet.io import check_can_write, ensure_output_apart, is_msgnet_dataset
+from msgnet.io import check_can_write, ensure_output_apart, is_msgnet_dataset, paths_as_fields
 from msgnet.evaluation.stats import fmt_rate
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
 from msgnet.evaluation.qc.outputs import (csv_header, csv_rows, histograms_png, pair_caption, rejected_grid,
@@ -52,13 +51,7 @@ class QCRequest:
     report: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("data", "real", "out", "segmenter", "report"):
-            value = getattr(self, name)
-            if value is None and name not in ("data", "real"):
-                continue
-            if not isinstance(value, (str, os.PathLike)):
-                raise UsageError(f"{name}: a path (str or Path), not {type(value).__name__}")
-            object.__setattr__(self, name, Path(value))
+        paths_as_fields(self, ("data", "real"), ("out", "segmenter", "report"))
         if not isinstance(self.settings, QCSettings):
             raise UsageError(f"settings: a QCSettings, not {type(self.settings).__name__}")
         if self.out is not None and self.report is not None:
