@@ -140,9 +140,11 @@ def _told_the_layout(vq: VQVAEConfig, num_classes: int, num_train: int) -> tuple
                  restart_dead_codes=False, layout_classes=num_classes,
                  obedience=OBEDIENCE_WEIGHT if num_classes >= 3 else 0.0,
                  layout_critic=LAYOUT_CRITIC_WEIGHT if num_classes >= 3 else 0.0)
-    why = (f"Both decoder paths are told the layout (per-class scale and shift at every resolution) and trained "
-           f"to follow it where real codes disagree (obedience loss, weight {vq.obedience:g}; a layout-conditioned "
-           f"patch critic, weight {vq.layout_critic:g}, so that what it draws looks real); the codes are FSQ "
+    follow = (f" and trained to follow it where real codes disagree (obedience loss, weight {vq.obedience:g}; a "
+              f"layout-conditioned patch critic, weight {vq.layout_critic:g}, so that what it draws looks real)"
+              if vq.obedience > 0 else "; with one object class there is no other class to teach it to follow")
+    why = (f"Both decoder paths are told the layout (per-class scale and shift at every resolution){follow}; "
+           "the codes are FSQ "
            f"({levels}: {vq.num_embeddings} codes a path, which cannot collapse); the codes prior sees "
            f"{100 * TOKEN_CORRUPTION:g}% of its input tokens replaced at random, so that it reads the layout "
            "rather than recalls training images (docs/adherence.md).")
