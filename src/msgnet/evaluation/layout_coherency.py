@@ -1,17 +1,16 @@
 """Rule coherency of layouts sampled from a run's LayoutPixelSNAIL alone (paper §4.2), and of
 real layouts passed through a grid (the ceiling a prior on that grid can reach).
 
-The layout prior draws on its own grid (the latent grid, or a finer one chosen from the data:
-:mod:`msgnet.data.layout_grid`); its layouts are brought to image size from whichever grid it has.
-
-The layout prior is what decides which objects appear where; this samples only layouts
-(no codes, no decoding), brings them to the image grid, turns their connected components
-into objects and checks them against the rule the training data declared.
+The layout prior is what decides which objects appear where; this samples only layouts (no codes, no
+decoding) on the prior's own grid (the latent grid, or a finer one chosen from the data:
+:mod:`msgnet.data.layout_grid`), brings them to image size, turns their connected components into objects
+and checks them against the rule the training data declared.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import numpy as np
 from msgnet.data.rules import rule_violations
 from msgnet.errors import UsageError
 from msgnet.evaluation.stats import fmt_rate, wilson_interval
-from msgnet.layouts import layout_to_objects, upsample_layout
+from msgnet.layouts import downsample_layout, layout_to_objects, upsample_layout
+from msgnet.run_dir import RunDir
 
 
 @dataclass
@@ -56,17 +56,16 @@ class LayoutCoherency:
         return grid(tiles, columns=min(columns, len(tiles)))
 
     def to_json(self) -> dict[str, Any]:
-        lo, hi = wilson_interval(self.num - self.violating, self.num)
-        return {"num": self.num, "obeying": self.num - self.violating,
-                "obey_rate": (self.num - self.violating) / self.num, "obey_rate_95ci": [lo, hi],
-                "by_rule": self.by_rule, "object_counts": {str(k): v for k, v in sorted(self.object_counts.items())},
+        obeying = self.num - self.violating
+        return {"num": self.num, "obeying": obeying, "obey_rate": obeying / self.num,
+                "obey_rate_95ci": list(wilson_interval(obeying, self.num)), "by_rule": self.by_rule,
+                "object_counts": {str(k): v for k, v in sorted(self.object_counts.items())},
                 "rule": self.rule, "seconds": self.seconds, "what": self.what}
 
     def to_text(self) -> str:
-        lo, hi = wilson_interval(self.num - self.violating, self.num)
-        rate = (self.num - self.violating) / self.num
-        return (f"{self.what} obeying the rule: {self.num - self.violating} of {self.num}, "
-                + fmt_rate(rate, lo, hi) + f"; broken parts: {self.by_rule}"
+        j = self.to_json()
+        return (f"{self.what} obeying the rule: {j['obeying']} of {self.num}, "
+                + fmt_rate(j["obey_rate"], *j["obey_rate_95ci"]) + f"; broken parts: {self.by_rule}"
                 + f"; objects per layout: {dict(sorted(self.object_counts.items()))}")
 
 
@@ -80,9 +79,6 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
     pair ``i`` of `msgnet sample` with that seed and layout temperature gets, at any batch size.
     The first ``keep_examples`` layouts are kept in the result for :meth:`LayoutCoherency.preview`.
     """
-    import time
-
-    from msgnet.run_dir import RunDir
     from msgnet.sampling.engine import Engine, Progress
     from msgnet.sampling.run import read_run_info
     from msgnet.sampling.settings import GenerationSettings
@@ -93,7 +89,7 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
     settings.validate()
     info = read_run_info(Path(run_dir))
     rule = _rule_parts(info.rule, parts, RunDir(run_dir).dataset_json)
-    engine = Engine.load_layouts(run_dir, device=device)
+    engine = Engine.load(run_dir, device=device, need_images=False)
     result = LayoutCoherency(num=num, violating=0, rule=rule, palette=info.palette)
     start = time.perf_counter()
     for batch in engine.iter_layouts(engine.prepare(settings), progress=Progress("layouts", "layout", progress)):
@@ -107,10 +103,7 @@ def real_layout_coherency(data_dir: Path, grid: int, num: int | None = None, par
     """The ceiling a layout prior on a ``grid`` x ``grid`` latent grid can reach: the real training
     layouts (the first ``num``), brought to that grid and back exactly as sampled ones are, checked
     against the same rule. The grid merges touching objects of one class and grows boxes by rounding."""
-    import time
-
     from msgnet.data.format import open_dataset
-    from msgnet.layouts import downsample_layout
 
     if grid < 1:
         raise UsageError("grid: must be at least 1")
@@ -141,7 +134,6 @@ def _rule_parts(rule: dict[str, Any] | None, parts: list[str] | None, where: Pat
 
 
 def _check(result: LayoutCoherency, layouts: np.ndarray, keep_examples: int) -> None:
-    """Count the objects of each image-size layout and check them against ``result.rule``."""
     assert result.rule is not None
     for lay in layouts:
         objects = layout_to_objects(lay)

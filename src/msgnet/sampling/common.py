@@ -1,13 +1,11 @@
 """What the reference and the cached sampler share, so that they agree token for token.
 
-Randomness is consumed in one fixed way: all uniforms u (num, H, W) are drawn from the
-generator up front (float64), one map per generator when the caller gives one generator per map
-(:mod:`msgnet.sampling.engine` does: a pair's randomness is its own), and the token at p is the inverse CDF of
-softmax(logits / temperature) at u[p] (after guidance and truncation: :mod:`msgnet.sampling.rule`),
-computed in float64. The result is therefore
-independent of the batch size and of how the logits were computed; two samplers whose
-logits agree to ~1e-6 pick different tokens only if some u lands within ~1e-6 of a CDF
-boundary.
+Randomness is consumed in one fixed way: all uniforms u (num, H, W) are drawn from the generator up front
+(float64), one map per generator when the caller gives one generator per map (:mod:`msgnet.sampling.engine`
+does: a pair's randomness is its own), and the token at p is the inverse CDF of softmax(logits / temperature)
+at u[p] (after guidance and truncation: :mod:`msgnet.sampling.rule`), computed in float64. The result is
+therefore independent of the batch size and of how the logits were computed; two samplers whose logits agree
+to ~1e-6 pick different tokens only if some u lands within ~1e-6 of a CDF boundary.
 """
 
 from __future__ import annotations
@@ -35,12 +33,6 @@ def draw_uniforms(num: int, height: int, width: int, generator: Randomness) -> t
     return torch.stack([torch.rand((height, width), generator=g, dtype=torch.float64) for g in generator])
 
 
-def check_batch_size(batch_size: int) -> int:
-    if batch_size < 1:
-        raise ValueError(f"sampling: batch_size must be positive, got {batch_size}")
-    return int(batch_size)
-
-
 def prepare_condition(model: torch.nn.Module, condition: torch.Tensor | None, num: int) -> torch.Tensor | None:
     """Validate a condition for ``model`` and expand (H, W) or (1, H, W) to (num, H, W)."""
     cfg = model.config  # type: ignore[attr-defined]
@@ -53,29 +45,21 @@ def prepare_condition(model: torch.nn.Module, condition: torch.Tensor | None, nu
     if condition.dim() == 2:
         condition = condition[None]
     if condition.dim() != 3 or tuple(condition.shape[1:]) != (cfg.height, cfg.width):
-        raise ValueError(
-            f"sampling: condition must be (N, {cfg.height}, {cfg.width}), got {tuple(condition.shape)}"
-        )
+        raise ValueError(f"sampling: condition must be (N, {cfg.height}, {cfg.width}), got {tuple(condition.shape)}")
     if condition.shape[0] == 1:
         condition = condition.expand(num, -1, -1)
     if condition.shape[0] != num:
         raise ValueError(f"sampling: {condition.shape[0]} conditions for {num} samples")
     condition = condition.long()
     if condition.numel() and (condition.min() < 0 or condition.max() >= cfg.num_condition_classes):
-        raise ValueError(
-            f"sampling: condition classes must be in [0, {cfg.num_condition_classes}), "
-            f"got [{int(condition.min())}, {int(condition.max())}]"
-        )
+        raise ValueError(f"sampling: condition classes must be in [0, {cfg.num_condition_classes}), "
+                         f"got [{int(condition.min())}, {int(condition.max())}]")
     return condition
 
 
 def pick_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
     """Inverse-CDF choice: logits (B, V), u (B,) in [0, 1) -> tokens (B,) int64 (no truncation or guidance)."""
     return TokenRule(temperature).pick(logits, u)
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @dataclass
@@ -102,9 +86,7 @@ class SamplingPlan:
         if self.condition is None:
             return None
         cond = self.condition[start:stop]
-        if self.null_condition is None:
-            return cond
-        return torch.cat([cond, self.null_condition.expand_as(cond)])
+        return cond if self.null_condition is None else torch.cat([cond, self.null_condition.expand_as(cond)])
 
     def sampler_batch(self, start: int, stop: int) -> int:
         """Maps the sampler runs at once for maps start..stop (twice as many when guided)."""
@@ -118,7 +100,8 @@ def plan_sampling(model: torch.nn.Module, num: int, condition: torch.Tensor | No
                   generator: Randomness, batch_size: int) -> SamplingPlan:
     """Check a sampling call's arguments and draw all its uniforms up front."""
     cfg = model.config  # type: ignore[attr-defined]
-    batch_size = check_batch_size(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"sampling: batch_size must be positive, got {batch_size}")
     uniforms = draw_uniforms(num, cfg.height, cfg.width, generator)
     condition = prepare_condition(model, condition, num)
     null = None
@@ -126,10 +109,9 @@ def plan_sampling(model: torch.nn.Module, num: int, condition: torch.Tensor | No
         if not cfg.guidable:
             raise ValueError("sampling: guidance needs a conditional prior trained with condition_dropout > 0")
         null = model.null_condition(torch.zeros(cfg.height, cfg.width, dtype=torch.long))  # type: ignore[operator]
-    return SamplingPlan(num, cfg.height, cfg.width, rule, batch_size, uniforms, condition, null)
+    return SamplingPlan(num, cfg.height, cfg.width, rule, int(batch_size), uniforms, condition, null)
 
 
 def token_rule(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                guidance: float = 1.0) -> TokenRule:
-    """The samplers' keyword arguments as one :class:`TokenRule`."""
     return TokenRule(float(temperature), top_k, top_p, float(guidance))

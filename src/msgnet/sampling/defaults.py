@@ -2,7 +2,7 @@
 
 ``msgnet run`` chooses the codes prior's guidance and temperature on a probe of declared candidates
 (:mod:`msgnet.workflow.probe`) and keeps the table and its choice in ``RUN/probe.json``. `msgnet sample`
-and ``MSGNet.sample`` leave a setting None when the user gives none; :func:`resolve_settings` is the one
+and ``MSGNet.sample`` leave a setting None when the user gives none; :func:`resolve_sampling` is the one
 place that turns None into that choice (or, without a probe, into :data:`DECLARED_DEFAULTS`, what
 sampling always did) and says where each value came from, so the generated set can record it. A value
 the user gives always wins.
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping
 
 from msgnet.errors import UsageError
 from msgnet.run_dir import RunDir
@@ -24,31 +23,7 @@ from msgnet.run_dir import RunDir
 DECLARED_DEFAULTS: dict[str, float] = {"guidance": 1.0, "temperature_codes": 1.0}
 
 # Where a resolved setting came from, as the generated set records it.
-FROM_GIVEN = "given"
-FROM_PROBE = "probe.json"
-FROM_DEFAULT = "default"
-
-S = TypeVar("S")  # a settings dataclass with the DECLARED_DEFAULTS fields (GenerationSettings)
-
-
-def _probe_choice(path: Path) -> dict[str, float]:
-    """The chosen row's DECLARED_DEFAULTS fields of ``RUN/probe.json`` ({} without the file).
-
-    A damaged file is refused rather than skipped: silently sampling with other settings than the run
-    chose would make a set the user did not ask for."""
-    if not path.is_file():
-        return {}
-    try:
-        record: Any = json.loads(path.read_text())
-        row = record["rows"][record["chosen"]]
-        chosen = {name: float(row[name]) for name in DECLARED_DEFAULTS if name in row}
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        raise UsageError(f"{path}: unreadable, no chosen row; give {' and '.join(DECLARED_DEFAULTS)} "
-                         "explicitly, or remove it to sample with the declared defaults") from None
-    bad = [name for name, value in chosen.items() if not math.isfinite(value)]
-    if bad:
-        raise UsageError(f"{path}: the chosen {bad[0]} is {chosen[bad[0]]}, not a finite number")
-    return chosen
+FROM_GIVEN, FROM_PROBE, FROM_DEFAULT = "given", "probe.json", "default"
 
 
 def run_sampling_defaults(run_dir: Path | str, guidable: bool | None = True) -> dict[str, tuple[float, str]]:
@@ -60,7 +35,20 @@ def run_sampling_defaults(run_dir: Path | str, guidable: bool | None = True) -> 
     guidance a prior cannot follow comes from another prior (a retrained or replaced one): the whole
     choice is stale (its temperature was chosen together with that guidance) and the defaults apply.
     """
-    chosen = _probe_choice(RunDir(run_dir).probe_json)
+    path, chosen = RunDir(run_dir).probe_json, {}
+    if path.is_file():
+        # A damaged file is refused rather than skipped: silently sampling with other settings than the run
+        # chose would make a set the user did not ask for.
+        try:
+            record: Any = json.loads(path.read_text())
+            row = record["rows"][record["chosen"]]
+            chosen = {name: float(row[name]) for name in DECLARED_DEFAULTS if name in row}
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            raise UsageError(f"{path}: unreadable, no chosen row; give {' and '.join(DECLARED_DEFAULTS)} "
+                             "explicitly, or remove it to sample with the declared defaults") from None
+        bad = [name for name, value in chosen.items() if not math.isfinite(value)]
+        if bad:
+            raise UsageError(f"{path}: the chosen {bad[0]} is {chosen[bad[0]]}, not a finite number")
     if chosen.get("guidance", DECLARED_DEFAULTS["guidance"]) != DECLARED_DEFAULTS["guidance"] and guidable is not True:
         chosen = {}
     return {name: (chosen[name], FROM_PROBE) if name in chosen else (default, FROM_DEFAULT)
@@ -74,17 +62,6 @@ def resolve_sampling(given: Mapping[str, float | None], run_dir: Path | str,
     something is left to it, so explicit settings sample even beside a damaged one."""
     missing = [name for name in DECLARED_DEFAULTS if given.get(name) is None]
     run_choice = run_sampling_defaults(run_dir, guidable) if missing else {}
-    values: dict[str, float] = {}
-    sources: dict[str, str] = {}
-    for name in DECLARED_DEFAULTS:
-        value = given.get(name)
-        values[name], sources[name] = (float(value), FROM_GIVEN) if value is not None else run_choice[name]
-    return values, sources
-
-
-def resolve_settings(settings: S, run_dir: Path | str, guidable: bool | None) -> tuple[S, dict[str, str]]:
-    """``settings`` (a GenerationSettings) with every setting left None resolved by :func:`resolve_sampling`,
-    and where each came from (:data:`FROM_GIVEN`, :data:`FROM_PROBE` or :data:`FROM_DEFAULT`)."""
-    values, sources = resolve_sampling({name: getattr(settings, name) for name in DECLARED_DEFAULTS}, run_dir,
-                                       guidable)
-    return replace(settings, **values), sources  # type: ignore[type-var]
+    resolved = {name: run_choice[name] if name in missing else (float(given[name]), FROM_GIVEN)  # type: ignore
+                for name in DECLARED_DEFAULTS}
+    return {name: v for name, (v, _) in resolved.items()}, {name: src for name, (_, src) in resolved.items()}

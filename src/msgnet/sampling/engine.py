@@ -1,11 +1,9 @@
 """The sampling engine: the one place pairs are drawn, batch by batch, whatever the front door.
 
-`msgnet sample` (a dataset writer, its batches dealt among torchrun ranks: :mod:`msgnet.sampling.pipeline`),
-``MSGNet.sample`` (pairs in memory), the probe of sampling settings, QC-filtered sampling and the layout
-coherency check all prepare a :class:`SamplingRequest` with :meth:`Engine.prepare` and iterate
-:meth:`Engine.iter_batches` (or :meth:`Engine.iter_layouts`) over it. Only here are seeds turned into
-generators, layouts sampled by the layout prior, made from real ones or taken from the given ones, the
-token rules applied (temperature, top-k/top-p truncation, guidance) and progress shown.
+Every consumer (`msgnet sample`, ``MSGNet.sample``, the probe, QC-filtered sampling, layout coherency) prepares
+a :class:`SamplingRequest` with :meth:`Engine.prepare` and iterates :meth:`Engine.iter_batches` (or
+:meth:`Engine.iter_layouts`) over it. Only here are seeds turned into generators, layouts sampled by the
+layout prior, made from real ones or taken from the given ones, the token rules applied and progress shown.
 
 Seeds are per pair: pair ``i`` of a request with seed ``s`` draws its layout, its codes (or noise) and
 its made-from-real layout from streams of its own, seeded from ``(s, i, stream)`` by numpy's
@@ -19,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -28,20 +26,16 @@ from tqdm.auto import tqdm
 from msgnet.errors import UsageError
 from msgnet.layouts import downsample_layout, upsample_layout
 from msgnet.run_dir import RunDir
-from msgnet.sampling.defaults import resolve_settings
-from msgnet.sampling.given_layouts import given_layout_arrays, load_given_layouts
-from msgnet.sampling.run import GenerationRun, load_generation_run, load_layout_run
+from msgnet.sampling.defaults import DECLARED_DEFAULTS, resolve_sampling
+from msgnet.sampling.given_layouts import given_layouts
+from msgnet.sampling.real_layouts import RealLayoutMaker, real_layout_maker
+from msgnet.sampling.run import GenerationRun, load_generation_run, run_training_data
 from msgnet.sampling.settings import GenerationSettings, sampler_named
-
-if TYPE_CHECKING:
-    from msgnet.sampling.real_layouts import RealLayoutMaker
 
 # A pair's independent streams of randomness (the last part of its seed).
 STREAM_LAYOUT, STREAM_IMAGE, STREAM_REAL_LAYOUT = 0, 1, 2
 # Recorded with every sampling run, so that --resume refuses a partial set begun under another seed rule.
 SEEDING = "per pair: SeedSequence(seed, spawn_key=(pair, stream))"
-
-B = TypeVar("B")
 
 
 def pair_seed(seed: int, pair: int, stream: int) -> int:
@@ -52,28 +46,12 @@ def pair_seed(seed: int, pair: int, stream: int) -> int:
 
 
 def pair_generators(seed: int, pairs: range, stream: int) -> list[torch.Generator]:
-    """One CPU torch generator per pair of ``pairs``, for ``stream``."""
     return [torch.Generator().manual_seed(pair_seed(seed, i, stream)) for i in pairs]
 
 
 def to_uint8_images(x: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [0, 1] -> (B, H, W, C) uint8."""
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def sampled_layouts(drawn: torch.Tensor, image_hw: tuple[int, int], latent_hw: tuple[int, int] | None,
-                    num_classes: int) -> tuple[np.ndarray, torch.Tensor | None]:
-    """Layouts drawn at the layout prior's grid, (n, h, w): at image size (the pairs' annotation, and what a
-    decoder told the layout draws) and at the generator's latent grid (the codes prior's condition).
-
-    On a grid of its own (finer than the latent grid, issue 32) the drawn layout reaches the latent grid
-    from its image-size form by :func:`downsample_layout`, exactly as a given layout does; on the latent
-    grid itself the drawn tokens are the condition, as they always were.
-    """
-    full = upsample_layout(drawn.numpy().astype(np.uint8), image_hw)
-    if latent_hw is None or tuple(drawn.shape[-2:]) == tuple(latent_hw):
-        return full, (drawn if latent_hw is not None else None)
-    return full, torch.as_tensor(downsample_layout(full, latent_hw, num_classes=num_classes)).long()
 
 
 @dataclass(frozen=True)
@@ -85,7 +63,7 @@ class SamplingRequest:
     settings: GenerationSettings
     settings_from: dict[str, str] = field(default_factory=dict)
     given: list[np.ndarray] | None = None
-    maker: "RealLayoutMaker | None" = None
+    maker: RealLayoutMaker | None = None
     sample: Callable[..., torch.Tensor] | None = None
     limit: int | None = None
 
@@ -117,10 +95,6 @@ class SamplingRequest:
         """The same pairs, drawn for as long as the consumer asks (QC candidates)."""
         return replace(self, limit=None)
 
-    def with_settings(self, **changes: Any) -> "SamplingRequest":
-        """Other token rules or seed over the same loaded layouts (the probe's candidates); unchecked."""
-        return replace(self, settings=replace(self.settings, **changes))
-
 
 @dataclass
 class LayoutBatch:
@@ -134,16 +108,14 @@ class LayoutBatch:
     seconds: float = 0.0
 
 
-@dataclass
-class SampledBatch:
-    """Pairs ``first``... of batch ``index``: images (n, H, W, C) and layouts (n, H, W), uint8."""
+B = TypeVar("B", bound=LayoutBatch)
 
-    index: int
-    first: int
-    images: np.ndarray
-    layouts: np.ndarray
-    provenance: list[dict] | None = None
-    seconds: float = 0.0
+
+@dataclass
+class SampledBatch(LayoutBatch):
+    """A batch of pairs: their ``images`` (n, H, W, C) uint8 beside their layouts."""
+
+    images: np.ndarray = field(kw_only=True)
 
     @classmethod
     def concat(cls, batches: Sequence["SampledBatch"]) -> "SampledBatch":
@@ -151,8 +123,8 @@ class SampledBatch:
         provenance = None
         if batches and all(b.provenance is not None for b in batches):
             provenance = [p for b in batches for p in b.provenance or []]
-        return cls(batches[0].index, batches[0].first, np.concatenate([b.images for b in batches]),
-                   np.concatenate([b.layouts for b in batches]), provenance, sum(b.seconds for b in batches))
+        return cls(batches[0].index, batches[0].first, np.concatenate([b.layouts for b in batches]), provenance,
+                   sum(b.seconds for b in batches), images=np.concatenate([b.images for b in batches]))
 
 
 @dataclass
@@ -176,17 +148,13 @@ class Engine:
     def __init__(self, run: GenerationRun, run_dir: Path | str):
         self.run = run
         self.run_dir = Path(run_dir)
-        self._maker: "RealLayoutMaker | None" = None
+        self._maker: RealLayoutMaker | None = None
 
     @classmethod
-    def load(cls, run_dir: Path | str, need_layout_prior: bool = True, device: str | None = None) -> "Engine":
-        """The run's generator (and, when ``need_layout_prior``, its layout prior) on ``device``."""
-        return cls(load_generation_run(Path(run_dir), need_layout_prior=need_layout_prior, device=device), run_dir)
-
-    @classmethod
-    def load_layouts(cls, run_dir: Path | str, device: str | None = None) -> "Engine":
-        """The run's layout prior alone: an engine for :meth:`iter_layouts`."""
-        return cls(load_layout_run(Path(run_dir), device=device), run_dir)
+    def load(cls, run_dir: Path | str, need_layout_prior: bool = True, device: str | None = None,
+             need_images: bool = True) -> "Engine":
+        """The run's models on ``device`` (:func:`load_generation_run`)."""
+        return cls(load_generation_run(Path(run_dir), need_layout_prior, device, need_images), run_dir)
 
     @property
     def guidable(self) -> bool | None:
@@ -197,7 +165,9 @@ class Engine:
         the layouts loaded; ``layouts``: class maps given in memory instead of ``settings.layouts_from``.
         Everything that can be refused is refused here, before any pair is drawn."""
         settings.validate()
-        settings, settings_from = resolve_settings(settings, self.run_dir, self.guidable)
+        values, settings_from = resolve_sampling({name: getattr(settings, name) for name in DECLARED_DEFAULTS},
+                                                 self.run_dir, self.guidable)
+        settings = replace(settings, **values)
         settings.validate()
         if settings.sampler == "cuda-graph" and self.run.device.type != "cuda":
             raise UsageError(f"sampler cuda-graph: needs a CUDA device (this run would sample on {self.run.device})")
@@ -206,7 +176,7 @@ class Engine:
             raise UsageError(f"guidance: {settings.guidance:g} needs a codes prior trained with "
                              f"prior.condition_dropout > 0; {RunDir(self.run_dir).prior} has no unconditional "
                              "model (leave guidance out, or give 1)")
-        given = self._given(settings, layouts)
+        given = given_layouts(settings, layouts, self.run.info)
         maker = None
         if given is None and settings.layout_source == "real":
             maker = self.real_layout_maker()
@@ -214,55 +184,36 @@ class Engine:
             raise UsageError(f"{self.run_dir}: a {self.run.method} run has no layout prior; give layouts")
         return SamplingRequest(settings, settings_from, given, maker, sampler_named(settings.sampler), settings.num)
 
-    def _given(self, settings: GenerationSettings, layouts: Sequence[np.ndarray] | None) -> list[np.ndarray] | None:
-        if layouts is not None:
-            if settings.layout_source != "prior" or settings.layouts_from is not None:
-                raise UsageError("layouts: given in memory; leave layout_source at 'prior' and layouts_from unset")
-            given, where = given_layout_arrays(layouts, self.run.info), "layouts"
-            if not given:
-                raise UsageError("layouts: none given")
-        elif settings.layouts_from is not None:
-            given, where = load_given_layouts(settings.layouts_from, self.run.info), settings.layouts_from
-            if not given:
-                raise UsageError(f"{where}: holds no layouts")
-        else:
-            return None
-        if len(given) < settings.num and not settings.repeat_layouts:
-            raise UsageError(f"{where}: holds {len(given)} layouts, fewer than --num {settings.num} "
-                             "(--repeat-layouts reuses them in turn)")
-        return given
-
-    def real_layout_maker(self) -> "RealLayoutMaker":
+    def real_layout_maker(self) -> RealLayoutMaker:
         """The maker of layouts from the run's own training layouts (loaded once per engine)."""
         if self._maker is None:
-            from msgnet.sampling.real_layouts import real_layout_maker
-            from msgnet.sampling.run import run_training_data
-
-            data, ids = run_training_data(self.run_dir)
-            info = self.run.info
-            self._maker = real_layout_maker(data, ids, info.rule, tuple(info.augmentations or ()))
+            rule, augmentations = self.run.info.rule, tuple(self.run.info.augmentations or ())
+            self._maker = real_layout_maker(*run_training_data(self.run_dir), rule, augmentations)
         return self._maker
 
     def _layouts(self, request: SamplingRequest, pairs: range) -> tuple[np.ndarray, torch.Tensor | None, list | None]:
-        """The layouts of ``pairs`` at image size and at the generator's latent grid, and their provenance."""
+        """The layouts of ``pairs`` at image size (the pairs' annotation, and what a decoder told the layout
+        draws) and at the generator's latent grid (the codes prior's condition), and their provenance."""
         settings, info = request.settings, self.run.info
-        latent_hw = None if self.run.images is None else self.run.images.latent_hw
-        if request.maker is None and request.given is None:
+        drawn, provenance = None, None
+        if request.maker is not None:
+            rngs = [np.random.default_rng(pair_seed(settings.seed, i, STREAM_REAL_LAYOUT)) for i in pairs]
+            full, provenance = request.maker.make(rngs)
+        elif request.given is not None:
+            full = np.stack([request.given[i % len(request.given)] for i in pairs])
+        else:
             gens = pair_generators(settings.seed, pairs, STREAM_LAYOUT)
             assert request.sample is not None and self.run.layout_prior is not None
             drawn = request.sample(self.run.layout_prior, len(pairs), condition=None, generator=gens,
                                    batch_size=len(pairs), **settings.layout_rule()).cpu()
-            full, latent = sampled_layouts(drawn, tuple(info.image_size), latent_hw, info.num_classes)
-            return np.asarray(full, dtype=np.uint8), latent, None
-        provenance = None
-        if request.maker is not None:
-            rngs = [np.random.default_rng(pair_seed(settings.seed, i, STREAM_REAL_LAYOUT)) for i in pairs]
-            full, provenance = request.maker.make(rngs)
-        else:
-            assert request.given is not None
-            full = np.stack([request.given[i % len(request.given)] for i in pairs])
+            full = upsample_layout(drawn.numpy().astype(np.uint8), tuple(info.image_size))
+        latent_hw = None if self.run.images is None else self.run.images.latent_hw
         latent = None
-        if latent_hw is not None:  # the generator conditions on the layout at its latent grid
+        if drawn is not None and latent_hw is not None and tuple(drawn.shape[-2:]) == tuple(latent_hw):
+            latent = drawn  # drawn on the latent grid itself: the drawn tokens are the condition
+        elif latent_hw is not None:
+            # Given, made, or drawn on a finer grid of the layout prior's own (issue 32): the layout reaches
+            # the latent grid from its image-size form.
             latent = torch.as_tensor(downsample_layout(full, latent_hw, num_classes=info.num_classes)).long()
         return np.asarray(full, dtype=np.uint8), latent, provenance
 
@@ -281,12 +232,12 @@ class Engine:
         pairs = range(first, first + n)
         generator = self.run.images
         if generator is None:
-            raise ValueError("sampling: this engine holds the layout prior alone (Engine.load_layouts)")
+            raise ValueError("sampling: this engine holds the layout prior alone (loaded without need_images)")
         with torch.inference_mode():
             full, latent, provenance = self._layouts(request, pairs)
             images = generator.images(full, latent, pair_generators(request.settings.seed, pairs, STREAM_IMAGE),
                                       request.sample, request.settings.codes_rule())
-        return SampledBatch(b, first, to_uint8_images(images), full, provenance, time.perf_counter() - t0)
+        return SampledBatch(b, first, full, provenance, time.perf_counter() - t0, images=to_uint8_images(images))
 
     def iter_batches(self, request: SamplingRequest, batches: Iterable[int | None] | None = None,
                      progress: Progress | None = None,
@@ -298,10 +249,9 @@ class Engine:
         main process, none elsewhere)."""
         return self._iterate(self.batch, request, batches, progress, exchange)
 
-    def iter_layouts(self, request: SamplingRequest, batches: Iterable[int | None] | None = None,
-                     progress: Progress | None = None) -> Iterator[LayoutBatch]:
+    def iter_layouts(self, request: SamplingRequest, progress: Progress | None = None) -> Iterator[LayoutBatch]:
         """The request's batches of layouts alone (the layout prior's, given or made from real ones)."""
-        return self._iterate(self.layout_batch, request, batches, progress, None)
+        return self._iterate(self.layout_batch, request, None, progress, None)
 
     def _iterate(self, draw: Callable[[SamplingRequest, int], B], request: SamplingRequest,
                  batches: Iterable[int | None] | None, progress: Progress | None,
@@ -317,7 +267,7 @@ class Engine:
                 mine = None if b is None else draw(request, b)
                 for batch in exchange(mine) if exchange is not None else ([] if mine is None else [mine]):
                     yield batch
-                    n = len(batch.layouts)  # type: ignore[attr-defined]
+                    n = len(batch.layouts)
                     made += n
                     bar.update(n if shown.advance is None else shown.advance(batch))
                     rate = {"pairs_per_s": f"{made / max(time.perf_counter() - started, 1e-9):.2f}"}
@@ -326,5 +276,4 @@ class Engine:
             bar.close()
 
     def collect(self, request: SamplingRequest, progress: Progress | None = None) -> SampledBatch:
-        """Every pair of ``request`` in memory, as one batch."""
         return SampledBatch.concat(list(self.iter_batches(request, progress=progress)))

@@ -28,83 +28,74 @@ class LayoutToImage(Protocol):
     device: torch.device
 
     @property
-    def latent_hw(self) -> tuple[int, int] | None:
-        """The latent grid the generator conditions on (None: it takes the full-size layout only)."""
-        ...
+    def latent_hw(self) -> tuple[int, int] | None: ...  # None: it takes the full-size layout only
 
+    # Whether classifier-free guidance is possible (a prior that learned the "no layout" case); None where it does
+    # not apply (a generator without a prior ignores it).
     @property
-    def guidable(self) -> bool | None:
-        """Whether classifier-free guidance is possible (a prior that learned the "no layout" case);
-        None where it does not apply (a generator without a prior ignores it)."""
-        ...
+    def guidable(self) -> bool | None: ...
 
     def images(self, full: np.ndarray, latent: torch.Tensor | None, generators: Sequence[torch.Generator],
-               sample: Sampler, rule: dict) -> torch.Tensor:
-        """(n, C, H, W) images in [0, 1]."""
-        ...
+               sample: Sampler, rule: dict) -> torch.Tensor: ...  # (n, C, H, W) in [0, 1]
 
-    def stage_modules(self) -> dict[str, torch.nn.Module]:
-        """Its models by the name of the stage that trains them (msgnet.run_dir.STAGES): what an export saves."""
-        ...
+    def stage_modules(self) -> dict[str, torch.nn.Module]: ...  # by the name of the stage that trains them
 
 
 @dataclass
-class MSGNetImages:
-    """The paper's generator: the latent PixelSNAIL draws both code maps given the stacked layout,
-    the double-path VQ-VAE decodes them."""
-
-    vqvae: torch.nn.Module
-    prior: torch.nn.Module
-    device: torch.device
-    method: str = "msgnet"
-
-    @property
-    def latent_hw(self) -> tuple[int, int]:
-        return self.vqvae.config.latent_size, self.vqvae.config.latent_size
-
-    def stage_modules(self) -> dict[str, torch.nn.Module]:
-        return {"vqvae": self.vqvae, "prior": self.prior}
-
-    @property
-    def guidable(self) -> bool:
-        return bool(self.prior.config.guidable)
-
-    def images(self, full: np.ndarray, latent: torch.Tensor | None, generators: Sequence[torch.Generator],
-               sample: Sampler, rule: dict) -> torch.Tensor:
-        codes = sample(self.prior, len(full), condition=stack_layout(_given(latent)).to(self.device),
-                       generator=generators, batch_size=len(full), **rule)
-        codes_attn, codes_conv = split_codes(codes.to(self.device))
-        # A decoder told the layout draws the full-size layout the codes were drawn for.
-        layout = torch.as_tensor(np.asarray(full, dtype=np.int64)).to(self.device) if self.vqvae.told_layout else None
-        return self.vqvae.decode_indices(codes_attn, codes_conv, layout)
-
-
-@dataclass
-class CVQVAEImages:
-    """The cVQ-VAE baseline: H x W codes given the layout, decoded by a decoder that sees the layout."""
+class _CodesImages:
+    """A generator whose codes prior draws codes given the layout at ``model``'s latent grid."""
 
     model: torch.nn.Module
     prior: torch.nn.Module
     device: torch.device
-    method: str = "cvqvae"
 
     @property
     def latent_hw(self) -> tuple[int, int]:
         return self.model.config.latent_size, self.model.config.latent_size
 
-    def stage_modules(self) -> dict[str, torch.nn.Module]:
-        return {"cvqvae": self.model, "cvqvae-prior": self.prior}
-
     @property
     def guidable(self) -> bool:
         return bool(self.prior.config.guidable)
 
+    def _codes(self, condition: torch.Tensor | None, generators: Sequence[torch.Generator], sample: Sampler,
+               rule: dict) -> torch.Tensor:
+        assert condition is not None, "a generator with a latent grid is given its layouts at that grid"
+        return sample(self.prior, len(condition), condition=condition.to(self.device), generator=generators,
+                      batch_size=len(condition), **rule).to(self.device)
+
+
+@dataclass
+class MSGNetImages(_CodesImages):
+    """The paper's generator: the latent PixelSNAIL draws both code maps given the stacked layout,
+    the double-path VQ-VAE (``model``) decodes them."""
+
+    method: str = "msgnet"
+
+    def stage_modules(self) -> dict[str, torch.nn.Module]:
+        return {"vqvae": self.model, "prior": self.prior}
+
     def images(self, full: np.ndarray, latent: torch.Tensor | None, generators: Sequence[torch.Generator],
                sample: Sampler, rule: dict) -> torch.Tensor:
-        codes = sample(self.prior, len(full), condition=_given(latent).to(self.device), generator=generators,
-                       batch_size=len(full), **rule)
-        layout = torch.as_tensor(np.asarray(full, dtype=np.int64)).to(self.device)
-        return self.model.decode_indices(codes.to(self.device), layout)
+        codes_attn, codes_conv = split_codes(self._codes(None if latent is None else stack_layout(latent),
+                                                         generators, sample, rule))
+        # A decoder told the layout draws the full-size layout the codes were drawn for.
+        layout = torch.as_tensor(np.asarray(full, dtype=np.int64)).to(self.device) if self.model.told_layout else None
+        return self.model.decode_indices(codes_attn, codes_conv, layout)
+
+
+@dataclass
+class CVQVAEImages(_CodesImages):
+    """The cVQ-VAE baseline: H x W codes given the layout, decoded by a decoder that sees the layout."""
+
+    method: str = "cvqvae"
+
+    def stage_modules(self) -> dict[str, torch.nn.Module]:
+        return {"cvqvae": self.model, "cvqvae-prior": self.prior}
+
+    def images(self, full: np.ndarray, latent: torch.Tensor | None, generators: Sequence[torch.Generator],
+               sample: Sampler, rule: dict) -> torch.Tensor:
+        codes = self._codes(latent, generators, sample, rule)
+        return self.model.decode_indices(codes, torch.as_tensor(np.asarray(full, dtype=np.int64)).to(self.device))
 
 
 @dataclass
@@ -114,17 +105,11 @@ class ObjCGANImages:
     model: torch.nn.Module
     device: torch.device
     method: str = "obj-cgan"
-
-    @property
-    def latent_hw(self) -> None:
-        return None  # it conditions on the layout's objects, not on a latent grid
+    latent_hw = None  # it conditions on the layout's objects, not on a latent grid
+    guidable = None  # guidance does not apply: nothing to guide, nothing to refuse
 
     def stage_modules(self) -> dict[str, torch.nn.Module]:
         return {"obj-cgan": self.model}
-
-    @property
-    def guidable(self) -> None:
-        return None  # guidance does not apply: nothing to guide, nothing to refuse
 
     def images(self, full: np.ndarray, latent: torch.Tensor | None, generators: Sequence[torch.Generator],
                sample: Sampler, rule: dict) -> torch.Tensor:
@@ -136,15 +121,3 @@ class ObjCGANImages:
         noise = torch.cat([torch.randn(1, self.model.config.noise_dim, generator=g) for g in generators])
         with torch.no_grad():
             return self.model.generator(noise.to(self.device), labels.to(self.device), boxes.to(self.device))
-
-
-def move_generator(generator: LayoutToImage, device: torch.device) -> None:
-    """Move every model a generator holds to ``device``."""
-    for module in generator.stage_modules().values():
-        module.to(device)
-    generator.device = device
-
-
-def _given(latent: torch.Tensor | None) -> torch.Tensor:
-    assert latent is not None, "a generator with a latent grid is given its layouts at that grid"
-    return latent

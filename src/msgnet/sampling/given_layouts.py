@@ -12,6 +12,7 @@ from msgnet.data.format import DatasetInfo, ObjectAnnotation, open_dataset
 from msgnet.errors import UsageError
 from msgnet.layouts import boxes_to_layout
 from msgnet.layouts.boxes import coco_box, coco_id, coco_size
+from msgnet.sampling.settings import GenerationSettings
 
 
 def load_given_layouts(source: str, info: DatasetInfo) -> list[np.ndarray]:
@@ -54,14 +55,29 @@ def load_given_layouts(source: str, info: DatasetInfo) -> list[np.ndarray]:
     raise UsageError(f"{path}: no such dataset folder or COCO json")
 
 
-def given_layout_arrays(layouts: Sequence[np.ndarray], info: DatasetInfo) -> list[np.ndarray]:
-    """Class maps handed over in memory (``MSGNet.sample(layouts=...)``), checked against the run."""
-    given = [np.asarray(layout, dtype=np.uint8) for layout in layouts]
-    bad = [g.shape for g in given if g.shape != tuple(info.image_size)]
-    if bad:
-        raise UsageError(f"layouts: a layout is {bad[0]}, the run makes {tuple(info.image_size)}")
-    known = {c.id for c in info.classes}
-    unknown = sorted({int(c) for g in given for c in np.unique(g)} - known)
-    if unknown:
-        raise UsageError(f"layouts: class id {unknown[0]} is not a class of the run")
+def given_layouts(settings: GenerationSettings, layouts: Sequence[np.ndarray] | None,
+                  info: DatasetInfo) -> list[np.ndarray] | None:
+    """The layouts to generate images for: ``layouts`` handed over in memory (``MSGNet.sample(layouts=...)``),
+    else those of ``settings.layouts_from``, checked against the run; None when none are given."""
+    if layouts is not None:
+        if settings.layout_source != "prior" or settings.layouts_from is not None:
+            raise UsageError("layouts: given in memory; leave layout_source at 'prior' and layouts_from unset")
+        given, where = [np.asarray(layout, dtype=np.uint8) for layout in layouts], "layouts"
+        bad = [g.shape for g in given if g.shape != tuple(info.image_size)]
+        if bad:
+            raise UsageError(f"layouts: a layout is {bad[0]}, the run makes {tuple(info.image_size)}")
+        unknown = sorted({int(c) for g in given for c in np.unique(g)} - {c.id for c in info.classes})
+        if unknown:
+            raise UsageError(f"layouts: class id {unknown[0]} is not a class of the run")
+        if not given:
+            raise UsageError("layouts: none given")
+    elif settings.layouts_from is not None:
+        given, where = load_given_layouts(settings.layouts_from, info), settings.layouts_from
+        if not given:
+            raise UsageError(f"{where}: holds no layouts")
+    else:
+        return None
+    if len(given) < settings.num and not settings.repeat_layouts:
+        raise UsageError(f"{where}: holds {len(given)} layouts, fewer than --num {settings.num} "
+                         "(--repeat-layouts reuses them in turn)")
     return given

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -21,11 +22,12 @@ from msgnet.errors import UsageError
 from msgnet.io import failures_named
 from msgnet.layouts import layout_to_objects, pairs_grid, save_png
 from msgnet.locks import release_before_move, writing
+from msgnet.sampling.engine import SEEDING
 
 
 class PartialOutput:
     """``OUT.partial/``: images and layouts written so far plus a progress record (``settings``: the
-    sampling settings as a mapping, which a resumed run must match)."""
+    sampling settings as a mapping, which a resumed run must match, as must ``record_extra``)."""
 
     def __init__(self, out: Path, settings: dict, run_dir: Path, resume: bool,
                  record_extra: dict | None = None):
@@ -33,7 +35,7 @@ class PartialOutput:
         self.dir = out.with_name(out.name + ".partial")
         self.progress_path = self.dir / "progress.json"
         # Through JSON once, so the comparison on --resume sees lists where tuples were.
-        record = json.loads(json.dumps({"settings": settings, "run": str(run_dir.resolve()),
+        record = json.loads(json.dumps({"settings": settings, "run": str(run_dir.resolve()), "seeding": SEEDING,
                                         **(record_extra or {})}))
         if out.exists():
             raise UsageError(f"{out}: already exists (choose another --out or remove it)")
@@ -44,7 +46,13 @@ class PartialOutput:
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(writing(self.dir, "sampling run"))
         try:
-            self.state = self._resumed(record) if resume and existed else self._started(record)
+            if resume and existed:
+                self.state = self._resumed(record)
+            else:
+                (self.dir / "images").mkdir(parents=True, exist_ok=True)
+                (self.dir / "layouts").mkdir(exist_ok=True)
+                self.state = {**record, "done_batches": [], "objects": {}, "seconds": 0.0}
+                self._save_progress()
         except BaseException:
             self._lock.close()
             raise
@@ -62,20 +70,10 @@ class PartialOutput:
             raise UsageError(f"{self.progress_path}: was started with other settings ({', '.join(differ)} differ)")
         return state
 
-    def _started(self, record: dict) -> dict:
-        (self.dir / "images").mkdir(parents=True, exist_ok=True)
-        (self.dir / "layouts").mkdir(exist_ok=True)
-        self.state = {**record, "done_batches": [], "objects": {}, "seconds": 0.0}
-        self._save_progress()
-        return self.state
-
     def _save_progress(self) -> None:
         tmp = self.progress_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.progress_path)
-
-    def done(self, batch_index: int) -> bool:
-        return batch_index in self.state["done_batches"]
 
     def write_batch(self, batch_index: int, first_id: int, images: np.ndarray, layouts: np.ndarray,
                     seconds: float, extra: dict | None = None, provenance: list[dict] | None = None) -> None:
@@ -94,9 +92,11 @@ class PartialOutput:
         self.state.update(extra or {})
         self._save_progress()
 
-    def finish(self, info: DatasetInfo, preview_palette: np.ndarray,
-               extra_files: Callable[[Path], None] | None = None) -> Path:
-        """Write annotations, dataset.json and the preview (and ``extra_files(dir)``), then move into place."""
+    def finish(self, info: DatasetInfo, source: dict, extra_files: Callable[[Path], None] | None = None) -> Path:
+        """Write annotations, dataset.json (``info``'s data, generated as ``source`` records) and the preview
+        (and ``extra_files(dir)``), then move into place."""
+        palette = info.palette
+        info = replace(info, name=f"{info.name}-generated", source=source)
         objects = {int(k): [ObjectAnnotation(int(c), tuple(b)) for c, b in v]  # type: ignore[misc]
                    for k, v in self.state["objects"].items()}
         ids = sorted(objects)
@@ -107,7 +107,7 @@ class PartialOutput:
         imgs = [np.asarray(Image.open(self.dir / "images" / image_name(i))) for i in shown]
         lays = [np.asarray(Image.open(self.dir / "layouts" / image_name(i))) for i in shown]
         h = info.image_size[0]
-        save_png(pairs_grid(imgs, lays, preview_palette, columns=8), self.dir / "preview.png",
+        save_png(pairs_grid(imgs, lays, palette, columns=8), self.dir / "preview.png",
                  scale=max(1, 128 // h))
         if extra_files is not None:
             extra_files(self.dir)

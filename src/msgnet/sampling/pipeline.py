@@ -1,29 +1,25 @@
-"""`msgnet sample` as a library call: the engine's pairs written to a dataset, batch by batch.
+"""`msgnet sample` as a library call: the engine's pairs (:mod:`msgnet.sampling.engine`) written to a dataset.
 
-Generation itself (layout prior -> layout -> codes prior -> codes -> decode; or given layouts, the
-paper's pre-MSGNet) is :mod:`msgnet.sampling.engine`'s; this module is one of its consumers, a
-dataset writer. Results stream to ``OUT.partial/`` batch by batch; an interrupted run keeps what it
-wrote and ``resume=True`` completes the rest. Every pair is a pure function of ``(seed, pair index)``,
-so a resumed run writes exactly what an uninterrupted one would, under torchrun or not.
+Results stream to ``OUT.partial/`` batch by batch; an interrupted run keeps what it wrote and ``resume=True``
+completes the rest, exactly as an uninterrupted run would have written it (each pair has its own randomness).
 """
 
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from msgnet.data.format import DatasetInfo
 from msgnet.data.provenance import GENERATOR_TRAINING_KEY, generator_training_record
-from msgnet.sampling.engine import SEEDING, Engine, Progress, SamplingRequest, to_uint8_images
+from msgnet.sampling.engine import Engine, Progress, SamplingRequest, to_uint8_images
 from msgnet.sampling.partial_output import PartialOutput
 from msgnet.sampling.run import GenerationRun
-from msgnet.sampling.settings import LAYOUT_SOURCES, SAMPLERS, GenerationSettings
+from msgnet.sampling.settings import GenerationSettings
 
 # Older importers find these here (the VQ-VAE diagnostics, scripts): they live beside the engine now.
-__all__ = ["GenerationSettings", "SAMPLERS", "LAYOUT_SOURCES", "SamplingJob", "generate", "generated_source",
-           "open_partial", "remove_partial", "to_uint8_images"]
+__all__ = ["GenerationSettings", "SamplingJob", "generate", "generated_source", "remove_partial", "to_uint8_images"]
 
 
 def generated_source(run_dir: Path, info: DatasetInfo, request: SamplingRequest, seconds: float, training: dict,
@@ -46,22 +42,6 @@ def generated_source(run_dir: Path, info: DatasetInfo, request: SamplingRequest,
     }
 
 
-def open_partial(out: Path, run_dir: Path, request: SamplingRequest, resume: bool = False,
-                 record_extra: dict | None = None) -> PartialOutput:
-    """``OUT.partial/`` for the request's pairs; ``record_extra`` joins the settings a resume must match."""
-    return PartialOutput(Path(out), asdict(request.settings), Path(run_dir), resume,
-                         {"seeding": SEEDING, **(record_extra or {})})
-
-
-def finish_set(partial: PartialOutput, run_dir: Path, info: DatasetInfo, request: SamplingRequest, training: dict,
-               extra_source: dict | None = None, extra_files: Callable[[Path], None] | None = None) -> Path:
-    """Write the set's records (``extra_source`` joins its ``source``) and move it into place."""
-    generated = replace(info, source=generated_source(run_dir, info, request, partial.state["seconds"], training,
-                                                      partial.state.get("layout_provenance"), extra_source))
-    generated.name = f"{info.name}-generated"
-    return partial.finish(generated, info.palette, extra_files)
-
-
 @dataclass
 class SamplingJob:
     """A sampling run opened for writing: the engine, the request it draws and the partial output it
@@ -74,53 +54,45 @@ class SamplingJob:
     partial: PartialOutput | None
 
     @property
-    def settings(self) -> GenerationSettings:
-        return self.request.settings
-
-    @property
     def run(self) -> GenerationRun:
         return self.engine.run
 
     @classmethod
-    def open(cls, run_dir: Path | str, out: Path | str, settings: GenerationSettings, resume: bool = False,
+    def open(cls, run_dir: Path | str, out: Path | str | None, settings: GenerationSettings, resume: bool = False,
              device: str | None = None, record_extra: dict | None = None) -> "SamplingJob":
-        """Load the run, check the settings and open ``OUT.partial/``."""
+        """Load the run, check the settings and open ``OUT.partial/`` (``out`` None: the models and the request
+        alone, for a process that samples batches another one writes)."""
         settings.validate()
         run_dir = Path(run_dir)
         engine = Engine.load(run_dir, need_layout_prior=settings.samples_layouts, device=device)
         request = engine.prepare(settings)  # settings left None resolved before the partial output records them
+        if out is None:
+            return cls(run_dir, engine, request, {}, None)
         # Read before sampling, so that a damaged run record fails at once, not after the work.
         training = generator_training_record(run_dir, engine.run.info)
-        partial = open_partial(Path(out), run_dir, request, resume, record_extra)
+        partial = PartialOutput(Path(out), asdict(request.settings), run_dir, resume, record_extra)
         return cls(run_dir, engine, request, training, partial)
-
-    @classmethod
-    def open_worker(cls, run_dir: Path | str, settings: GenerationSettings, device: str | None = None) -> "SamplingJob":
-        """The models and the request alone, for a process that samples batches another one writes."""
-        engine = Engine.load(run_dir, need_layout_prior=settings.samples_layouts, device=device)
-        return cls(Path(run_dir), engine, engine.prepare(settings), {}, None)
 
     def finish(self, extra_source: dict | None = None,
                extra_files: Callable[[Path], None] | None = None) -> Path:
         """Write the dataset's records (``extra_source`` joins its ``source``) and move it into place."""
         assert self.partial is not None, "only the writing process finishes a job"
-        return finish_set(self.partial, self.run_dir, self.run.info, self.request, self.training, extra_source,
-                          extra_files)
+        info, state = self.run.info, self.partial.state
+        source = generated_source(self.run_dir, info, self.request, state["seconds"], self.training,
+                                  state.get("layout_provenance"), extra_source)
+        return self.partial.finish(info, source, extra_files)
 
 
 def generate(run_dir: Path | str, out: Path | str, settings: GenerationSettings, resume: bool = False,
              device: str | None = None, progress: bool = True) -> Path:
-    """Sample ``settings.num`` image + annotation pairs from a trained run into dataset ``out``.
-
-    Under ``torchrun --nproc_per_node K`` the batches still to do are dealt out among the K
-    processes (see :mod:`msgnet.sampling.ranks`); every pair is a pure function of
-    ``(seed, pair index)``, so the dataset is the same whatever K is.
-    """
+    """Sample ``settings.num`` image + annotation pairs from a trained run into dataset ``out``; under
+    ``torchrun --nproc_per_node K`` the batches still to do are dealt out among the K processes
+    (:mod:`msgnet.sampling.ranks`), and the dataset is the same whatever K is."""
     from msgnet.sampling.ranks import SamplingRanks
 
     with SamplingRanks(device) as ranks:
         job = ranks.open(lambda: SamplingJob.open(run_dir, out, settings, resume, str(ranks.device)),
-                         lambda: SamplingJob.open_worker(run_dir, settings, str(ranks.device)))
+                         lambda: SamplingJob.open(run_dir, None, settings, device=str(ranks.device)))
         request = job.request
         done = ranks.share(None if job.partial is None else job.partial.state["done_batches"])
         pending = [b for b in range(request.num_batches) if b not in done]

@@ -28,7 +28,9 @@ import torch
 
 from msgnet.augmentation.copy_paste import CutObject, cut_objects, paste_object
 from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
+from msgnet.data.format import open_dataset
 from msgnet.data.rules import rule_violations
+from msgnet.data.torch_dataset import load_split_ids
 from msgnet.layouts.boxes import layout_to_objects
 
 TRIES = 20  # redraws before falling back to the real layout as it is
@@ -57,14 +59,12 @@ class RealLayoutMaker:
         """One layout per rng, (len(rngs), H, W) uint8, and their provenance: layout k is a pure function
         of ``rngs[k]`` (its pair's own stream, msgnet.sampling.engine)."""
         out = np.empty((len(rngs),) + self.layouts.shape[1:], dtype=np.uint8)
-        provenance = []
+        provenance = [{}] * len(rngs)
         for k, rng in enumerate(rngs):
-            out[k], record = self.make_one(rng)
-            provenance.append(record)
+            out[k], provenance[k] = self.make_one(rng)
         return out, provenance
 
     def make_one(self, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
-        """One layout drawn with ``rng``, and how it was made."""
         augmentation = self.augmentation
         if augmentation is not None:
             augmentation.generator.manual_seed(int(rng.integers(2**62)))
@@ -89,19 +89,15 @@ class RealLayoutMaker:
         made = augmentation.geometric_layouts(lay)[0].numpy().astype(np.uint8)
         return made, {"recipe": "transform", "from": self.ids[base], "transforms": list(self.transforms)}
 
-    def _count_range(self) -> tuple[int, int]:
-        count = (self.rule or {}).get("object_count")
-        return (int(count["min"]), int(count["max"])) if count else (1, 10**9)
-
     def _recombined(self, base: int, rng: np.random.Generator) -> tuple[np.ndarray | None, dict[str, Any]]:
         """Some of ``base``'s objects kept, objects of another layout added into free space."""
         if not self.donors:
             return None, {}
         donor = self.donors[int(rng.integers(len(self.donors)))]
         own, given = self.objects[base], self.objects[donor]
-        low, high = self._count_range()
-        add = int(rng.integers(1, len(given) + 1))
-        add = min(add, high)
+        count = (self.rule or {}).get("object_count")
+        low, high = (int(count["min"]), int(count["max"])) if count else (1, 10**9)
+        add = min(int(rng.integers(1, len(given) + 1)), high)
         keep_low, keep_high = max(0, low - add), min(len(own), high - add)
         if keep_low > keep_high:
             return None, {}
@@ -122,9 +118,6 @@ class RealLayoutMaker:
 def real_layout_maker(data_dir: Any, ids: list[int] | None, rule: dict[str, Any] | None,
                       transforms: tuple[str, ...]) -> RealLayoutMaker:
     """A maker over the train-split layouts ``ids`` (all of them when None) of the dataset at ``data_dir``."""
-    from msgnet.data.format import open_dataset
-    from msgnet.data.torch_dataset import load_split_ids
-
     dataset = open_dataset(data_dir)
     _, layouts = load_split_ids(dataset, "train", ids)
     used = list(ids) if ids is not None else [int(i) for i in dataset.ids("train")]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from msgnet.sampling.common import Randomness, model_device, plan_sampling, token_rule
+from msgnet.sampling.common import Randomness, plan_sampling, token_rule
 
 
 @torch.inference_mode()
@@ -34,7 +34,7 @@ def sample_reference(
     rule = token_rule(temperature, top_k, top_p, guidance)
     plan = plan_sampling(model, num, condition, rule, generator, batch_size)
     h, w, u = plan.height, plan.width, plan.uniforms
-    device = model_device(model)
+    device = next(model.parameters()).device
     positions = h * w if max_positions is None else min(max_positions, h * w)
     result = plan.empty_result()
     was_training = model.training

@@ -53,19 +53,15 @@ class TokenRule:
     def truncated(self) -> bool:
         return self.top_k is not None or (self.top_p is not None and self.top_p < 1)
 
-    def guided_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """(2B, V) logits, conditional half first, -> (B, V) guided logits in float64 (unchanged if unguided)."""
-        if not self.guided:
-            return logits
-        cond, uncond = logits.double().chunk(2, dim=0)
-        return uncond + self.guidance * (cond - uncond)
-
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, V) float64 probabilities after temperature and truncation (not renormalised)."""
-        probs = torch.softmax(self.guided_logits(logits).double() / self.temperature, dim=-1)
-        if not self.truncated:
-            return probs
-        return probs * self.kept(probs)
+        """(B, V) logits, or (2B, V) conditional half first when guided -> (B, V) float64 probabilities after
+        guidance, temperature and truncation (not renormalised)."""
+        logits = logits.double()
+        if self.guided:
+            cond, uncond = logits.chunk(2, dim=0)
+            logits = uncond + self.guidance * (cond - uncond)
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        return probs * self.kept(probs) if self.truncated else probs
 
     def kept(self, probs: torch.Tensor) -> torch.Tensor:
         """(B, V) bool: the tokens truncation keeps (ties broken by index, as ``sort`` is stable)."""

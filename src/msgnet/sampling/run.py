@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
 import torch
+from safetensors import safe_open
 
 from msgnet.config import PixelSNAILConfig
 from msgnet.data.format import DatasetInfo, open_dataset
 from msgnet.data.provenance import TRAIN_SPLIT, TrainingData, choose_training_data, recorded_training_data
+from msgnet.device import choose_device
 from msgnet.errors import UsageError
+from msgnet.io import atomic_write_json
 from msgnet.run_dir import RunDir, stages_of
-from msgnet.sampling.generators import CVQVAEImages, LayoutToImage, MSGNetImages, ObjCGANImages, move_generator
+from msgnet.sampling.generators import CVQVAEImages, LayoutToImage, MSGNetImages, ObjCGANImages
 
 
 def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) -> TrainingData:
@@ -33,9 +34,10 @@ def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) 
     Reads only: call it before writing anything into the run.
     """
     dataset = open_dataset(data_dir)
-    path = RunDir(run_dir).dataset_json
-    rec = None
-    if path.is_file() and _stage_started(run_dir):
+    run = RunDir(run_dir)
+    path, rec = run.dataset_json, None
+    # Once any stage has written a file, the models depend on the record.
+    if path.is_file() and any(run.started(stage.name) for stage in stages_of("msgnet")):
         rec = recorded_training_data(read_run_info(run_dir), str(path))
     if rec is None:
         return choose_training_data(dataset, subset)
@@ -52,12 +54,6 @@ def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) 
     if missing:
         raise UsageError(f"{path}: training image {missing[0]} is not in the train split of {resolved} any more")
     return rec
-
-
-def _stage_started(run_dir: Path) -> bool:
-    """Whether any stage has written a file: from then on the models depend on the record."""
-    run = RunDir(run_dir)
-    return any(run.started(stage.name) for stage in stages_of("msgnet"))
 
 
 def _describe(rec: TrainingData) -> str:
@@ -81,8 +77,6 @@ def record_training_data(run_dir: Path, data_dir: Path, subset: int | None = Non
     description["source"] = {"training_data": fields["training_data"], "made_by": info.source,
                              "training_subset": fields["training_subset"], "training_ids": fields["training_ids"]}
     run_dir.mkdir(parents=True, exist_ok=True)
-    from msgnet.io import atomic_write_json
-
     atomic_write_json(RunDir(run_dir).dataset_json, description)
     return training
 
@@ -111,7 +105,7 @@ def run_training_data(run_dir: Path) -> tuple[Path, list[int] | None]:
 class GenerationRun:
     """The trained models of a run: ``images`` turns layouts into images (whichever generator the run
     trained, :mod:`msgnet.sampling.generators`; None when only the layouts were loaded, see
-    :func:`load_layout_run`); ``layout_prior`` draws layouts (None: given ones only)."""
+    :func:`load_generation_run`); ``layout_prior`` draws layouts (None: given ones only)."""
 
     info: DatasetInfo
     images: LayoutToImage | None
@@ -122,14 +116,20 @@ class GenerationRun:
     def method(self) -> str:
         return self.images.method if self.images is not None else "msgnet"
 
+    def stage_modules(self) -> dict[str, torch.nn.Module]:
+        """Every model it holds by the name of the stage that trains it (msgnet.run_dir.STAGES)."""
+        modules = dict(self.images.stage_modules()) if self.images is not None else {}
+        if self.layout_prior is not None:
+            modules["layout-prior"] = self.layout_prior
+        return modules
+
     def to(self, device: torch.device | str) -> "GenerationRun":
         """Move every model to ``device`` (in place); returns the run."""
-        dev = torch.device(device)
+        self.device = torch.device(device)
+        for module in self.stage_modules().values():
+            module.to(self.device)
         if self.images is not None:
-            move_generator(self.images, dev)
-        if self.layout_prior is not None:
-            self.layout_prior.to(dev)
-        self.device = dev
+            self.images.device = self.device
         return self
 
 
@@ -139,48 +139,41 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def _open(run_dir: Path) -> tuple[RunDir, DatasetInfo]:
-    if not Path(run_dir).is_dir():
-        raise UsageError(f"{run_dir}: no such run directory")
-    run = RunDir(run_dir)
-    return run, read_run_info(run.root)
+def _prior(path: Path, what: str, dev: torch.device) -> torch.nn.Module:
+    from msgnet.models.priors import load_prior
+
+    return load_prior(_need(path, what)).to(dev).eval()
 
 
 def _load_layout_prior(run: RunDir, info: DatasetInfo, dev: torch.device,
                        latent_hw: tuple[int, int] | None) -> torch.nn.Module:
-    from msgnet.models.priors import load_prior
-
-    layout_prior = load_prior(_need(run.layout_prior, "layout prior")).to(dev).eval()
+    layout_prior = _prior(run.layout_prior, "layout prior", dev)
     _check_layout_grid(run.layout_prior, layout_prior.config, info, latent_hw)
     return layout_prior
 
 
-def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: str | None = None) -> GenerationRun:
-    """The run's generator and (when ``need_layout_prior``) its layout prior, on ``device``."""
-    from msgnet.device import choose_device
-
-    run, info = _open(run_dir)
+def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: str | None = None,
+                        need_images: bool = True) -> GenerationRun:
+    """The run's generator and (when ``need_layout_prior``) its layout prior, on ``device``; without
+    ``need_images`` the layout prior alone (``images`` None): layouts can be drawn before the codes prior is trained."""
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    run = RunDir(run_dir)
+    info = read_run_info(run.root)
+    if not need_images:
+        if not run.has_weights("layout-prior"):
+            raise UsageError(f"{run.layout_prior}: no trained layout prior here")
+        dev = choose_device(device)
+        # No latent grid to check against: nothing here conditions on one (its drawn layouts go to image size).
+        return GenerationRun(info, None, _load_layout_prior(run, info, dev, latent_hw=None), dev)
     dev = choose_device(device)
     method = run.method()
     if need_layout_prior and method != "msgnet":
         raise UsageError(f"{run.root}: a {method} run has no layout prior; give layouts with --layouts DIR|COCO.json")
-    images = _LOADERS[method](run, dev)
+    images = _load_images(run, method, dev)
     layout_prior = _load_layout_prior(run, info, dev, images.latent_hw) if need_layout_prior else None
     _check_classes(run, info)
     return GenerationRun(info=info, images=images, layout_prior=layout_prior, device=dev)
-
-
-def load_layout_run(run_dir: Path, device: str | None = None) -> GenerationRun:
-    """The run's layout prior alone (``images`` None): layouts can be drawn before the codes prior is trained."""
-    from msgnet.device import choose_device
-
-    run, info = _open(run_dir)
-    if not run.has_weights("layout-prior"):
-        raise UsageError(f"{run.layout_prior}: no trained layout prior here")
-    dev = choose_device(device)
-    # No latent grid to check against: nothing here conditions on one (its drawn layouts go to image size).
-    layout_prior = _load_layout_prior(run, info, dev, latent_hw=None)
-    return GenerationRun(info=info, images=None, layout_prior=layout_prior, device=dev)
 
 
 def _check_layout_grid(path: Path, config: PixelSNAILConfig, info: DatasetInfo,
@@ -202,8 +195,6 @@ def _check_classes(run: RunDir, info: DatasetInfo) -> None:
     codes = run.codes_file("train")
     if not codes.is_file():
         return
-    from safetensors import safe_open
-
     with safe_open(str(codes), framework="pt") as f:
         trained = (f.metadata() or {}).get("num_classes")
     if trained is not None and int(trained) != info.num_classes:
@@ -211,35 +202,23 @@ def _check_classes(run: RunDir, info: DatasetInfo) -> None:
                          f"models learned {trained} ({codes}); the record was changed after training")
 
 
-def _load_msgnet(run: RunDir, dev: torch.device) -> LayoutToImage:
-    from msgnet.models.priors import load_prior
+def _load_images(run: RunDir, method: str, dev: torch.device) -> LayoutToImage:
+    """The generator the run trained (a baseline's has no layout prior: it generates from given layouts only)."""
+    if method == "obj-cgan":
+        from msgnet.baselines.obj_cgan import ObjCGAN
+
+        return ObjCGANImages(ObjCGAN.from_pretrained(_need(run.stage_dir("obj-cgan"), "obj-cGAN"), dev), dev)
+    if method == "cvqvae":
+        from msgnet.baselines.cvqvae import LayoutConditionedVQVAE
+
+        model = LayoutConditionedVQVAE.from_pretrained(_need(run.stage_dir("cvqvae"), "cVQ-VAE"), dev)
+        return CVQVAEImages(model, _prior(run.stage_dir("cvqvae-prior"), "cVQ-VAE prior", dev), dev)
     from msgnet.models.vqvae import DoublePathVQVAE
 
     vqvae = DoublePathVQVAE.from_pretrained(_need(run.vqvae, "VQ-VAE"), dev)
-    prior = load_prior(_need(run.prior, "latent prior")).to(dev).eval()
+    prior = _prior(run.prior, "latent prior", dev)
     lat = vqvae.config.latent_size
     if (prior.config.height, prior.config.width) != (2 * lat, lat):
         raise UsageError(f"{run.prior}: prior models {prior.config.height}x{prior.config.width} codes, "
                          f"the VQ-VAE makes {2 * lat}x{lat}")
     return MSGNetImages(vqvae, prior, dev)
-
-
-def _load_cvqvae(run: RunDir, dev: torch.device) -> LayoutToImage:
-    """A run of the cVQ-VAE baseline: it has no layout prior, so it generates from given layouts only."""
-    from msgnet.baselines.cvqvae import LayoutConditionedVQVAE
-    from msgnet.models.priors import load_prior
-
-    model = LayoutConditionedVQVAE.from_pretrained(_need(run.stage_dir("cvqvae"), "cVQ-VAE"), dev)
-    prior = load_prior(_need(run.stage_dir("cvqvae-prior"), "cVQ-VAE prior")).to(dev).eval()
-    return CVQVAEImages(model, prior, dev)
-
-
-def _load_obj_cgan(run: RunDir, dev: torch.device) -> LayoutToImage:
-    """A run of the obj-cGAN baseline: it generates from given layouts only."""
-    from msgnet.baselines.obj_cgan import ObjCGAN
-
-    return ObjCGANImages(ObjCGAN.from_pretrained(_need(run.stage_dir("obj-cgan"), "obj-cGAN"), dev), dev)
-
-
-_LOADERS: dict[str, Callable[[RunDir, torch.device], LayoutToImage]] = {
-    "msgnet": _load_msgnet, "cvqvae": _load_cvqvae, "obj-cgan": _load_obj_cgan}

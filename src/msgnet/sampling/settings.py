@@ -1,7 +1,5 @@
 """What a sampling call asks for: :class:`GenerationSettings`, one field per option of `msgnet sample`.
 
-The same settings reach the engine (:mod:`msgnet.sampling.engine`) from every front door: the CLI builds
-them from its flags, ``MSGNet.sample`` from its keywords, the probe and QC sampling from their callers.
 Errors name the field (``"top_k_codes: ..."``); the CLI puts the flag in its place.
 """
 
@@ -35,8 +33,7 @@ class GenerationSettings:
     top_p_layout: float | None = None
     top_k_codes: int | None = None
     top_p_codes: float | None = None
-    # Pairs drawn at once: a matter of speed and memory only, since each pair has its own randomness.
-    batch_size: int = 16
+    batch_size: int = 16  # speed and memory only: each pair has its own randomness (msgnet.sampling.engine)
     sampler: str = "cached"
     layouts_from: str | None = None  # a msgnet dataset folder or a COCO json of boxes (pre-MSGNet)
     repeat_layouts: bool = False  # more pairs than given layouts: reuse them in turn (else refused)
@@ -53,10 +50,8 @@ class GenerationSettings:
         if self.batch_size < 1:
             raise UsageError("batch_size: must be at least 1")
         for name in ("temperature_layout", "temperature_codes"):
-            value = getattr(self, name)
-            if value is None:
-                continue  # left to the run: checked once resolved (msgnet.sampling.defaults)
-            if not math.isfinite(value) or value <= 0:  # nan compares false both ways: check it by name
+            value = getattr(self, name)  # None: left to the run, checked once resolved (msgnet.sampling.defaults)
+            if value is not None and not (math.isfinite(value) and value > 0):  # nan compares false both ways
                 raise UsageError(f"{name}: must be a positive finite number, got {value}")
         if self.guidance is not None and (not math.isfinite(self.guidance) or self.guidance < 0):
             raise UsageError(f"guidance: must be a finite number >= 0, got {self.guidance}")

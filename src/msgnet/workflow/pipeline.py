@@ -1,19 +1,7 @@
-"""``MSGNet``: a trained run as one Python object that samples image + annotation pairs.
+"""``MSGNet``: a trained run as one Python object that samples image + annotation pairs (README.md shows it in use).
 
-```python
-import msgnet
-
-generator = msgnet.MSGNet.from_pretrained("runs/job")  # a run directory, or an export of one
-pairs = generator.sample(8, seed=0, top_p_codes=0.9)
-pairs.images.shape, pairs.layouts.shape     # (8, H, W, C) and (8, H, W), uint8
-pairs.annotations[0]                        # the first pair's objects: class id and box
-pairs.save("generated")                     # the dataset folder `msgnet sample` writes
-generator.save_pretrained("export")         # the models and records sampling needs, nothing else
-```
-
-MSGNet owns the engine every sampling front door draws with (:mod:`msgnet.sampling.engine`): `msgnet sample`,
-the probe, QC sampling and layout coherency iterate the same batches, and each pair has its own randomness.
-So pair ``i`` of a seed is the same from Python and from the CLI, at any batch size.
+MSGNet owns the engine every sampling front door draws with (:mod:`msgnet.sampling.engine`), so pair ``i`` of
+a seed is the same from Python and from the CLI, at any batch size.
 """
 
 from __future__ import annotations
@@ -33,7 +21,7 @@ from msgnet.data.provenance import generator_training_record
 from msgnet.errors import UsageError
 from msgnet.layouts import layout_to_objects
 from msgnet.run_dir import MANIFEST_FORMAT, RunDir
-from msgnet.sampling.engine import SEEDING, Engine, Progress, SampledBatch, SamplingRequest
+from msgnet.sampling.engine import Engine, Progress, SampledBatch, SamplingRequest
 from msgnet.sampling.partial_output import PartialOutput
 from msgnet.sampling.pipeline import generated_source
 from msgnet.sampling.run import GenerationRun
@@ -76,17 +64,15 @@ class Pairs:
         """Write the pairs as `msgnet sample` writes them: a msgnet dataset folder (all in the train split)
         with the same dataset.json record, preview and, after QC, report; ``out`` must not exist."""
         out = Path(out)
-        partial = PartialOutput(out, self.source["settings"], Path(self.source["run"]), False, {"seeding": SEEDING})
+        partial = PartialOutput(out, self.source["settings"], Path(self.source["run"]), False)
         try:
             partial.write_batch(0, 0, self.images, self.layouts, self.source["sampling_seconds"])
         except BaseException:
             partial.close()
             shutil.rmtree(partial.dir, ignore_errors=True)
             raise
-        info = replace(self.info, source=dict(self.source))
-        info.name = f"{self.info.name}-generated"
         report = self.qc_report
-        return partial.finish(info, self.info.palette, None if report is None else lambda d: report.write(d, out))
+        return partial.finish(self.info, dict(self.source), None if report is None else lambda d: report.write(d, out))
 
 
 class MSGNet:
@@ -118,7 +104,6 @@ class MSGNet:
         return self.run.info
 
     def to(self, device: "str | torch.device") -> "MSGNet":
-        """Move every model to ``device``; returns this generator."""
         self.run.to(device)
         return self
 
@@ -131,32 +116,26 @@ class MSGNet:
         if dst.root.exists():
             raise UsageError(f"{dst.root}: already exists (choose another folder or remove it)")
         dst.root.parent.mkdir(parents=True, exist_ok=True)
+        from msgnet import __version__
+        from msgnet.io import atomic_write_json
+
+        src, modules = self.run_dir, self.run.stage_modules()
         tmp = RunDir(tempfile.mkdtemp(prefix=f".{dst.root.name}.", dir=dst.root.parent))
         try:
-            self._export_into(tmp)
+            for stage, module in modules.items():
+                module.save_pretrained(tmp.stage_dir(stage))  # type: ignore[operator]
+            shutil.copyfile(src.dataset_json, tmp.dataset_json)  # the classes and the training record, as they are
+            if src.probe_json.is_file():
+                shutil.copyfile(src.probe_json, tmp.probe_json)
+            stages = {name: facts for name, facts in src.read_manifest().get("stages", {}).items() if name in modules}
+            atomic_write_json(tmp.manifest, {"format": MANIFEST_FORMAT, "msgnet_version": __version__,
+                                             "method": self.run.method, "exported_from": str(src.root.resolve()),
+                                             "stages": stages, "holds": tmp.contents()})
             os.replace(tmp.root, dst.root)  # whole or not at all
         except BaseException:
             shutil.rmtree(tmp.root, ignore_errors=True)
             raise
         return dst.root
-
-    def _export_into(self, tmp: RunDir) -> None:
-        src = self.run_dir
-        modules = dict(self.run.images.stage_modules()) if self.run.images is not None else {}
-        if self.run.layout_prior is not None:
-            modules["layout-prior"] = self.run.layout_prior
-        for stage, module in modules.items():
-            module.save_pretrained(tmp.stage_dir(stage))  # type: ignore[operator]
-        shutil.copyfile(src.dataset_json, tmp.dataset_json)  # the classes and the training record, as they are
-        if src.probe_json.is_file():
-            shutil.copyfile(src.probe_json, tmp.probe_json)
-        from msgnet import __version__
-        from msgnet.io import atomic_write_json
-
-        stages = {name: facts for name, facts in src.read_manifest().get("stages", {}).items() if name in modules}
-        atomic_write_json(tmp.manifest, {"format": MANIFEST_FORMAT, "msgnet_version": __version__,
-                                         "method": self.run.method, "exported_from": str(src.root.resolve()),
-                                         "stages": stages, "holds": tmp.contents()})
 
     def prepare(self, num: int, seed: int = 0, *, layouts: Sequence[np.ndarray] | Path | str | None = None,
                 **options: Any) -> SamplingRequest:
@@ -168,7 +147,6 @@ class MSGNet:
         return self.engine.prepare(settings, None if from_path else layouts)  # type: ignore[arg-type]
 
     def iter_batches(self, request: SamplingRequest, **kwargs: Any) -> Iterator[SampledBatch]:
-        """The request's batches of pairs, drawn by the engine (see :meth:`Engine.iter_batches`)."""
         return self.engine.iter_batches(request, **kwargs)
 
     def sample(self, num: int, seed: int = 0, *, guidance: float | None = None, temperature_codes: float | None = None,
@@ -205,11 +183,9 @@ class MSGNet:
             return self._pairs(request, self.engine.collect(request, Progress(show=progress)), training)
         control = self._quality_control(qc, qc_real, segmenter, progress)
         from msgnet.evaluation.qc.request import QC_KEY
-        from msgnet.workflow.qc_filter import candidate_cap, sample_checked
+        from msgnet.workflow.qc_filter import sample_checked
 
-        cap = candidate_cap(qc_max_candidates, num, qc_accept_fewer)
-        kept, keeper = sample_checked(self.engine, request, control, cap, qc_accept_fewer, progress)
-        report = keeper.report(self.info.palette)
+        kept, report = sample_checked(self.engine, request, control, qc_max_candidates, qc_accept_fewer, progress)
         return self._pairs(request, kept, training, {QC_KEY: report.record}, report)
 
     def _quality_control(self, qc: "bool | QCSettings | QualityControl", real: Path | str | None,
@@ -226,9 +202,7 @@ class MSGNet:
 
     def _pairs(self, request: SamplingRequest, batch: SampledBatch, training: dict, extra: dict | None = None,
                report: "QCReport | None" = None) -> Pairs:
-        provenance = None
-        if batch.provenance is not None:
-            provenance = {str(i): p for i, p in enumerate(batch.provenance)}
+        provenance = None if batch.provenance is None else {str(i): p for i, p in enumerate(batch.provenance)}
         # Through JSON once, as the dataset.json of `msgnet sample` holds it (lists where tuples were).
         source = json.loads(json.dumps(generated_source(self.run_dir.root, self.info, request, batch.seconds,
                                                         training, provenance, extra)))

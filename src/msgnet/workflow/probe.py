@@ -11,7 +11,6 @@ not reused; the test split is never read. The table of every candidate goes into
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,9 +38,6 @@ class Candidate:
     guidance: float
     temperature_codes: float
 
-    def applied(self, settings: GenerationSettings) -> GenerationSettings:
-        return replace(settings, guidance=self.guidance, temperature_codes=self.temperature_codes)
-
 
 def candidates_for(guidable: bool) -> list[Candidate]:
     """The declared candidates, cheapest first (unguided before guided: :func:`choose` keeps the first of
@@ -57,11 +53,10 @@ def probe_settings(engine: Engine, request: SamplingRequest, qc: QualityControl,
     base = request.settings
     rows = []
     for cand in tqdm(candidates, desc="probe", unit="setting", disable=not progress):
-        tried = replace(request.with_settings(guidance=cand.guidance, temperature_codes=cand.temperature_codes,
-                                              seed=base.seed + PROBE_SEED_OFFSET, num=num), limit=num)
-        t0 = time.perf_counter()
+        tried = replace(request, settings=replace(base, guidance=cand.guidance, seed=base.seed + PROBE_SEED_OFFSET,
+                                                  temperature_codes=cand.temperature_codes, num=num), limit=num)
         pairs = engine.collect(tried, Progress(show=False))
-        seconds = time.perf_counter() - t0
+        seconds = pairs.seconds
         quality = measure_set(qc, pairs.images, pairs.layouts)
         rows.append({"guidance": cand.guidance, "temperature_codes": cand.temperature_codes,
                      "sampling_seconds": round(seconds, 2),
@@ -87,13 +82,11 @@ def choose_sampling(run_dir: Path, settings: GenerationSettings, qc: QualityCont
            "layout_source": settings.layout_source, "batch_size": settings.batch_size}
     path = RunDir(run_dir).probe_json
     record = json.loads(path.read_text()) if path.is_file() else None
-    rows = record["rows"] if record is not None and record.get("key") == key else None
-    if rows is None:
-        rows = probe_settings(engine, request, qc, candidates, num, progress)
+    fresh = record is None or record.get("key") != key
+    rows = probe_settings(engine, request, qc, candidates, num, progress) if fresh else record["rows"]
     # Chosen again from the measured rows every time, so a record always follows today's rule.
     chosen = {"key": key, "rows": rows, "chosen": chosen_row(rows), "rule": RULE}
     if chosen != record:
         atomic_write_json(path, chosen)
-    record = chosen
-    best = candidates[record["chosen"]]
-    return best.applied(settings), record
+    best = candidates[chosen["chosen"]]
+    return replace(settings, guidance=best.guidance, temperature_codes=best.temperature_codes), chosen

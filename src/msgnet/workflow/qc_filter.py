@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Union
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ from msgnet.errors import UsageError
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl, pass_rate
 from msgnet.evaluation.qc.outputs import csv_header, csv_rows, pair_caption, read_csv_table, severity_key
 from msgnet.evaluation.qc.request import REJECTED_SHOWN, check_compatible, qc_record, write_figures_and_summary
+from msgnet.io import atomic_path
 from msgnet.run_dir import RunDir
 from msgnet.sampling.engine import Engine, Progress, SampledBatch, SamplingRequest
 from msgnet.sampling.run import run_training_data
@@ -65,22 +65,6 @@ def checking_qc(run_dir: Path | str, info: Any, settings: QCSettings, device: to
                                   training_ids if same_data else None, progress=progress)
 
 
-class QCStore(Protocol):
-    """Where a filter keeps every candidate's row and the worst rejected pairs."""
-
-    def add_rows(self, text: str) -> dict[str, Any]:
-        """Append rows; returns what the progress record must say about them."""
-        ...
-
-    def rows(self) -> str: ...
-
-    def put_pair(self, candidate: int, image: np.ndarray, layout: np.ndarray) -> None: ...
-
-    def pair(self, candidate: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def keep_only(self, candidates: set[int]) -> None: ...
-
-
 @dataclass
 class MemoryStore:
     """Rows and pairs in memory (``MSGNet.sample(qc=...)``)."""
@@ -89,6 +73,7 @@ class MemoryStore:
     pairs: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def add_rows(self, text: str) -> dict[str, Any]:
+        """Append rows; returns what the progress record must say about them (nothing, in memory)."""
         self.text.append(text)
         return {}
 
@@ -138,12 +123,15 @@ class FolderStore:
         for sub in ("images", "layouts"):
             for f in (self.directory / WORST_DIR / sub).glob("*.png"):
                 if f.name not in keep:
-                    os.remove(f)
+                    f.unlink()
 
     def remove(self) -> None:
         """Leave the finished set without the working files."""
         (self.directory / ROWS_FILE).unlink()
         shutil.rmtree(self.directory / WORST_DIR)
+
+
+QCStore = Union[MemoryStore, FolderStore]  # where a filter keeps every candidate's row and the worst rejected pairs
 
 
 @dataclass
@@ -158,8 +146,6 @@ class QCReport:
 
     def write(self, directory: Path, out: Path) -> None:
         """The report into ``directory`` for the set ``out``; the store keeps its files (a run may resume)."""
-        from msgnet.io import atomic_path
-
         with atomic_path(directory / "qc.csv") as tmp:
             tmp.write_bytes((csv_header() + self.store.rows()).encode())
         pairs = [self.store.pair(w["candidate"]) for w in self.worst]
@@ -258,21 +244,23 @@ class QCFilter:
                 f"{', '.join(list(state['rejected_by'])[:3]) or 'nothing'})")
 
 
-def sample_checked(engine: Engine, request: SamplingRequest, qc: QualityControl, cap: int, accept_fewer: bool,
-                   progress: bool = True) -> tuple[SampledBatch, QCFilter]:
-    """The first ``request.settings.num`` candidates that pass ``qc``, in memory (at most ``cap`` scored;
-    with fewer kept, :class:`TooFewPassed` unless ``accept_fewer`` and at least one passed)."""
+def sample_checked(engine: Engine, request: SamplingRequest, qc: QualityControl, max_candidates: int | None,
+                   accept_fewer: bool, progress: bool = True) -> tuple[SampledBatch, QCReport]:
+    """The first ``request.settings.num`` candidates that pass ``qc``, in memory, and their report (at most
+    :func:`candidate_cap` scored; with fewer kept, :class:`TooFewPassed` unless ``accept_fewer`` and at least
+    one passed)."""
+    cap = candidate_cap(max_candidates, request.settings.num, accept_fewer)
     keeper = QCFilter(qc, request.settings.num, cap, {}, MemoryStore())
     kept: list[SampledBatch] = []
     for batch in engine.iter_batches(request.unbounded(), keeper.batches(0), keeper.progress(progress)):
         take, update = keeper.check(batch)
         provenance = None if batch.provenance is None else [batch.provenance[k] for k in take]
-        kept.append(SampledBatch(batch.index, keeper.state["kept"], batch.images[take], batch.layouts[take],
-                                 provenance, keeper.seconds))
+        kept.append(SampledBatch(batch.index, keeper.state["kept"], batch.layouts[take], provenance, keeper.seconds,
+                                 images=batch.images[take]))
         keeper.state.update(update)
         keeper.committed()
     if keeper.state["kept"] < keeper.num and not (accept_fewer and keeper.state["kept"] > 0):
         summary = keeper.shortfall()
         raise TooFewPassed(f"qc_max_candidates: {summary}; the cap of {cap} candidates is reached. Train the run "
                            "longer, loosen the thresholds, raise the cap or accept fewer", summary)
-    return SampledBatch.concat(kept), keeper
+    return SampledBatch.concat(kept), keeper.report(engine.run.info.palette)
