@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from msgnet.errors import UsageError
+from msgnet.errors import DataError, UsageError
 
 
 @contextmanager
@@ -120,8 +122,6 @@ def load_training_state(path: Path | str) -> Any:
 
 def save_model(model: torch.nn.Module, config: Any, directory: Path | str, kind: str) -> None:
     """Write ``model.safetensors`` and ``config.json`` (with ``kind``) atomically into ``directory``."""
-    import dataclasses
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -153,8 +153,6 @@ def load_state_dict(directory: Path | str) -> dict[str, torch.Tensor]:
 
 def read_json(path: Path | str) -> Any:
     """Parse a JSON file a user handed us; a missing or malformed file is a one-line DataError."""
-    from msgnet.errors import DataError
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {why_not_found(path)}")
@@ -217,8 +215,6 @@ def written_by_msgnet(path: Path | str) -> bool:
     path = Path(path)
     try:
         if path.suffix.lower() == ".png":
-            from PIL import Image
-
             with Image.open(path) as im:
                 return im.info.get(PNG_MARK[0]) == PNG_MARK[1]
         data = json.loads(path.read_text())

@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from msgnet import __version__
 from msgnet.errors import UsageError
 
 MANIFEST_FILE = "run.json"
@@ -217,8 +218,7 @@ class RunDir:
     def record_stage(self, name: str, **facts: object) -> dict:
         """Write down in the manifest that stage ``name`` is done (with ``facts``: steps, seconds...)
         and what the run holds now. Atomic: a reader sees the old manifest or the new one."""
-        from msgnet import __version__
-        from msgnet.io import atomic_write_json
+        from msgnet.io import atomic_write_json  # deferred: msgnet.io imports torch; run_dir stays torch-free
 
         manifest = self.read_manifest()
         manifest.update(format=MANIFEST_FORMAT, msgnet_version=__version__, method=self.method())
@@ -232,8 +232,7 @@ class RunDir:
     def record(self, key: str, value: object) -> dict:
         """Write ``value`` under ``key`` at the top of the manifest (None removes it): a record of the
         whole run beside its stages, such as the training budget (msgnet.workflow.budget). Atomic."""
-        from msgnet import __version__
-        from msgnet.io import atomic_write_json
+        from msgnet.io import atomic_write_json  # deferred: msgnet.io imports torch; run_dir stays torch-free
 
         manifest = self.read_manifest()
         manifest.update(format=MANIFEST_FORMAT, msgnet_version=__version__)

@@ -18,10 +18,14 @@ from torch import nn
 
 from msgnet.baselines.cvqvae import CVQVAEConfig, LayoutConditionedVQVAE
 from msgnet.config import PixelSNAILConfig, Preset
+from msgnet.device import choose_device
+from msgnet.layouts import downsample_layout
 from msgnet.run_dir import stage
 from msgnet.training.codebook_usage import CodebookUsage
 from msgnet.training.loop import BaseStage, seed_everything, train
 from msgnet.training.grid import save_grid
+from msgnet.training.prior_stage import PriorStage, TensorRows
+from msgnet.training.vqvae_stage import open_image_datasets
 
 MODEL_DIR, PRIOR_DIR = stage("cvqvae").folder, stage("cvqvae-prior").folder  # the run registry's
 
@@ -82,8 +86,6 @@ def prior_config(preset: Preset, config: CVQVAEConfig) -> PixelSNAILConfig:
 def encode_split(model: LayoutConditionedVQVAE, dataset: Any, device: torch.device,
                  batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes (N, h, w), layouts on the latent grid (N, h, w)) of an ImageLayoutDataset, int64 on CPU."""
-    from msgnet.layouts import downsample_layout
-
     model = model.to(device).eval()
     codes = [model.encode_indices(dataset.images[s : s + batch_size].to(device).float() / 255.0).cpu()
              for s in range(0, len(dataset), batch_size)]
@@ -94,10 +96,6 @@ def encode_split(model: LayoutConditionedVQVAE, dataset: Any, device: torch.devi
 def train_cvqvae(preset: Preset, data_dir: Path, run_dir: Path, resume: bool = False, device: str | None = None,
                  train_ids: Sequence[int] | None = None) -> Path:
     """Train the baseline and its prior on ``data_dir`` (only ``train_ids`` of its train split, if given)."""
-    from msgnet.device import choose_device
-    from msgnet.training.prior_stage import PriorStage, TensorRows
-    from msgnet.training.vqvae_stage import open_image_datasets
-
     config = CVQVAEConfig.from_preset(preset)
     train_set, val_set = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)
     seed_everything(preset.vqvae_train.seed)

@@ -22,6 +22,7 @@ from msgnet.config import Preset, TrainConfig
 from msgnet.run_dir import stage
 from msgnet.training.grid import save_grid
 from msgnet.training.loop import BaseStage, seed_everything, train
+from msgnet.training.vqvae_stage import open_image_datasets
 
 MODEL_DIR = stage("obj-cgan").folder  # the run registry's
 
@@ -102,8 +103,6 @@ class ObjCGANStage(BaseStage):
 def train_obj_cgan(preset: Preset, data_dir: Path, run_dir: Path, resume: bool = False, device: str | None = None,
                    train_ids: Sequence[int] | None = None, steps: int | None = None) -> Path:
     """Train obj-cGAN on ``data_dir`` (only ``train_ids`` of its train split, if given)."""
-    from msgnet.training.vqvae_stage import open_image_datasets
-
     config = ObjCGANConfig.from_preset(preset)
     train_images, val_images = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)
     train_set = ObjectRows(train_images.images, train_images.layouts, config.max_objects)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from msgnet.config import from_dict
 from msgnet.errors import UsageError
 from msgnet.io import load_state_dict, read_model_config, save_model
 
@@ -37,8 +38,6 @@ class PretrainedMixin:
 
     @classmethod
     def config_from_json(cls, data: dict[str, Any], where: str) -> Any:
-        from msgnet.config import from_dict
-
         return from_dict(cls.config_class, data, where)
 
     @classmethod

@@ -15,6 +15,7 @@ until the swap is complete).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -124,8 +125,6 @@ def check_same_architecture(directory: Path, config: Any) -> None:
 def check_saved_config(directory: Path, config: Any) -> None:
     """``directory/config.json`` (a checkpoint or a trained model), if any, must hold ``config``;
     keys the saved file lacks are fields added since, at their defaults."""
-    import dataclasses
-
     if not (Path(directory) / "config.json").is_file():
         return
     _, saved = read_model_config(directory)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.distributed as tdist
 
 from msgnet.nn.quantizer import VectorQuantizer, perplexity_from_counts
 from msgnet.training import distributed as D
@@ -29,8 +30,6 @@ Encode = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 def current_dist(device: torch.device) -> D.DistInfo:
     """The process group as the loop set it up (rank/world from torch.distributed, if any)."""
-    import torch.distributed as tdist
-
     if tdist.is_available() and tdist.is_initialized():
         return D.DistInfo(tdist.get_rank(), tdist.get_world_size(), 0, device, False)
     return D.DistInfo(0, 1, 0, device, False)

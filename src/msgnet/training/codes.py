@@ -23,12 +23,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
+from msgnet.data.format import open_dataset
 from msgnet.errors import UsageError
 from msgnet.io import atomic_write_bytes
+from msgnet.layouts import downsample_layout
 from msgnet.models.latents import stack_codes
 from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.device import choose_device
 from msgnet.run_dir import RunDir
+from msgnet.training.vqvae_stage import open_image_datasets
 
 
 def vqvae_dir(run_dir: Path | str) -> Path:
@@ -49,11 +53,6 @@ def extract_codes(
     transformed copies of each training image (the geometric transforms dataset.json declares
     valid; none declared, none made), stored after the originals (see :func:`load_codes`).
     """
-    from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
-    from msgnet.data.format import open_dataset
-    from msgnet.layouts import downsample_layout
-    from msgnet.training.vqvae_stage import open_image_datasets
-
     run_dir = Path(run_dir)
     dev = choose_device(device)
     model = DoublePathVQVAE.from_pretrained(vqvae_dir(run_dir), dev)

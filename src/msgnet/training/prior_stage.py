@@ -28,8 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
 from msgnet.config import PixelSNAILConfig, Preset, TrainConfig
+from msgnet.data.format import open_dataset
+from msgnet.data.torch_dataset import load_split_ids
 from msgnet.errors import UsageError
+from msgnet.layouts import downsample_layout
 from msgnet.models.latents import stack_layout
 from msgnet.models.layout_prior import LayoutPixelSNAIL
 from msgnet.models.pixelsnail import PixelSNAIL
@@ -272,11 +276,6 @@ def _layouts_from_dataset(data_dir: Path, cfg: PixelSNAILConfig, train_ids: Sequ
                           copies: int = 0, seed: int = 0) -> tuple[TensorRows, Any]:
     """Layouts of a dataset brought to the layout prior's grid (no VQ-VAE needed), with ``copies``
     transformed copies of the training layouts after them (as :func:`extract_codes` makes them)."""
-    from msgnet.augmentation.standard import AugmentationSettings, geometric_copies
-    from msgnet.data.format import open_dataset
-    from msgnet.data.torch_dataset import load_split_ids
-    from msgnet.layouts import downsample_layout
-
     ds = open_dataset(data_dir)
     settings = AugmentationSettings.for_generator(ds.info.augmentations)
     sets = []

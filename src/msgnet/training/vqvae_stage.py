@@ -18,6 +18,8 @@ from torch import nn
 
 from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
 from msgnet.config import Preset, VQVAEConfig
+from msgnet.data.format import open_dataset
+from msgnet.data.torch_dataset import ImageLayoutDataset
 from msgnet.errors import UsageError
 from msgnet.models.vqvae import DoublePathVQVAE
 from msgnet.nn.quantizer import perplexity_from_counts
@@ -153,9 +155,6 @@ def open_image_datasets(config: VQVAEConfig, data_dir: Path, train_ids: Sequence
     ``train_ids``: train only on these images of the train split (``--train-subset``); the
     validation split stays whole, so runs on different subsets are compared on the same images.
     """
-    from msgnet.data.format import open_dataset
-    from msgnet.data.torch_dataset import ImageLayoutDataset
-
     dataset = open_dataset(data_dir)
     check_dataset_fits(config, dataset.info, data_dir)
     train_set = ImageLayoutDataset(dataset, "train", ids=train_ids)
@@ -186,8 +185,6 @@ def train_vqvae(
 ) -> Path:
     """Train the preset's VQ-VAE on ``data_dir`` (only ``train_ids`` of its train split, if given);
     returns ``run_dir/vqvae`` (weights + config)."""
-    from msgnet.data.format import open_dataset
-
     train_set, val_set = open_image_datasets(preset.vqvae, Path(data_dir), train_ids)
     seed_everything(preset.vqvae_train.seed)
     augmentation = None
