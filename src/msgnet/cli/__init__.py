@@ -101,8 +101,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
 # The library names the field a bad value came in ("subset: ..."); the command line names its flag.
 # A field is a flag's dest unless listed here.
 FIELD_FLAGS = {"subset": "--train-subset", "json_path": "--json", "max_candidates": "--qc-max-candidates",
-               "layout_path": "--layout"}
+               "layout_path": "--layout", "subsets": "--real-subset", "digit_min": "--digit-size",
+               "digit_max": "--digit-size", "min_visible_fraction": "--min-visible"}
 _LEADING_FIELDS = re.compile(r"[a-z][a-z0-9_]*(?:(?:, | and )[a-z][a-z0-9_]*)*(?=[ :])")
+# Further in a message, a field is named in backquotes (``set `resume` to continue``): its flag there.
+_QUOTED_FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
 def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -119,14 +122,18 @@ def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def as_flags(message: str, flags: dict[str, str]) -> str:
-    """``message`` with its leading field names ("val_fraction, test_fraction: ...") put as the flags."""
+    """``message`` with its leading field names ("val_fraction, test_fraction: ...") put as the flags, and
+    the fields it names in backquotes further on (`resume`); a field the parser has no flag for stays."""
+    known = {**flags, **FIELD_FLAGS}
+    message = _QUOTED_FIELD.sub(lambda q: known.get(q.group(1), q.group(0)), message)
     m = _LEADING_FIELDS.match(message)
     if not m:
         return message
     names = [n for part in m.group(0).split(", ") for n in part.split(" and ")]
-    known = {**flags, **FIELD_FLAGS}
     if not all(n in known for n in names):
         return message
+    if len({known[n] for n in names}) == 1:  # two fields of one flag (digit_min, digit_max: --digit-size)
+        return known[names[0]] + message[m.end():]
     joined = m.group(0)
     for n in names:
         joined = re.sub(rf"\b{n}\b", known[n], joined, count=1)

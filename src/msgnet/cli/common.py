@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+from typing import Any
 
 
 def add_preset_arguments(p: argparse.ArgumentParser, derivable: bool = False) -> None:
@@ -42,3 +45,14 @@ def load_preset_from_args(args: argparse.Namespace):
     from msgnet.config import load_preset
 
     return load_preset(args.config, list(args.overrides) + list(args.overrides_positional))
+
+
+def library_default(owner: object, name: str) -> Any:
+    """The default the library gives ``name``: a field of the request dataclass ``owner``, or a keyword of
+    the function ``owner``. Options read it here rather than repeat it, so that it is written once."""
+    if dataclasses.is_dataclass(owner):
+        found = owner.__dataclass_fields__[name]  # type: ignore[union-attr]
+        if found.default_factory is not dataclasses.MISSING:
+            return found.default_factory()
+        return found.default
+    return inspect.signature(owner).parameters[name].default  # type: ignore[arg-type]

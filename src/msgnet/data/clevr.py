@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from msgnet.data.checks import check_count
 from msgnet.data.clevr_scenes import ClevrSpec, Scene, class_infos, orbit_points, sample_scene
 from msgnet.data.format import DatasetInfo, DatasetWriter, ObjectAnnotation
 from msgnet.errors import UsageError
@@ -156,17 +157,17 @@ class _Workers:
 def build_clevr(spec: ClevrSpec, out: Path | str, workers: int = 1, resume: bool = False,
                 progress: bool = True) -> Path:
     """Render ``spec.num`` scenes with ``workers`` Blender processes and write the dataset ``out``."""
-    spec.validate()
-    if workers < 1:
-        raise UsageError("workers: must be at least 1")
+    if not isinstance(spec, ClevrSpec):
+        raise UsageError(f"spec: a ClevrSpec, not {type(spec).__name__}")
+    check_count("workers", workers)
     out = Path(out)
     work = out.with_name(out.name + ".partial")
     if out.exists():
-        raise UsageError(f"{out}: already exists (choose another --out or remove it)")
+        raise UsageError(f"out {out}: already exists (choose another `out` or remove it)")
     record = {"spec": asdict(spec)}
     if work.exists():
         if not resume:
-            raise UsageError(f"{work}: an interrupted build is here; pass --resume to complete it, or remove it")
+            raise UsageError(f"{work}: an interrupted build is here; set `resume` to complete it, or remove it")
         try:
             same = json.loads((work / "spec.json").read_text()) == json.loads(json.dumps(record))
         except (OSError, json.JSONDecodeError):

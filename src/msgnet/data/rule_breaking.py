@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from msgnet.data.checks import check_count, check_name, check_seed
 from msgnet.data.format import DatasetWriter, ObjectAnnotation, open_dataset
 from msgnet.errors import UsageError
 from msgnet.layouts import layout_to_objects
@@ -49,7 +50,11 @@ def _component(layout: np.ndarray, obj: ObjectAnnotation) -> np.ndarray:
 def break_allowed_class_sets(source: Path | str, out: Path | str, seed: int = 0, split: str = "train",
                              num: int | None = None, overwrite: bool = False) -> Path:
     """Write ``out``: the first ``num`` layouts of ``source``'s ``split``, each with one object relabelled
-    so that its class set breaks the rule's ``allowed_class_sets``."""
+    so that its class set breaks the rule's ``allowed_class_sets``. ``num`` None: every layout of the split."""
+    check_seed("seed", seed)
+    check_name("split", split)
+    if num is not None:
+        check_count("num", num)
     ds = open_dataset(source)
     rule = ds.info.rule or {}
     allowed = rule.get("allowed_class_sets")

@@ -34,7 +34,7 @@ def check_augmentations(value: Any, where: str) -> list[str] | None:
     return _known_augmentations(value, lambda msg: DataError(f"{where}: \"augmentations\": {msg}"))
 
 
-def parse_augmentations(text: str, where: str = "--augmentations") -> list[str]:
+def parse_augmentations(text: str, where: str = "augmentations") -> list[str]:
     """``flip,rotate90,affine`` -> the list; ``none`` -> [] (declared: no geometric augmentation is valid)."""
     if text.strip().lower() == "none":
         return []

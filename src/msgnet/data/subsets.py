@@ -17,7 +17,7 @@ from msgnet.errors import UsageError
 SUBSET_SEED = 0  # fixed: a subset is named by its size alone, so runs and benchmarks agree
 
 
-def seeded_subset(ids: Sequence[int], n: int, seed: int = SUBSET_SEED, where: str = "--real-subset") -> list[int]:
+def seeded_subset(ids: Sequence[int], n: int, seed: int = SUBSET_SEED, where: str = "subsets") -> list[int]:
     """The first ``n`` ids of a seeded permutation of ``ids``, returned sorted."""
     ids = np.asarray(list(ids), dtype=np.int64)
     if n < 1:

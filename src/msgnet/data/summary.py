@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from msgnet.data.checks import check_count
 from msgnet.data.format import Dataset
 from msgnet.data.rules import validate_rule
-from msgnet.errors import DataError
+from msgnet.errors import DataError, UsageError
 from msgnet.layouts.render import pairs_grid, save_png
 
 POSITION_BINS = 4  # where objects sit: a 4x4 grid of box centres
@@ -128,9 +129,10 @@ def comparison_grid(datasets: list[Dataset], num: int = 8, split: str = "train",
     draws them in that dataset's order)."""
     from msgnet.layouts.render import colorize, grid
 
+    check_count("num", num)
+    if not datasets:
+        raise UsageError("datasets: give at least one dataset")
     first = datasets[0]
-    if num < 1:
-        raise ValueError("num must be at least 1")
     rows: list[list[np.ndarray]] = []
     for ds in datasets:
         if ds.info.image_size != first.info.image_size:

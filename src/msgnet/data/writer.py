@@ -84,7 +84,7 @@ class DatasetWriter:
     def __init__(self, root: Path | str, info: DatasetInfo, overwrite: bool = False):
         self.root = Path(root)
         if self.root.exists() and not overwrite:
-            raise UsageError(f"{self.root}: already exists (choose another --out or remove it)")
+            raise UsageError(f"{self.root}: already exists (choose another `out` or remove it)")
         self.info = info
         self.info.splits = {s: list(v) for s, v in info.splits.items()}
         self.objects: dict[int, list[ObjectAnnotation]] = {}

@@ -16,11 +16,12 @@ from typing import Any, Iterable
 import torch
 
 from msgnet.errors import UsageError
+from msgnet.evaluation.requests import ClassGainRequest
 from msgnet.models.latents import stack_layout
 from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.training.prior_diagnostics import ClassGainTally
 
-__all__ = ["class_gain", "format_class_gain", "run_class_gain"]
+__all__ = ["ClassGainRequest", "class_gain", "format_class_gain", "measure_class_gain", "run_class_gain"]
 
 
 def _condition_grid(codes: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
@@ -59,32 +60,34 @@ def class_gain(prior: PixelSNAIL, batches: Iterable[tuple[torch.Tensor, torch.Te
     return result
 
 
-def run_class_gain(run_dir: Path | str, split: str = "val", batch_size: int = 64, max_maps: int = 0,
-                   seed: int = 0, device: str | None = None) -> dict[str, Any]:
-    """Class gain of the codes prior of ``run_dir`` on its extracted ``split`` codes
-    (``RUN/codes/<split>.safetensors``; the first ``max_maps`` maps, 0: all), with where it came from."""
+def run_class_gain(run_dir: Path | str, **options: Any) -> dict[str, Any]:
+    """Class gain of the codes prior of ``run_dir`` on its extracted codes (``RUN/codes/<split>.safetensors``),
+    with where it came from: a :class:`ClassGainRequest` made of these keywords (``split``, ``max_maps``,
+    ``batch_size``, ``seed``, ``device``; each checked, naming it), run by :func:`measure_class_gain`."""
+    return measure_class_gain(ClassGainRequest(run_dir, **options))
+
+
+def measure_class_gain(req: ClassGainRequest) -> dict[str, Any]:
+    """Class gain of ``req.run``'s codes prior on its ``req.split`` codes (the first ``req.max_maps``, 0: all)."""
     from msgnet.device import choose_device
     from msgnet.models.priors import load_prior
     from msgnet.run_dir import RunDir
     from msgnet.training.codes import load_codes
 
-    if batch_size < 1:
-        raise UsageError("batch_size: must be at least 1")
-    if max_maps < 0:
-        raise UsageError("max_maps: must be >= 0 (0: all)")
-    run = RunDir(run_dir)
+    run = RunDir(req.run)
     if not run.has_weights("prior"):
         raise UsageError(f"{run.prior}: no trained codes prior here")
     prior = load_prior(run.prior, "cpu")
     if not prior.config.conditional:
         raise UsageError(f"{run.prior}: this prior is not conditioned on a layout (prior.num_condition_classes 0)")
-    codes, layouts, _ = load_codes(run_dir, split)
-    if max_maps:
-        codes, layouts = codes[:max_maps], layouts[:max_maps]
-    prior = prior.to(choose_device(device))
-    batches = ((codes[i:i + batch_size], layouts[i:i + batch_size]) for i in range(0, codes.shape[0], batch_size))
-    result: dict[str, Any] = dict(class_gain(prior, batches, seed))
-    result.update(run=str(run_dir), split=split, maps=int(codes.shape[0]), seed=seed)
+    codes, layouts, _ = load_codes(req.run, req.split)
+    if req.max_maps:
+        codes, layouts = codes[:req.max_maps], layouts[:req.max_maps]
+    prior = prior.to(choose_device(req.device))
+    size = req.batch_size
+    batches = ((codes[i:i + size], layouts[i:i + size]) for i in range(0, codes.shape[0], size))
+    result: dict[str, Any] = dict(class_gain(prior, batches, req.seed))
+    result.update(run=str(req.run), split=req.split, maps=int(codes.shape[0]), seed=req.seed)
     return result
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from msgnet.data.checks import check_count, check_seed
 from msgnet.device import choose_device
 from msgnet.errors import UsageError
 from msgnet.models.pretrained import PretrainedMixin
@@ -49,11 +50,22 @@ class DigitClassifierConfig:
 
 @dataclass(frozen=True)
 class ClassifierTraining:
+    """How the digit classifier trains (`msgnet eval train-classifier` reads its defaults here); every
+    value is checked when the settings are made, naming its field."""
+
     epochs: int = 3
     batch_size: int = 128
     lr: float = 2e-3
     seed: int = 0
     max_shift: int = 2  # random translation in pixels (crops are never perfectly centred)
+
+    def __post_init__(self) -> None:
+        check_count("epochs", self.epochs)
+        check_count("batch_size", self.batch_size)
+        check_seed("seed", self.seed)
+        check_count("max_shift", self.max_shift, least=0)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < float("inf"):
+            raise UsageError(f"lr: must be a positive finite number, got {self.lr!r}")
 
 
 class DigitClassifier(PretrainedMixin, nn.Module):
@@ -211,11 +223,16 @@ def _log_estimate(log: Callable[[str], None], steps: int, done: int, seconds: fl
         f"({1000 * seconds / done:.0f} ms a step)")
 
 
-def train_and_save(out: Path | str, training: ClassifierTraining = ClassifierTraining(), progress: bool = True,
-                   log: Callable[[str], None] = logger.info,
+def train_and_save(out: Path | str | None = None, training: ClassifierTraining = ClassifierTraining(),
+                   progress: bool = True, log: Callable[[str], None] = logger.info,
                    device: torch.device | str | None = None) -> tuple[DigitClassifier, dict]:
-    """Train on the bundled MNIST digits on ``device`` (None: CUDA when available, else CPU) and save."""
+    """Train on the bundled MNIST digits on ``device`` (None: CUDA when available, else CPU) and save into
+    ``out`` (None: :func:`default_classifier_dir`, where the commands look for it)."""
     from msgnet.data.mnist_source import load_bundled
+
+    if not isinstance(training, ClassifierTraining):
+        raise UsageError(f"training: a ClassifierTraining, not {type(training).__name__}")
+    out = default_classifier_dir() if out is None else Path(out)
 
     digits = load_bundled()
     model, info = train_classifier(digits.train_images, digits.train_labels, digits.test_images,
@@ -241,7 +258,7 @@ def get_classifier(directory: Path | str | None, log: Callable[[str], None] = lo
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise UsageError(f"classifier {directory}: no trained classifier there "
-                             "(run `msgnet eval train-classifier --out DIR`)")
+                             "(train one into it with train_and_save or `msgnet eval train-classifier`)")
         return DigitClassifier.from_pretrained(directory, dev), directory
     directory = default_classifier_dir()
     if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from msgnet.evaluation.digit_classifier import DigitClassifier, crop_to_cell, to_gray
+from msgnet.data.checks import check_count
+from msgnet.evaluation.digit_classifier import DigitClassifier, crop_to_cell, get_classifier, to_gray
+from msgnet.evaluation.requests import FidRequest
 from msgnet.device import choose_device
 
 if TYPE_CHECKING:
@@ -111,8 +113,8 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, classifier: DigitClassifier,
     }
 
 
-def compute_fid(real: Dataset, syn: Dataset, model: DigitClassifier, max_images: int = 5000, progress: bool = False,
-                device: torch.device | str | None = None) -> dict:
+def compute_fid(real: Dataset, syn: Dataset, model: DigitClassifier, max_images: int = FidRequest.max_images,
+                progress: bool = False, device: torch.device | str | None = None) -> dict:
     """FID/KID of the synthetic set against the real validation split, on whole images and on objects.
 
     ``real`` and ``syn`` are opened datasets (:func:`msgnet.evaluation.inputs.open_input`); at most
@@ -120,6 +122,7 @@ def compute_fid(real: Dataset, syn: Dataset, model: DigitClassifier, max_images:
     """
     from msgnet.evaluation.inputs import load_ids, synthetic_ids
 
+    check_count("max_images", max_images, least=2)
     dev = choose_device(device)
     real_ids = real.ids("val")
     syn_ids = synthetic_ids(syn)[:max_images]
@@ -136,6 +139,20 @@ def compute_fid(real: Dataset, syn: Dataset, model: DigitClassifier, max_images:
 
     out["objects"] = fid_kid(to_t(real_cells), to_t(syn_cells), model, "objects", device=dev)
     return out
+
+
+def run_fid(req: FidRequest) -> dict:
+    """`msgnet eval fid` as a library call: open and compare both sets, load (or train) the classifier,
+    measure; the result names the classifier used."""
+    from msgnet.evaluation.inputs import check_compatible, open_input
+
+    real = open_input(req.real, "real")
+    syn = open_input(req.synthetic, "synthetic")
+    check_compatible(real, syn)
+    model, where = get_classifier(req.classifier, progress=req.progress, device=req.device)
+    result = compute_fid(real, syn, model, req.max_images, device=req.device)
+    result["classifier"] = str(where)
+    return result
 
 
 def format_fid(result: dict) -> str:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from msgnet.data.format import Dataset
 from msgnet.errors import UsageError
 from msgnet.evaluation.digit_classifier import DigitClassifier, classify, crop_to_cell, digit_of_class
+from msgnet.evaluation.requests import FidelityRequest
 from msgnet.evaluation.stats import fmt_rate, wilson_interval
 from msgnet.device import choose_device
 
@@ -120,3 +121,16 @@ def format_fidelity(result: dict) -> str:
                      f"{fmt_rate(sets['read_broken'], lo, hi)}, exactly the annotated forbidden digits in "
                      f"{fmt_rate(sets['broken_as_annotated'], glo, ghi)}")
     return "\n".join(lines)
+
+
+def run_fidelity(req: FidelityRequest) -> dict:
+    """`msgnet eval fidelity` as a library call: open ``req.data``, load (or train) the classifier, measure;
+    the result names the classifier used."""
+    from msgnet.evaluation.digit_classifier import get_classifier
+    from msgnet.evaluation.inputs import open_input
+
+    data = open_input(req.data, "data")
+    model, where = get_classifier(req.classifier, progress=req.progress, device=req.device)
+    result = annotation_fidelity(data, model, req.split, progress=req.progress, device=req.device)
+    result["classifier"] = str(where)
+    return result

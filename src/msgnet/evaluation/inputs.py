@@ -10,13 +10,13 @@ from msgnet.data.format import Dataset, open_dataset
 from msgnet.errors import UsageError
 
 
-def open_input(path: Path | str, option: str) -> Dataset:
-    """Open a dataset given on the command line; a missing folder names the option."""
+def open_input(path: Path | str, field: str) -> Dataset:
+    """Open the dataset a request's ``field`` names; a missing folder names the field (the CLI, its flag)."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"{option} {path}: no such directory")
+        raise UsageError(f"{field} {path}: no such directory")
     if not path.is_dir():
-        raise UsageError(f"{option} {path}: not a directory")
+        raise UsageError(f"{field} {path}: not a directory")
     return open_dataset(path)
 
 

@@ -143,11 +143,11 @@ def build_report(req: ReportRequest, augment_request=None, log=logger.info) -> P
     if req.augment is not None and not req.augment.is_file():
         raise UsageError(f"augment {req.augment}: no such file")
     if (req.real is None or req.synthetic is None) and req.augment is None:
-        raise UsageError("real and synthetic: both needed (or only --augment JSON, for the benchmark section)")
+        raise UsageError("real and synthetic: both needed (or only the `augment` JSON, for the benchmark section)")
     real = syn = None
     if req.real is not None and req.synthetic is not None:
-        real = open_input(req.real, "--real")
-        syn = open_input(req.synthetic, "--synthetic")
+        real = open_input(req.real, "real")
+        syn = open_input(req.synthetic, "synthetic")
         check_compatible(real, syn)
     aug = None
     if req.augment is not None:
@@ -155,7 +155,8 @@ def build_report(req: ReportRequest, augment_request=None, log=logger.info) -> P
             aug = json.loads(req.augment.read_text())
             aug["results"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UsageError(f"augment {req.augment}: not the JSON of `msgnet eval augment --json`") from None
+            raise UsageError(f"augment {req.augment}: not the results of the U-Net benchmark "
+                             "(`msgnet eval augment`)") from None
     out: Path = req.out
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"created": time.strftime("%Y-%m-%d %H:%M:%S"),

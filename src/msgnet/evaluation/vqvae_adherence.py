@@ -25,6 +25,7 @@ import torch
 
 from msgnet.errors import UsageError
 from msgnet.evaluation.digit_classifier import crop_to_cell
+from msgnet.evaluation.requests import VQVAEAdherenceRequest
 from msgnet.evaluation.stats import wilson_interval
 from msgnet.layouts.boxes import layout_to_objects
 from msgnet.layouts.classes import permute_object_classes
@@ -99,35 +100,39 @@ def vqvae_adherence(
     return result
 
 
-def measure_run_vqvae(
-    run: Path | str, data: Path | str, split: str = "val", num: int = 0, classifier: Path | str | None = None,
-    device: torch.device | str | None = None, seed: int = 0,
-) -> dict[str, float | str]:
-    """:func:`vqvae_adherence` of ``run``'s VQ-VAE on the first ``num`` (0: all) images of ``data``'s
-    ``split``; the digit classifier reads objects where the data's classes are the digits."""
-    from msgnet.data.format import open_dataset
+def measure_run_vqvae(run: Path | str, data: Path | str, **options) -> dict[str, float | str]:
+    """:func:`measure_vqvae` of a :class:`VQVAEAdherenceRequest` made of these keywords (``split``, ``num``,
+    ``seed``, ``classifier``, ``device``; each checked, naming it)."""
+    return measure_vqvae(VQVAEAdherenceRequest(run, data, **options))
+
+
+def measure_vqvae(req: VQVAEAdherenceRequest) -> dict[str, float | str]:
+    """:func:`vqvae_adherence` of ``req.run``'s VQ-VAE on the first ``req.num`` (0: all) images of
+    ``req.data``'s ``req.split``; the digit classifier reads objects where the data's classes are the digits."""
     from msgnet.device import choose_device
     from msgnet.evaluation.digit_classifier import classify, digit_of_class, get_classifier
+    from msgnet.evaluation.inputs import open_input
     from msgnet.models.vqvae import DoublePathVQVAE
     from msgnet.run_dir import as_run_dir
 
-    dev = choose_device(device)
-    model = DoublePathVQVAE.from_pretrained(as_run_dir(run).vqvae, dev)
-    dataset = open_dataset(Path(data))
+    dev = choose_device(req.device)
+    dataset = open_input(req.data, "data")
+    split = req.split
     if split not in dataset.info.splits or not dataset.info.splits[split]:
-        raise UsageError(f"{Path(data) / 'dataset.json'}: no {split!r} split")
+        raise UsageError(f"split: {req.data / 'dataset.json'} has no {split!r} split")
+    model = DoublePathVQVAE.from_pretrained(as_run_dir(req.run).vqvae, dev)
     images, layouts = dataset.load_split(split)
-    if num > 0:
-        images, layouts = images[:num], layouts[:num]
+    if req.num > 0:
+        images, layouts = images[:req.num], layouts[:req.num]
     if images.ndim == 3:
         images = images[..., None]
     digit_of = digit_of_class(dataset.info.class_names)
     read = None
     if digit_of is not None:
-        reader, _ = get_classifier(classifier, progress=False, device=dev)
+        reader, _ = get_classifier(req.classifier, progress=False, device=dev)
         read = lambda cells: classify(reader, cells)  # noqa: E731
-    result: dict[str, float | str] = {"run": str(run), "data": str(data), "split": split}
-    result.update(vqvae_adherence(model, images, layouts, read, digit_of, seed=seed))
+    result: dict[str, float | str] = {"run": str(req.run), "data": str(req.data), "split": split}
+    result.update(vqvae_adherence(model, images, layouts, read, digit_of, seed=req.seed))
     return result
 
 

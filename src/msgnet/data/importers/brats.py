@@ -126,7 +126,7 @@ def patient_samples(folder: Path, labels: Sequence[int], brain_class: bool) -> l
     present = set(np.unique(seg).tolist())
     unknown = sorted(present - allowed)
     if unknown:
-        hint = " (BraTS 2023 labels? try --labels 1,2,3)" if unknown == [3] and 4 not in present else ""
+        hint = " (BraTS 2023 labels? try `labels` 1,2,3)" if unknown == [3] and 4 not in present else ""
         raise DataError(f"{files['seg']}: label {unknown[0]} is outside the declared labels "
                         f"0,{','.join(map(str, labels))}{hint}")
     brain = (flair != 0) | (t1ce != 0)

@@ -121,7 +121,7 @@ def category_mapping(
     known = ", ".join(sorted(by_name))
     for name in list(drops) + [m for _, ms in merges for m in ms]:
         if name not in by_name:
-            raise UsageError(f"{where}: unknown category {name!r} in --merge/--drop (known: {known})")
+            raise UsageError(f"{where}: unknown category {name!r} in `merge`/`drop` (known: {known})")
     used: dict[str, str] = {}
     for target, members in merges:
         for m in members:

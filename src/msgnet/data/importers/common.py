@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from msgnet.data.checks import check_split_fractions
 from msgnet.data.format import ClassInfo, DatasetInfo, DatasetWriter, ObjectAnnotation, check_augmentations
 from msgnet.errors import DataError, UsageError
 from msgnet.layouts.boxes import boxes_to_layout
@@ -131,11 +132,11 @@ class Geometry:
         if self.mode not in MODES:
             raise UsageError(f"mode: unknown {self.mode!r} (choose from {', '.join(MODES)})")
         if self.mode != "none" and self.size is None:
-            raise UsageError(f"mode {self.mode}: needs --size")
+            raise UsageError(f"mode {self.mode}: needs `size`")
         if not 0.0 <= self.overlap < 1.0:
             raise UsageError(f"overlap: must be in [0, 1), got {self.overlap}")
         if self.overlap and self.mode != "tile":
-            raise UsageError("overlap: only meaningful with --mode tile")
+            raise UsageError("overlap: only meaningful with `mode` tile")
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode}
@@ -167,7 +168,7 @@ class Geometry:
             return [_finish(sample, *_cropped(image, layout, boxes, y0, x0, th, tw))]
         if h < th or w < tw:
             raise DataError(
-                f"{sample.origin}: {w}x{h} is smaller than a {tw}x{th} tile (use a smaller --size or resize first)")
+                f"{sample.origin}: {w}x{h} is smaller than a {tw}x{th} tile (use a smaller `size` or resize first)")
         return [
             _finish(sample, *_cropped(image, layout, boxes, y0, x0, th, tw), suffix=f"@{x0},{y0}")
             for y0 in tile_starts(h, th, self.overlap)
@@ -231,11 +232,7 @@ def assign_splits(sources: Sequence[Source], val_fraction: float, test_fraction:
     share is above 0. Val is drawn first from one seeded order, so the val sources are the
     same as with ``--test-fraction 0`` (as imports made before the test split existed).
     """
-    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
-        if not 0.0 <= value < 1.0:
-            raise UsageError(f"{option}: must be in [0, 1), got {value}")
-    if val_fraction + test_fraction >= 1.0:
-        raise UsageError("val_fraction, test_fraction: together they must leave sources for training")
+    check_split_fractions(val_fraction, test_fraction, val_zero_allowed=True)
     fixed = {s.key: str(s.split) for s in sources if s.split is not None}
     free = sorted({s.key for s in sources} - set(fixed))
     out = dict(fixed)
@@ -317,7 +314,7 @@ def write_import(
     if not sources:
         raise UsageError(f"{where}: nothing to import")
     if options.out.exists() and not options.overwrite:
-        raise UsageError(f"{options.out}: already exists (choose another --out, or --overwrite)")
+        raise UsageError(f"out {options.out}: already exists (choose another `out`, or `overwrite`)")
     if options.augmentations is not None:
         check_augmentations(list(options.augmentations), "ImportOptions")
     splits = assign_splits(sources, options.val_fraction, options.test_fraction, options.seed, where)
@@ -357,7 +354,7 @@ def write_import(
                 if p.layout.shape != writer.info.image_size:
                     h, w = writer.info.image_size
                     raise DataError(f"{p.origin}: size {p.layout.shape[1]}x{p.layout.shape[0]} differs from the "
-                                    f"first image ({w}x{h}); give --size (and --mode) to bring them to one size")
+                                    f"first image ({w}x{h}); give `size` (and `mode`) to bring them to one size")
                 objects = clip_objects(p.boxes, p.layout.shape) if p.boxes is not None else None
                 image_id = writer.add(split, image, p.layout, objects=objects)
                 provenance[str(image_id)] = {"source": source.key, "origin": p.origin}

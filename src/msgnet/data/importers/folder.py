@@ -192,7 +192,7 @@ def parse_class_names(text: str) -> list[str]:
     """'a,b,c' -> ['background', 'a', 'b', 'c'] (background implied as class 0)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise UsageError("classes: give the object class names, e.g. --classes cell,nucleus")
+        raise UsageError("classes: give the object class names, e.g. `classes` cell,nucleus")
     if names[0].lower() == "background":
         names = names[1:]
     if len(set(names)) != len(names):

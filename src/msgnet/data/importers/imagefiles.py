@@ -113,7 +113,7 @@ def read_mask(path: Path, colour: bool) -> np.ndarray:
         if arr.shape[2] == 1 or all(np.array_equal(arr[:, :, 0], arr[:, :, k]) for k in range(1, arr.shape[2])):
             arr = arr[:, :, 0]
         else:
-            raise DataError(f"{path}: a colour mask; give --palette to map its colours to classes")
+            raise DataError(f"{path}: a colour mask; give `palette` to map its colours to classes")
     if arr.ndim != 2:
         raise DataError(f"{path}: unsupported mask shape {tuple(arr.shape)}")
     if not np.issubdtype(arr.dtype, np.integer) and arr.dtype != bool:

@@ -161,7 +161,7 @@ def frame_tiles(image: np.ndarray, instances: np.ndarray, tile: int, overlap: fl
     layout = (instances > 0).any(axis=0).astype(np.uint8)
     h, w = layout.shape
     if h < tile or w < tile:
-        raise DataError(f"{origin}: {w}x{h} is smaller than a {tile}x{tile} tile (choose a smaller --tile)")
+        raise DataError(f"{origin}: {w}x{h} is smaller than a {tile}x{tile} tile (choose a smaller `tile`)")
     out = []
     for y0 in tile_starts(h, tile, overlap):
         for x0 in tile_starts(w, tile, overlap):

@@ -20,6 +20,7 @@ import torch
 
 from msgnet.augmentation.copy_paste import DESCRIPTION as COPY_PASTE_TEXT
 from msgnet.augmentation.standard import AugmentationSettings
+from msgnet.data.checks import check_count
 from msgnet.data.format import Dataset
 from msgnet.data.subsets import seeded_subset
 from msgnet.errors import UsageError
@@ -60,12 +61,12 @@ class AugmentRequest:
         if not isinstance(self.protocol, UNetProtocol):
             raise UsageError(f"protocol: a UNetProtocol, not {type(self.protocol).__name__}")
         self.protocol.validate()
-        _check_whole("seeds", self.seeds)
+        check_count("seeds", self.seeds)
         for name in ("keep_policies", "keep_baselines"):
             if getattr(self, name) is not None:
-                _check_whole(name, getattr(self, name))
+                check_count(name, getattr(self, name))
         for n in self.subsets or ():
-            _check_whole("subsets", n)
+            check_count("subsets", n)
         if not self.ratios or not all(isinstance(r, numbers.Real) and not isinstance(r, bool)
                                       and 0 < r < float("inf") for r in self.ratios):  # also refuses NaN
             raise UsageError(f"ratios: positive finite numbers, not {list(self.ratios)!r}")
@@ -77,23 +78,16 @@ class AugmentRequest:
             ensure_output_apart(self.json_path, self.real, self.synthetic, field="json_path")
 
 
-def _check_whole(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise UsageError(f"{name}: a whole number, not {value!r}")
-    if value < 1:
-        raise UsageError(f"{name}: must be at least 1")
-
-
 def check_output(path: Path | None, resume: bool) -> None:
     """Refuse an output that cannot be written before any work is done."""
     if path is None:
         if resume:
-            raise UsageError("resume: needs --json (the results to continue)")
+            raise UsageError("resume: needs `json_path` (the results to continue)")
         return
     if path.exists() and path.is_dir():
         raise UsageError(f"json_path {path}: is a directory")
     if path.exists() and not resume:
-        raise UsageError(f"json_path {path}: already exists (--resume to continue it, or another path)")
+        raise UsageError(f"json_path {path}: already exists (`resume` to continue it, or another path)")
     if resume and not path.exists():
         raise UsageError(f"json_path {path}: nothing to resume (no such file)")
     parent = path.parent if str(path.parent) else Path(".")
@@ -132,7 +126,7 @@ def _load_done(path: Path, protocol: UNetProtocol, real: Path, synthetic: Path |
         runs = old["runs"]
         assert isinstance(runs, dict)
     except (OSError, json.JSONDecodeError, KeyError, AssertionError):
-        raise UsageError(f"json_path {path}: not the JSON of `msgnet eval augment --json`") from None
+        raise UsageError(f"json_path {path}: not the results of the U-Net benchmark (`msgnet eval augment`)") from None
     current = json.loads(json.dumps(protocol.to_json()))
     # Keys an older file has beyond today's fields only described fixed choices: not compared.
     if not isinstance(old.get("protocol"), dict) or {k: v for k, v in old["protocol"].items() if k in current} != current:
@@ -140,7 +134,7 @@ def _load_done(path: Path, protocol: UNetProtocol, real: Path, synthetic: Path |
     # Runs made without a synthetic set (real, augment, copy-paste) stay valid when one is added later.
     same_synthetic = old.get("synthetic") in (None, None if synthetic is None else str(synthetic))
     if old.get("real") != str(real) or not same_synthetic:
-        raise UsageError(f"json_path {path}: written for --real {old.get('real')} --synthetic {old.get('synthetic')}; "
+        raise UsageError(f"json_path {path}: written for `real` {old.get('real')}, `synthetic` {old.get('synthetic')}; "
                          "resume with the same datasets")
     return runs
 
@@ -172,8 +166,8 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = logg
 
     protocol = req.protocol
     check_output(req.json_path, req.resume)
-    real = open_input(req.real, "--real")
-    syn = open_input(req.synthetic, "--synthetic") if req.synthetic is not None else None
+    real = open_input(req.real, "real")
+    syn = open_input(req.synthetic, "synthetic") if req.synthetic is not None else None
     if syn is not None:
         check_compatible(real, syn)
     train_ids = real.ids("train")
@@ -188,7 +182,7 @@ def run_augment_benchmark(req: AugmentRequest, log: Callable[[str], None] = logg
     policies = parse_policies(req.policies)
     settings = make_settings(req.settings, req.ratios, syn is not None, policies)
     if not settings:
-        raise UsageError("settings: nothing to run (the synthetic settings need --synthetic)")
+        raise UsageError("settings: nothing to run (the synthetic settings need `synthetic`)")
     data, splits_text = _load_data(real, syn)
     head = {
         "protocol": protocol.to_json(), "protocol_text": protocol.describe(),
@@ -225,7 +219,7 @@ def _generator_notes(syn: Dataset | None, real: Dataset, id_sets: dict, external
         inside, note = generator_check(syn, real, ids)
         generator[str(len(ids))] = {"inside": inside, "note": note}
         if inside is not True and not external:
-            raise UsageError(f"synthetic {syn.root}: {note} (N={len(ids)}); give --external-generator "
+            raise UsageError(f"synthetic {syn.root}: {note} (N={len(ids)}); set `external_generator` "
                              "to compare anyway")
     return generator
 

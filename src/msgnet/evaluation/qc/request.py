@@ -128,7 +128,7 @@ def run_qc(req: QCRequest) -> dict[str, Any]:
     gen, real = open_dataset(req.data), open_dataset(req.real)
     check_compatible(gen.info, gen.root / "dataset.json", real)
     if req.out is not None and req.out.exists():
-        raise UsageError(f"{req.out}: already exists (choose another --out or remove it)")
+        raise UsageError(f"out {req.out}: already exists (choose another `out` or remove it)")
     if req.out is None:
         check_report_dir(req.report_dir)
     segmenter_dir = req.segmenter or default_segmenter_dir(gen, real)
