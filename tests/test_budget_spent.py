@@ -24,7 +24,7 @@ from tests.fixtures import make_tiny_dataset
 
 IDLE = {"vqvae": 0.05, "layout_prior": 0.03, "prior": 0.11}  # seconds per step, the machine undisturbed
 BUDGET = 12.0  # minutes
-LOOP_OVERHEAD = 1.05  # the loop's steps are a little slower than the bare probe's (data, validation)
+LOOP_OVERHEAD = 1.05  # the loop's steps are a little slower than the bare probe's (data loading)
 PAID = ("vqvae", "codes", "layout-prior", "prior")
 STAGE_OF = {"vqvae": "vqvae", "layout_prior": "layout-prior", "prior": "prior"}
 
@@ -62,7 +62,10 @@ class Machine:
                 self.now += 1.0  # a finished stage resumes at its end
                 return
             steps = cfg.iterations * self.stop_at.get(model, 1.0)
-            self.now += min(steps * IDLE[model] * LOOP_OVERHEAD, 60 * cfg.max_minutes)
+            # Each validation costs what the derivation assumes it costs (VALIDATION_COST_STEPS steps).
+            validations = int(steps // cfg.val_every)
+            busy = steps * LOOP_OVERHEAD + validations * derivation.VALIDATION_COST_STEPS[model]
+            self.now += min(busy * IDLE[model], 60 * cfg.max_minutes)
             ckpt = job.run.stage_dir(STAGE_OF[model]) / "checkpoint"
             ckpt.mkdir(parents=True, exist_ok=True)
             for name in (STATE_FILE, "model.safetensors"):
@@ -87,8 +90,10 @@ def data(tmp_path_factory):
 
 
 def idle_steps(model: str) -> float:
-    """The steps the derivation gives a model when its probe runs on an idle machine."""
-    return BUDGET * 60 * STAGE_SHARES[model] / IDLE[model]
+    """The steps the derivation gives a model when its probe runs on an idle machine (its share, less the
+    time of its validations)."""
+    validations = derivation.VALIDATIONS * derivation.VALIDATION_COST_STEPS[model]
+    return BUDGET * 60 * STAGE_SHARES[model] / IDLE[model] - validations
 
 
 def spent_seconds(run) -> float:
@@ -119,7 +124,9 @@ def test_a_probe_slowed_by_another_process_still_spends_the_budget(tmp_path, dat
         entry = stages[STAGE_OF[model]]
         assert entry["steps_bought"] == steps and entry["step_seconds"] == pytest.approx(IDLE[model])
         assert entry["spent_seconds"] == entry["seconds"] > 0
-        assert entry["budget_seconds"] == pytest.approx(steps * IDLE[model], abs=1.0)
+        # Its share pays for its steps and its validations.
+        validations = derivation.VALIDATIONS * derivation.VALIDATION_COST_STEPS[model]
+        assert entry["budget_seconds"] == pytest.approx((steps + validations) * IDLE[model], abs=1.0)
     lines = "\n".join(_training_lines(run))
     assert lines.count("s/step (timed as it started)") == 3 and "- prior: bought" in lines
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from msgnet.cli.common import add_device_argument, add_train_subset_argument, pair_policies
+from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "to choose them (RUN/probe.json) [96]")
     p.add_argument("--policies", type=pair_policies, default=None, metavar="P[;P...]",
                    help="ways to use the pairs tried on the validation split (see `msgnet eval augment --help`) "
-                   "[union; on-top@0.25; on-top@1; on-top@0.25,weight=0.5; on-top@0.5,filter=2; pretrain@0.3; "
-                   "on-top@0.25,copy-paste=1]")
+                   f"[{'; '.join(DECLARED_POLICIES)}]")
     add_train_subset_argument(p)  # the generator, the QC segmenter and every U-Net see the same N images
     add_device_argument(p)
     p.set_defaults(func=_run, writes_run=True)

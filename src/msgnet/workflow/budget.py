@@ -109,11 +109,11 @@ def buy_stage(run: RunDir, preset: Preset, name: str, device: torch.device) -> P
     pending = [s for s in derivation.MODEL_OF_STAGE if s == name or not run.done(s)]
     shares = derivation.STAGE_SHARES
     seconds = max(0.0, left) * shares[model] / sum(shares[derivation.MODEL_OF_STAGE[s]] for s in pending)
-    steps = derivation.steps_for(seconds, measured)
+    steps = derivation.steps_for(seconds, measured, derivation.VALIDATION_COST_STEPS[model])
     seconds = max(seconds, steps * measured)  # the floor of MIN_STEPS gets the time it needs
     base = getattr(preset, f"{model}_train")
     train_cfg = derivation.budgeted_train(base, steps, seconds / 60, ema=base.ema_decay > 0)
-    idle_steps = int(seconds / max(idle, 1e-9))
+    idle_steps = derivation.steps_for(seconds, idle, derivation.VALIDATION_COST_STEPS[model])
     if steps < FEW * idle_steps:
         log.warning("%s: bought %d steps at %.3g s/step measured now, under half the %d that its %.1f-minute "
                     "share buys at the machine's idle %.3g s/step: another process is probably loading the "
