@@ -6,7 +6,8 @@
 # builds data/multi-mnist-1000); the structure is derived from it below (RUN/structure.yaml) with today's
 # paper VQ-VAE, and each row switches options on. Rows are independent: two can run at once
 # (OMP_NUM_THREADS=1 each), their figures do not depend on time.
-#   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only
+#   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement
+#                                              # adversary realism critic critic-only critic-w32 critic-w16
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-data/multi-mnist-1000}"
@@ -42,8 +43,10 @@ declare -A ROWS=(
     [realism]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.obedience_realism=true"
     [critic]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.layout_critic=0.05"
     [critic-only]="vqvae.layout_classes=11 $FSQ vqvae.layout_critic=0.05"
+    [critic-w32]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.layout_critic=0.05 vqvae.layout_critic_width=32"
+    [critic-w16]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.layout_critic=0.05 vqvae.layout_critic_width=16"
 )
-for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only}"; do
+for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only critic-w32 critic-w16}"; do
     for name in $row; do
         run="$OUT/vqvae-$name"
         if [ ! -f "$run/vqvae.json" ]; then

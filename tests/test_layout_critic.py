@@ -35,6 +35,11 @@ def test_critic_needs_object_classes_and_is_built_only_when_asked():
     model = DoublePathVQVAE(_config(layout_critic=0.1))
     assert isinstance(model.layout_critic, LayoutCritic)
     assert model.layout_critic.net[0].in_channels == 1 + 5  # the image and the layout's one-hot map
+    assert model.layout_critic.net[0].out_channels == 64  # the default width: the critic as first measured
+    narrow = DoublePathVQVAE(_config(layout_critic=0.1, layout_critic_width=16)).layout_critic
+    assert [m.out_channels for m in narrow.net if isinstance(m, nn.Conv2d)] == [16, 32, 32, 1]
+    with pytest.raises(UsageError, match="vqvae.layout_critic_width"):
+        VQVAEConfig(layout_classes=5, layout_critic=0.1, layout_critic_width=0).validate()
 
 
 def test_critic_loss_trains_the_critic_only_and_decoder_term_reaches_the_image_only():

@@ -11,7 +11,8 @@ import yaml
 from msgnet.cli import main
 from msgnet.config import load_preset
 from msgnet.errors import UsageError
-from msgnet.preset_derivation import derive_preset, latent_size_for, measure_step_seconds
+from msgnet.preset_derivation import (VALIDATION_COST_STEPS, VALIDATIONS, derive_preset, latent_size_for, steps_for,
+                                     measure_step_seconds)
 from tests.fixtures import make_tiny_dataset, tiny_info, train_one_step_each
 
 
@@ -54,12 +55,15 @@ def test_derived_presets_build_all_three_models_and_train_one_step(channels, siz
 def test_budget_fills_each_stage_in_the_measured_proportions():
     info = tiny_info(64, 1, 11)
     preset = derive_preset(info, 5000, torch.device("cpu"), 60, step_seconds=fixed_seconds)
-    minutes = {s: getattr(preset, f"{s}_train").iterations * fixed_seconds(None, None)[s] / 60
-               for s in ("vqvae", "layout_prior", "prior")}
+    # Each stage's steps and its 20 validations (each costing VALIDATION_COST_STEPS steps) fill its share.
+    paid = {s: getattr(preset, f"{s}_train").iterations + VALIDATIONS * VALIDATION_COST_STEPS[s]
+            for s in ("vqvae", "layout_prior", "prior")}
+    minutes = {s: paid[s] * fixed_seconds(None, None)[s] / 60 for s in paid}
     assert sum(minutes.values()) == pytest.approx(60, rel=0.01)
     assert minutes["prior"] > minutes["layout_prior"] > minutes["vqvae"]
-    half = derive_preset(info, 5000, torch.device("cpu"), 30, step_seconds=fixed_seconds)
-    assert half.prior_train.iterations == pytest.approx(preset.prior_train.iterations / 2, abs=1)
+    double = derive_preset(info, 5000, torch.device("cpu"), 120, step_seconds=fixed_seconds)
+    assert double.prior_train.iterations + VALIDATIONS * VALIDATION_COST_STEPS["prior"] == pytest.approx(
+        paid["prior"] * 2, abs=1)
     for sentence in ("1 channel(s) and 11 classes", "64x64 images", "Widths:", "60-minute budget"):
         assert sentence in preset.source
     with pytest.raises(UsageError):
@@ -165,7 +169,7 @@ def test_train_all_without_a_preset_derives_one_writes_it_and_resumes(tmp_path, 
 def test_derived_vqvae_is_told_the_layout_with_obedience_and_critic_only_where_classes_can_change():
     many = derive_preset(tiny_info(64, 1, 11), 1000, torch.device("cpu"), 10, step_seconds=fixed_seconds).vqvae
     assert (many.quantizer, many.fsq_levels, many.layout_classes) == ("fsq", "8,6,5", 11)
-    assert many.obedience > 0 and many.layout_critic > 0
+    assert many.obedience > 0 and many.layout_critic > 0 and many.layout_critic_width == 32
     # One object class: no other class to change it to, so neither term is built.
     one = derive_preset(tiny_info(64, 1, 2), 300, torch.device("cpu"), 10, step_seconds=fixed_seconds).vqvae
     assert one.layout_classes == 2 and one.obedience == 0 and one.layout_critic == 0
@@ -180,3 +184,12 @@ def test_a_vqvae_with_the_layout_critic_keeps_its_last_weights_and_the_priors_se
     assert preset.prior_train.keep_best and preset.prior_train.patience > 0
     single = derive_preset(tiny_info(64, 1, 2), 300, torch.device("cpu"), 10, step_seconds=fixed_seconds)
     assert single.vqvae.layout_critic == 0 and single.vqvae_train.keep_best
+
+
+def test_a_stage_buys_its_validations_before_its_steps():
+    """20 validations of 43 steps each come off a large share; a small share (under 100 steps, where the
+    stage validates every 5 steps) keeps the same proportion of steps to validations."""
+    assert steps_for(10_000, 1.0, 43) == 10_000 - 20 * 43
+    assert steps_for(10_000, 1.0) == 10_000
+    assert steps_for(500, 1.0, 43) == int(500 / (1 + 43 / 5))  # 52 steps, 10 validations: 52 + 430 = 482 s
+    assert steps_for(1, 1.0, 43) == 10  # the floor

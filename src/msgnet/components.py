@@ -58,6 +58,9 @@ class VQVAEConfig:
     # real codes decoded under changed classes: they must look like real images of the layout they were
     # decoded for, not only read as its classes (0: off, and no critic is built).
     layout_critic: float = 0.0
+    # The critic's first layer's channels (the next two have twice as many): its cost per step grows with
+    # the square of this.
+    layout_critic_width: int = 64
 
     @property
     def fsq_level_list(self) -> tuple[int, ...]:

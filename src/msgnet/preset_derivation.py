@@ -55,6 +55,12 @@ STAGE_SHARES = {"vqvae": 8.2 / 34.4, "layout_prior": 10.9 / 34.4, "prior": 15.3 
 DEFAULT_BUDGET_MINUTES = 30.0
 MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
 OVERRUN = 1.25  # a stage stops at this multiple of its share of the budget if the machine is slower than measured
+VALIDATIONS = 20  # a derived stage validates this often (budgeted_train)
+# What one validation costs (with its share of the stage's checkpoints and image grids), in training steps of
+# the same model: the main job's stages (12-minute budget, 2-core CPU) ran 9%, 13% and 19% longer than their
+# steps at the measured step time -- 0.79 s, 1.37 s and 3.0 s a validation at 0.20, 0.10 and 0.07 s a step;
+# the codes prior's validation also decodes and scores ADHERENCE_PAIRS samples. A budget buys these first.
+VALIDATION_COST_STEPS = {"vqvae": 4, "layout_prior": 14, "prior": 43}
 # Share of the codes prior's training maps that see the "no layout" condition (classifier-free guidance);
 # LlamaGen and VAR train with 10%.
 CONDITION_DROPOUT = 0.1
@@ -130,6 +136,9 @@ def _widths(num_train: int, gpu: bool) -> tuple[VQVAEConfig, PixelSNAILConfig, s
 FSQ_LEVELS = {True: "8,6,5", False: "8,5,3"}  # 240 and 120 codes, by "at least 1,000 training images"
 OBEDIENCE_WEIGHT = 0.02
 LAYOUT_CRITIC_WEIGHT = 0.05  # obedience 38.7% -> 57.0% for reconstruction 85.7% -> 74.3% (vqvae_ablation.sh)
+# Width 32 against 64, the same 1,200 steps: obedience 62.0% against 57.0%, reconstruction 87.7% against 74.3%,
+# at 1.32x a step without critic against 2.65x (benchmarks/layout_critic_cost.py; width 16: 92.3%, 53.0%, 1.18x).
+LAYOUT_CRITIC_WIDTH = 32
 TOKEN_CORRUPTION = 0.1
 
 
@@ -139,9 +148,10 @@ def _told_the_layout(vq: VQVAEConfig, num_classes: int, num_train: int) -> tuple
     vq = replace(vq, quantizer="fsq", fsq_levels=levels, num_embeddings=math.prod(int(v) for v in levels.split(",")),
                  restart_dead_codes=False, layout_classes=num_classes,
                  obedience=OBEDIENCE_WEIGHT if num_classes >= 3 else 0.0,
-                 layout_critic=LAYOUT_CRITIC_WEIGHT if num_classes >= 3 else 0.0)
+                 layout_critic=LAYOUT_CRITIC_WEIGHT if num_classes >= 3 else 0.0, layout_critic_width=LAYOUT_CRITIC_WIDTH)
     follow = (f" and trained to follow it where real codes disagree (obedience loss, weight {vq.obedience:g}; a "
-              f"layout-conditioned patch critic, weight {vq.layout_critic:g}, so that what it draws looks real)"
+              f"layout-conditioned patch critic {vq.layout_critic_width} channels wide, weight {vq.layout_critic:g}, "
+              "so that what it draws looks real)"
               if vq.obedience > 0 else "; with one object class there is no other class to teach it to follow")
     why = (f"Both decoder paths are told the layout (per-class scale and shift at every resolution){follow}; "
            "the codes are FSQ "
@@ -278,9 +288,12 @@ def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = TI
     return out
 
 
-def steps_for(seconds: float, step_seconds: float) -> int:
-    """Optimiser steps that fill ``seconds`` at ``step_seconds`` each (at least ``MIN_STEPS``)."""
-    return max(MIN_STEPS, int(seconds / max(step_seconds, 1e-6)))
+def steps_for(seconds: float, step_seconds: float, validation_steps: int = 0) -> int:
+    """Optimiser steps that fill ``seconds`` at ``step_seconds`` each (at least ``MIN_STEPS``), leaving the
+    time of the stage's validations, each costing ``validation_steps`` steps (``VALIDATION_COST_STEPS``)."""
+    fits = seconds / max(step_seconds, 1e-6)
+    # VALIDATIONS validations from 100 steps up; below that one every 5 steps (budgeted_train's val_every floor).
+    return max(MIN_STEPS, int(max(fits - VALIDATIONS * validation_steps, fits / (1 + validation_steps / 5))))
 
 
 def budgeted_train(base: TrainConfig, steps: int, minutes: float, ema: bool) -> TrainConfig:
@@ -293,7 +306,7 @@ def budgeted_train(base: TrainConfig, steps: int, minutes: float, ema: bool) -> 
     # Three decimals and a floor: a cap rounded to 0 would mean no cap at all.
     cap = max(0.001, round(minutes * OVERRUN, 3))
     return replace(base, iterations=steps, epochs=0, max_minutes=cap, checkpoint_every=max(50, steps // 4),
-                   image_every=max(100, steps // 2), val_every=max(5, steps // 20), ema_decay=round(decay, 4))
+                   image_every=max(100, steps // 2), val_every=max(5, steps // VALIDATIONS), ema_decay=round(decay, 4))
 
 
 def check_budget(minutes: float) -> float:
@@ -334,7 +347,7 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
     augment = bool(copies and declared)
     for stage, share in STAGE_SHARES.items():
         minutes = budget * share
-        steps = steps_for(minutes * 60, seconds[stage])
+        steps = steps_for(minutes * 60, seconds[stage], VALIDATION_COST_STEPS[stage])
         # The layout critic trades validation MSE for obedience: MSE, the VQ-VAE's selection metric, would keep
         # (and stop at) the weights from before the critic taught anything (measured: stopped at step 462 of
         # 1,552, keeping step 154's, reconstruction fidelity 16%). Such a VQ-VAE keeps its last weights.
@@ -344,7 +357,8 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
                        augment_copies=copies if augment and stage != "vqvae" else 0,
                        adherence_pairs=ADHERENCE_PAIRS if stage == "prior" else 0)
         trains[f"{stage}_train"] = budgeted_train(base, steps, minutes, ema=stage != "vqvae")
-        parts.append(f"{stage} {steps} steps ({minutes:.1f} min at {seconds[stage]:.3f} s/step measured here)")
+        parts.append(f"{stage} {steps} steps ({minutes:.1f} min at {seconds[stage]:.3f} s/step measured here, less "
+                     f"{VALIDATIONS} validations at {VALIDATION_COST_STEPS[stage]} steps each)")
     why.append(f"A {budget:g}-minute budget on {device.type}, split {', '.join(parts)}; linear decay to 0; each "
                f"stage stops at {OVERRUN:g}x its share if the machine is slower than measured. Each stage buys its "
                "steps again when it starts, at a step time measured then, with its share of the budget left then "

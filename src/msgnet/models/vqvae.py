@@ -173,7 +173,9 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         self.class_reader = (
             ClassReader(config.in_channels, reader_classes, config.num_downsamples) if config.obedience > 0 else None
         )
-        self.layout_critic = LayoutCritic(config.in_channels, k) if config.layout_critic > 0 else None
+        self.layout_critic = (
+            LayoutCritic(config.in_channels, k, config.layout_critic_width) if config.layout_critic > 0 else None
+        )
 
     @property
     def told_layout(self) -> bool:
