@@ -154,7 +154,7 @@ def _told_the_layout(vq: VQVAEConfig, num_classes: int, num_train: int) -> tuple
               "so that what it draws looks real)"
               if vq.obedience > 0 else "; with one object class there is no other class to teach it to follow")
     why = (f"Both decoder paths are told the layout (per-class scale and shift at every resolution){follow}; "
-           "the codes are FSQ "
+           "the codes are FSQ instead of those codebooks "
            f"({levels}: {vq.num_embeddings} codes a path, which cannot collapse); the codes prior sees "
            f"{100 * TOKEN_CORRUPTION:g}% of its input tokens replaced at random, so that it reads the layout "
            "rather than recalls training images (docs/adherence.md).")
