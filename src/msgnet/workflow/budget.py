@@ -39,8 +39,10 @@ from typing import Any, Sequence
 
 import torch
 
+from msgnet import preset_derivation as derivation
 from msgnet.config import Preset
 from msgnet.data.format import DatasetInfo
+from msgnet.preset_derivation import DEFAULT_BUDGET_MINUTES
 from msgnet.run_dir import RunDir, stages_of
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,6 @@ def derive_measured(info: DatasetInfo, num_train: int, device: torch.device, min
                     **options: Any) -> tuple[Preset, dict[str, float]]:
     """:func:`msgnet.preset_derivation.derive_preset` (``options`` passed on), and the step time
     per model its probe measured."""
-    from msgnet import preset_derivation as derivation
-
     probed: dict[str, float] = {}
 
     def probe(preset: Preset, dev: torch.device) -> dict[str, float]:
@@ -76,8 +76,6 @@ def budgeted(overrides: Sequence[str] = ()) -> bool:
 def record_plan(run: RunDir, minutes: float | None, probed: dict[str, float], overrides: Sequence[str] = ()) -> None:
     """Write the budget of a freshly derived preset into the run's manifest (removing an old one where
     the stages' steps are fixed)."""
-    from msgnet.preset_derivation import DEFAULT_BUDGET_MINUTES
-
     if not budgeted(overrides):
         run.record(KEY, None)
         return
@@ -96,8 +94,6 @@ def read_plan(run: RunDir) -> dict | None:
 def buy_stage(run: RunDir, preset: Preset, name: str, device: torch.device) -> Preset:
     """``preset`` with stage ``name``'s steps bought now: its share of the budget left, at its model's
     step time measured now. The purchase is written to the manifest."""
-    from msgnet import preset_derivation as derivation
-
     plan = read_plan(run)
     assert plan is not None, "buy_stage: the run has no budget"
     model = derivation.MODEL_OF_STAGE[name]

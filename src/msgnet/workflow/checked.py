@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
+from msgnet.data.format import open_dataset
 from msgnet.errors import UsageError
 from msgnet.evaluation.qc.checker import QCSettings, QualityControl
 from msgnet.evaluation.qc.request import QC_KEY
 from msgnet.sampling.pipeline import GenerationSettings, SamplingJob, remove_partial
-from msgnet.sampling.run import read_run_info
+from msgnet.sampling.run import read_run_info, run_training_data
 from msgnet.workflow.qc_filter import (ROWS_FILE, WORST_DIR, FolderStore, QCFilter, TooFewPassed, candidate_cap,
                                        checking_qc)
 
@@ -78,9 +79,6 @@ def _open_checked(run_dir: Path, out: Path, settings: GenerationSettings, qc_set
                   real: Path | None, segmenter_dir: Path | None, resume: bool, device: str | None, progress: bool,
                   qc: QualityControl | None) -> tuple[SamplingJob, QualityControl]:
     """The sampling job and the quality control it is checked by; refused before any sampling, nothing is left."""
-    from msgnet.data.format import open_dataset
-    from msgnet.sampling.run import run_training_data
-
     recorded, _ = run_training_data(run_dir)
     real_ds = open_dataset(real or recorded)  # unreadable: refused before the output is opened
     job = SamplingJob.open(run_dir, out, settings, resume, device,

@@ -13,10 +13,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from msgnet.config import load_preset
+from msgnet.data.format import open_dataset
+from msgnet.device import choose_device
 from msgnet.errors import UsageError
+from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES, PairPolicy
+from msgnet.evaluation.benchmark.protocol import UNetProtocol
+from msgnet.evaluation.benchmark.request import AugmentRequest, run_augment_benchmark
+from msgnet.evaluation.job_report import write_job_report
+from msgnet.evaluation.qc.checker import QCSettings, qc_protocol
 from msgnet.io import ensure_output_apart, paths_as_fields
 from msgnet.locks import writing
+from msgnet.preset_derivation import check_budget
 from msgnet.run_dir import RunDir
+from msgnet.sampling.pipeline import GenerationSettings
+from msgnet.sampling.run import record_training_data
+from msgnet.workflow.checked import TooFewPassed, generate_checked, prepare_run_qc
+from msgnet.workflow.probe import PROBE_PAIRS, choose_sampling
+from msgnet.workflow.train import train
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +76,6 @@ class JobRequest:
         for name in ("num", "seeds", "min_steps"):
             _check_count(name, getattr(self, name), 1)
         if self.budget is not None:
-            from msgnet.preset_derivation import check_budget
-
             if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool):
                 raise UsageError(f"budget: minutes as a number, not {self.budget!r}")
             check_budget(self.budget)
@@ -76,8 +88,6 @@ class JobRequest:
         if self.preset and self.budget is not None:
             raise UsageError("budget: only for a derived preset (give no preset)")
         if self.policies is not None:
-            from msgnet.evaluation.benchmark.policy import PairPolicy
-
             for spec in self.policies:
                 try:
                     PairPolicy.parse(spec)
@@ -99,9 +109,6 @@ def _check_count(name: str, value: object, least: int) -> None:
 
 def run_job(request: JobRequest) -> dict:
     """Train, sample through QC, benchmark and report; returns the report's summary (``headline`` first)."""
-    from msgnet.data.format import open_dataset
-    from msgnet.evaluation.job_report import write_job_report
-
     request.validate()
     dataset = open_dataset(request.data)
     if not dataset.info.splits.get("val") or not dataset.info.splits.get("test"):
@@ -126,9 +133,6 @@ def run_job(request: JobRequest) -> dict:
 
 
 def _train(request: JobRequest, run: RunDir) -> None:
-    from msgnet.config import load_preset
-    from msgnet.workflow.train import train
-
     preset = load_preset(request.preset) if request.preset else None
     resume = run.root.exists()
     budget = request.budget if preset is None and not run.preset_yaml.is_file() else None
@@ -139,21 +143,12 @@ def _train(request: JobRequest, run: RunDir) -> None:
 def _prepare_qc(request: JobRequest, run: RunDir):
     """Quality control of the run, its segmenter trained on the run's training images before the generator,
     so that the codes prior's validation can score its samples with it (val_adherence)."""
-    from msgnet.device import choose_device
-    from msgnet.evaluation.qc.checker import QCSettings, qc_protocol
-    from msgnet.sampling.run import record_training_data
-    from msgnet.workflow.checked import prepare_run_qc
-
     record_training_data(run.root, request.data, request.subset)
     return prepare_run_qc(run.root, QCSettings(protocol=qc_protocol(request.qc_steps)), choose_device(request.device))
 
 
 def _sample(request: JobRequest, run: RunDir, qc) -> tuple[Path | None, str | None]:
     """The QC-kept pairs, or None and why there are none."""
-    from msgnet.sampling.pipeline import GenerationSettings
-    from msgnet.workflow.checked import TooFewPassed, generate_checked
-    from msgnet.workflow.probe import PROBE_PAIRS, choose_sampling
-
     out = run.generated
     if out.is_dir():
         return out, None
@@ -180,10 +175,6 @@ def _fewer_note(record: dict) -> str | None:
 
 
 def _benchmark(request: JobRequest, run: RunDir, generated: Path | None) -> dict:
-    from msgnet.evaluation.benchmark.policy import DECLARED_POLICIES
-    from msgnet.evaluation.benchmark.protocol import UNetProtocol
-    from msgnet.evaluation.benchmark.request import AugmentRequest, run_augment_benchmark
-
     policies = list(DECLARED_POLICIES) if request.policies is None else list(request.policies)
     json_path = run.benchmark_json
     return run_augment_benchmark(AugmentRequest(

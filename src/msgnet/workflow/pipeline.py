@@ -16,9 +16,13 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from msgnet import __version__
 from msgnet.data.format import DatasetInfo, ObjectAnnotation
 from msgnet.data.provenance import generator_training_record
 from msgnet.errors import UsageError
+from msgnet.evaluation.qc.checker import QCSettings, QualityControl
+from msgnet.evaluation.qc.request import QC_KEY
+from msgnet.io import atomic_write_json
 from msgnet.layouts import layout_to_objects
 from msgnet.run_dir import MANIFEST_FORMAT, RunDir
 from msgnet.sampling.engine import Engine, Progress, SampledBatch, SamplingRequest
@@ -26,12 +30,10 @@ from msgnet.sampling.partial_output import PartialOutput
 from msgnet.sampling.pipeline import generated_source
 from msgnet.sampling.run import GenerationRun
 from msgnet.sampling.settings import GenerationSettings
+from msgnet.workflow.qc_filter import QCReport, checking_qc, sample_checked
 
 if TYPE_CHECKING:
     import torch
-
-    from msgnet.evaluation.qc.checker import QCSettings, QualityControl
-    from msgnet.workflow.qc_filter import QCReport
 
 
 @dataclass
@@ -116,8 +118,6 @@ class MSGNet:
         if dst.root.exists():
             raise UsageError(f"{dst.root}: already exists (choose another folder or remove it)")
         dst.root.parent.mkdir(parents=True, exist_ok=True)
-        from msgnet import __version__
-        from msgnet.io import atomic_write_json
 
         src, modules = self.run_dir, self.run.stage_modules()
         tmp = RunDir(tempfile.mkdtemp(prefix=f".{dst.root.name}.", dir=dst.root.parent))
@@ -182,17 +182,12 @@ class MSGNet:
         if qc is False or qc is None:
             return self._pairs(request, self.engine.collect(request, Progress(show=progress)), training)
         control = self._quality_control(qc, qc_real, segmenter, progress)
-        from msgnet.evaluation.qc.request import QC_KEY
-        from msgnet.workflow.qc_filter import sample_checked
 
         kept, report = sample_checked(self.engine, request, control, qc_max_candidates, qc_accept_fewer, progress)
         return self._pairs(request, kept, training, {QC_KEY: report.record}, report)
 
     def _quality_control(self, qc: "bool | QCSettings | QualityControl", real: Path | str | None,
                          segmenter: Path | str | None, progress: bool) -> "QualityControl":
-        from msgnet.evaluation.qc.checker import QCSettings, QualityControl
-        from msgnet.workflow.qc_filter import checking_qc
-
         if isinstance(qc, QualityControl):
             return qc
         if qc is not True and not isinstance(qc, QCSettings):

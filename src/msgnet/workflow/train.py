@@ -20,11 +20,28 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from msgnet.config import Preset
+import yaml
+
+from msgnet.baselines.cvqvae import CVQVAEConfig
+from msgnet.baselines.cvqvae_training import prior_config, train_cvqvae
+from msgnet.baselines.obj_cgan import ObjCGANConfig
+from msgnet.baselines.obj_cgan_training import train_obj_cgan
+from msgnet.config import Preset, load_preset, preset_from_dict, to_dict
+from msgnet.data.format import open_dataset
+from msgnet.data.layout_grid import choose_layout_grid
+from msgnet.device import choose_device
 from msgnet.errors import UsageError
-from msgnet.io import ensure_output_apart
+from msgnet.evaluation.qc.adherence import adherence_probe
+from msgnet.io import atomic_write_text, ensure_output_apart
 from msgnet.locks import writing
+from msgnet.preset_derivation import MODEL_OF_STAGE
 from msgnet.run_dir import RunDir, stage, stages_of, trained_stages
+from msgnet.sampling.run import record_training_data, training_data_for
+from msgnet.training.checkpoint import check_same_architecture, check_saved_config, find_checkpoint
+from msgnet.training.codes import extract_codes
+from msgnet.training.prior_stage import train_layout_prior, train_prior
+from msgnet.training.vqvae_stage import check_dataset_fits, train_vqvae
+from msgnet.workflow.budget import budgeted, buy_stage, derive_measured, read_plan, record_plan, stage_spent
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +125,6 @@ def _train_stages(job: TrainJob) -> None:
 
 
 def _has_budget(run: RunDir, overrides: Sequence[str]) -> bool:
-    from msgnet.workflow.budget import budgeted, read_plan
-
     return budgeted(overrides) and read_plan(run) is not None
 
 
@@ -117,11 +132,6 @@ def _buy_steps(job: TrainJob, name: str) -> None:
     """A budgeted stage that starts (not one resumed from its checkpoint) buys its steps from the
     budget left now, at a step time measured now (msgnet.workflow.budget); preset.yaml records them
     before the stage's first checkpoint, so that a resume keeps them."""
-    from msgnet.device import choose_device
-    from msgnet.preset_derivation import MODEL_OF_STAGE
-    from msgnet.training.checkpoint import find_checkpoint
-    from msgnet.workflow.budget import buy_stage
-
     if not job.budget or name not in MODEL_OF_STAGE:
         return
     if job.resume and find_checkpoint(job.run.stage_dir(name) / "checkpoint") is not None:
@@ -131,8 +141,6 @@ def _buy_steps(job: TrainJob, name: str) -> None:
 
 
 def _stage_spent(job: TrainJob, name: str, seconds: float) -> dict:
-    from msgnet.workflow.budget import stage_spent
-
     return stage_spent(job.run, name, seconds) if job.budget else {}
 
 
@@ -148,13 +156,6 @@ def with_steps(preset: Preset, steps: int) -> Preset:
 def derived_or_recorded_preset(run: RunDir, data: Path | None, budget: float | None, resume: bool,
                                subset: int | None, device: str | None, overrides: Sequence[str] = ()) -> Preset:
     """Without a named preset: the run's own preset.yaml when resuming, else one derived from the data."""
-    from msgnet.config import load_preset, preset_from_dict, to_dict
-    from msgnet.data.format import open_dataset
-    from msgnet.data.layout_grid import choose_layout_grid
-    from msgnet.device import choose_device
-    from msgnet.sampling.run import training_data_for
-    from msgnet.workflow.budget import derive_measured, record_plan
-
     recorded = run.preset_yaml
     if resume and recorded.is_file():
         if budget is not None:
@@ -194,12 +195,8 @@ def _open_job(run: RunDir, data: Path | None, preset: Preset, stages: tuple[str,
     if data is None:
         return job
     if any(stage(name).from_images for name in stages):
-        from msgnet.data.format import open_dataset
-        from msgnet.training.vqvae_stage import check_dataset_fits
-
         check_dataset_fits(preset.vqvae, open_dataset(data).info, data)
     # The run's record decides the training images; a subset that contradicts it is refused here.
-    from msgnet.sampling.run import training_data_for
 
     training = training_data_for(run.root, data, subset)
     job.train_ids = training.ids
@@ -217,8 +214,6 @@ def _check_not_trained(run: RunDir, stages: tuple[str, ...], resume: bool) -> No
 
 def _check_resume_fits(preset: Preset, run: RunDir, stages: tuple[str, ...]) -> None:
     """A resumed stage must have the architecture it was saved with."""
-    from msgnet.training.checkpoint import check_same_architecture, check_saved_config
-
     for name, config in _stage_configs(preset, stages).items():
         check_same_architecture(run.stage_dir(name) / "checkpoint", config)
         check_saved_config(run.stage_dir(name), config)
@@ -227,14 +222,9 @@ def _check_resume_fits(preset: Preset, run: RunDir, stages: tuple[str, ...]) -> 
 def _stage_configs(preset: Preset, stages: tuple[str, ...]) -> dict[str, object]:
     configs: dict[str, object] = {}
     if "cvqvae" in stages:
-        from msgnet.baselines.cvqvae import CVQVAEConfig
-        from msgnet.baselines.cvqvae_training import prior_config
-
         config = CVQVAEConfig.from_preset(preset)
         configs.update({"cvqvae": config, "cvqvae-prior": prior_config(preset, config)})
     if "obj-cgan" in stages:
-        from msgnet.baselines.obj_cgan import ObjCGANConfig
-
         configs["obj-cgan"] = ObjCGANConfig.from_preset(preset)
     configs.update({name: getattr(preset, stage(name).model) for name in stages if stage(name).model})
     return configs
@@ -250,11 +240,6 @@ def _check_enough_images(preset: Preset, stages: tuple[str, ...], n: int, where:
 
 
 def save_preset(preset: Preset, run: RunDir) -> None:
-    import yaml
-
-    from msgnet.config import to_dict
-    from msgnet.io import atomic_write_text
-
     if is_main_process():
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.preset_yaml, yaml.safe_dump(to_dict(preset), sort_keys=False))
@@ -262,17 +247,12 @@ def save_preset(preset: Preset, run: RunDir) -> None:
 
 def _record_training(job: TrainJob) -> None:
     """Keep the run's training images beside its models (rank 0) before the first model is written."""
-    from msgnet.sampling.run import record_training_data
-
     if job.data is not None and is_main_process():
         record_training_data(job.run.root, job.data, job.subset)
     save_preset(job.preset, job.run)
 
 
 def _train_vqvae(job: TrainJob) -> None:
-    from msgnet.sampling.run import record_training_data, training_data_for
-    from msgnet.training.vqvae_stage import train_vqvae
-
     if job.data is None:
         raise UsageError("data: the VQ-VAE trains on images")
     if is_main_process():
@@ -295,8 +275,6 @@ def extract_run_codes(run: RunDir, data: Path, device: str | None, skip_existing
     ``train_ids``: the run's training images (from its record); None encodes the whole train split.
     ``copies``: transformed copies of each training image the priors learn from as well.
     """
-    from msgnet.training.codes import extract_codes
-
     target = run.codes_file("val")
     if skip_existing and target.is_file():
         return
@@ -325,8 +303,6 @@ def _need_codes(run: RunDir) -> None:
 def _train_layout_prior(job: TrainJob) -> None:
     """From the run's codes within a whole run; from a dataset's layouts directly when trained alone, or
     when the layout prior has a grid of its own (finer than the codes' latent grid the codes hold)."""
-    from msgnet.training.prior_stage import train_layout_prior
-
     alone = job.stages == ("layout-prior",)
     own_grid = job.preset.layout_prior.height != job.preset.vqvae.latent_size
     layout_data = job.data if alone or own_grid else None
@@ -338,8 +314,6 @@ def _train_layout_prior(job: TrainJob) -> None:
 
 
 def _train_prior(job: TrainJob) -> None:
-    from msgnet.training.prior_stage import train_prior
-
     _need_codes(job.run)
     save_preset(job.preset, job.run)
     train_prior(job.preset, job.run.root, resume=job.resume, device=job.device,
@@ -351,8 +325,6 @@ def _adherence(preset: Preset, run: RunDir, device: str | None) -> Callable | No
     pairs = preset.prior_train.adherence_pairs
     if not pairs or not run.codes_file("val").is_file() or not is_main_process():
         return None
-    from msgnet.device import choose_device
-    from msgnet.evaluation.qc.adherence import adherence_probe
 
     probe = adherence_probe(run.root, pairs, choose_device(device), seed=preset.prior_train.seed)
     if probe is None:
@@ -364,15 +336,11 @@ def _adherence(preset: Preset, run: RunDir, device: str | None) -> Callable | No
 
 
 def _train_cvqvae(job: TrainJob) -> None:
-    from msgnet.baselines.cvqvae_training import train_cvqvae
-
     _record_training(job)
     train_cvqvae(job.preset, job.data, job.run.root, resume=job.resume, device=job.device, train_ids=job.train_ids)
 
 
 def _train_obj_cgan(job: TrainJob) -> None:
-    from msgnet.baselines.obj_cgan_training import train_obj_cgan
-
     _record_training(job)
     train_obj_cgan(job.preset, job.data, job.run.root, resume=job.resume, device=job.device,
                    train_ids=job.train_ids, steps=job.steps)
