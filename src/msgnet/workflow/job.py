@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from msgnet.config import load_preset
+from msgnet.data.checks import check_count, is_whole
 from msgnet.data.format import open_dataset
 from msgnet.device import choose_device
 from msgnet.errors import UsageError
@@ -74,16 +75,16 @@ class JobRequest:
 
     def validate(self) -> None:
         for name in ("num", "seeds", "min_steps"):
-            _check_count(name, getattr(self, name), 1)
+            check_count(name, getattr(self, name), 1)
         if self.budget is not None:
             if not isinstance(self.budget, numbers.Real) or isinstance(self.budget, bool):
                 raise UsageError(f"budget: minutes as a number, not {self.budget!r}")
             check_budget(self.budget)
         for name, least in (("max_candidates", 1), ("subset", 1), ("qc_steps", 1)):
             if getattr(self, name) is not None:
-                _check_count(name, getattr(self, name), least)
+                check_count(name, getattr(self, name), least)
         if self.probe_pairs is not None:
-            if not _is_int(self.probe_pairs) or self.probe_pairs < 2:
+            if not is_whole(self.probe_pairs) or self.probe_pairs < 2:
                 raise UsageError("probe_pairs: must be at least 2 (diversity compares each pair with the others)")
         if self.preset and self.budget is not None:
             raise UsageError("budget: only for a derived preset (give no preset)")
@@ -94,17 +95,6 @@ class JobRequest:
                 except (ValueError, TypeError, AttributeError) as exc:
                     raise UsageError(f"policies: {exc}") from None
         ensure_output_apart(self.run, self.data, field="run")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_count(name: str, value: object, least: int) -> None:
-    if not _is_int(value):
-        raise UsageError(f"{name}: a whole number, not {value!r}")
-    if value < least:  # type: ignore[operator]
-        raise UsageError(f"{name}: must be at least {least}")
 
 
 def run_job(request: JobRequest) -> dict:
