@@ -18,13 +18,13 @@ from msgnet.data.format import open_dataset
 from msgnet.data.layout_grid import choose_layout_grid
 from msgnet.data.mnist_source import load_bundled
 from msgnet.data.multi_mnist import MultiMnistSpec, build_multi_mnist
-from msgnet.data.rules import rule_violations
+from msgnet.data.rules import layout_keeps_rule, rule_violations
 from msgnet.data.torch_dataset import load_split_ids
 from msgnet.errors import UsageError
 from msgnet.layouts import downsample_layout, layout_to_objects, upsample_layout
 from msgnet.preset_derivation import derive_preset, measure_step_seconds
 from msgnet.sampling.cached import sample_cached
-from msgnet.sampling.engine import STREAM_IMAGE, STREAM_LAYOUT, Engine, pair_generators
+from msgnet.sampling.engine import STREAM_IMAGE, STREAM_LAYOUT, Engine, Progress, pair_generators
 from msgnet.sampling.run import load_generation_run
 from msgnet.sampling.settings import GenerationSettings
 from tests.fixtures import make_tiny_dataset
@@ -172,8 +172,30 @@ def test_layout_coherency_evaluates_a_finer_layout_prior(finer_run):
     assert result.num == 6 and sum(result.object_counts.values()) == 6
     assert all(lay.shape == (16, 16) for lay, _ in result.examples)
     # The engine's layouts: those the pairs of `msgnet sample` get for the seed, at any batch size.
-    pairs = msgnet.MSGNet.from_pretrained(run_dir, device="cpu").sample(6, seed=0, batch_size=4)
+    pairs = msgnet.MSGNet.from_pretrained(run_dir, device="cpu").sample(6, seed=0, batch_size=4, layout_tries=1)
     assert np.array_equal(np.stack([lay for lay, _ in result.examples]), pairs.layouts)
+
+
+def test_a_sampled_layout_that_breaks_the_rule_is_drawn_again_from_its_own_stream(finer_run):
+    _, run_dir = finer_run
+    loaded = load_generation_run(run_dir, device="cpu", need_images=False)
+    # A rule the barely trained prior's layouts (4 to 14 specks) keep about half the time.
+    rule = {"object_count": {"min": 1, "max": 9}}
+    engine = Engine(replace(loaded, info=replace(loaded.info, rule=rule)), run_dir)
+
+    def layouts(tries: int, batch_size: int) -> np.ndarray:
+        request = engine.prepare(GenerationSettings(num=12, seed=4, batch_size=batch_size, layout_tries=tries))
+        return np.concatenate([b.layouts for b in engine.iter_layouts(request, Progress(show=False))])
+
+    once, redrawn = layouts(1, 12), layouts(30, 12)
+    kept = [layout_keeps_rule(rule, lay) for lay in once]
+    assert 0 < sum(kept) < len(kept)
+    for first, final, first_kept in zip(once, redrawn, kept):
+        # A layout kept at its first draw is the pair's layout as before; a breaker is replaced by one that keeps it.
+        assert np.array_equal(first, final) if first_kept else layout_keeps_rule(rule, final)
+    assert np.array_equal(layouts(30, 5), redrawn)  # each pair redraws from its own stream
+    with pytest.raises(UsageError, match="layout_tries"):
+        engine.prepare(GenerationSettings(num=2, layout_tries=0))
 
 
 def test_a_finer_grid_needs_the_training_data(finer_run, tmp_path):

@@ -101,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_diagnostics(esub: argparse._SubParsersAction) -> None:
     """`eval layouts`, `eval class-gain` and `eval vqvae`: where a run loses its layouts."""
+    from msgnet.evaluation.layout_coherency import sample_layout_coherency
     from msgnet.evaluation.requests import ClassGainRequest, VQVAEAdherenceRequest
 
     lay = esub.add_parser("layouts", help="rule coherency of layouts sampled from a run's layout prior",
@@ -116,6 +117,9 @@ def _register_diagnostics(esub: argparse._SubParsersAction) -> None:
     lay.add_argument("--num", type=int, default=500)
     lay.add_argument("--seed", type=int, default=0)
     lay.add_argument("--temperature", type=float, default=1.0)
+    lay.add_argument("--tries", type=int, default=library_default(sample_layout_coherency, "tries"), metavar="N",
+                     help="draws per layout while it breaks the rule, as `msgnet sample --layout-tries` (1: the "
+                     "prior's layouts as drawn, the paper's coherency) [%(default)s]")
     lay.add_argument("--device", default=None)
     lay.add_argument("--json", type=Path, default=None)
     lay.add_argument("--parts", default=None, metavar="PART[,PART...]",
@@ -328,7 +332,7 @@ def _layouts(args: argparse.Namespace) -> int:
         result = real_layout_coherency(args.real, args.grid, args.num, parts=parts)
     else:
         result = sample_layout_coherency(args.run, args.num, seed=args.seed, temperature=args.temperature,
-                                         device=args.device, parts=parts)
+                                         device=args.device, parts=parts, tries=args.tries)
     print(result.to_text())
     if args.json:
         _write_json(args.json, result.to_json())

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgnet.cli.common import add_device_argument
+from msgnet.cli.common import add_device_argument, library_default
 from msgnet.cli.qc_cmd import add_threshold_arguments, qc_settings_from_args
+from msgnet.sampling.settings import GenerationSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="without --layouts: sample each layout from the layout prior (MSGNet), or make it from the "
                    "run's training layouts (a declared transform of one, or objects of one placed into free space "
                    "of another, keeping the dataset's rule); the set records how each was made [prior]")
+    p.add_argument("--layout-tries", type=int, default=library_default(GenerationSettings, "layout_tries"),
+                   metavar="N", help="draw a sampled layout again while it breaks the dataset's declared rule, up "
+                   "to N draws in all (1: the layout prior's layouts as drawn) [%(default)s]")
     p.add_argument("--repeat-layouts", action="store_true",
                    help="with --layouts and --num above their count: reuse the layouts in turn")
     p.add_argument("--resume", action="store_true", help="complete an interrupted run into the same --out")
@@ -77,6 +81,7 @@ def _sample(args: argparse.Namespace) -> int:
         top_p_layout=args.top_p_layout, top_k_codes=args.top_k_codes, top_p_codes=args.top_p_codes,
         batch_size=args.batch_size, sampler=args.sampler,
         layouts_from=args.layouts, repeat_layouts=args.repeat_layouts, layout_source=args.layout_source,
+        layout_tries=args.layout_tries,
     )
     if not args.qc:
         out = generate(args.run, args.out, settings, resume=args.resume, device=args.device)

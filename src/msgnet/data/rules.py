@@ -23,6 +23,7 @@ import numpy as np
 
 from msgnet.data.format import ObjectAnnotation
 from msgnet.errors import DataError
+from msgnet.layouts.boxes import boxes_overlap, layout_to_objects
 
 RULE_KEYS = ("object_count", "allowed_class_sets", "region", "no_overlap", "orbit")
 
@@ -65,8 +66,6 @@ def rule_violations(
     components of its layout). ``layout`` is used for the region test when given, so an
     object that leaks outside the region by a single pixel is caught.
     """
-    from msgnet.layouts.boxes import boxes_overlap
-
     if not rule:
         return []
     broken: list[str] = []
@@ -98,6 +97,13 @@ def rule_violations(
     if "orbit" in rule and not _on_orbit(rule["orbit"], objects):
         broken.append("orbit")
     return broken
+
+
+def layout_keeps_rule(rule: dict[str, Any] | None, layout: np.ndarray) -> bool:
+    """Whether the class map ``layout`` (image size) holds objects and keeps ``rule`` (None: any layout
+    with objects does). Its objects are the layout's connected components, as a generated pair's are."""
+    objects = layout_to_objects(layout)
+    return bool(objects) and not rule_violations(rule, objects, layout)
 
 
 def _distance_to_polyline(point: np.ndarray, path: np.ndarray) -> float:

@@ -38,6 +38,7 @@ class LayoutCoherency:
     palette: np.ndarray | None = field(default=None, repr=False)
     seconds: float = 0.0
     what: str = "sampled layouts"  # or real layouts through a latent grid
+    tries: int = 1  # draws per sampled layout while it broke the rule (msgnet.sampling.settings.LAYOUT_TRIES)
 
     def preview(self, columns: int = 8) -> np.ndarray:
         """RGB grid of :attr:`examples` in the dataset's colours; a rule breaker gets a red frame."""
@@ -60,11 +61,12 @@ class LayoutCoherency:
         return {"num": self.num, "obeying": obeying, "obey_rate": obeying / self.num,
                 "obey_rate_95ci": list(wilson_interval(obeying, self.num)), "by_rule": self.by_rule,
                 "object_counts": {str(k): v for k, v in sorted(self.object_counts.items())},
-                "rule": self.rule, "seconds": self.seconds, "what": self.what}
+                "rule": self.rule, "seconds": self.seconds, "what": self.what, "tries": self.tries}
 
     def to_text(self) -> str:
         j = self.to_json()
-        return (f"{self.what} obeying the rule: {j['obeying']} of {self.num}, "
+        drawn = f" (up to {self.tries} draws each)" if self.tries > 1 else ""
+        return (f"{self.what}{drawn} obeying the rule: {j['obeying']} of {self.num}, "
                 + fmt_rate(j["obey_rate"], *j["obey_rate_95ci"]) + f"; broken parts: {self.by_rule}"
                 + f"; objects per layout: {dict(sorted(self.object_counts.items()))}")
 
@@ -72,8 +74,11 @@ class LayoutCoherency:
 def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature: float = 1.0,
                             batch_size: int = 64, device: str | None = None,
                             progress: bool = True, parts: list[str] | None = None,
-                            keep_examples: int = 64) -> LayoutCoherency:
+                            keep_examples: int = 64, tries: int = 1) -> LayoutCoherency:
     """Sample ``num`` layouts and check them against the run's rule (or only its ``parts``).
+
+    ``tries``: draws per layout while it breaks the run's whole rule (``GenerationSettings.layout_tries``);
+    1, the default, measures the layout prior itself (the paper's §4.2 coherency).
 
     The layouts are the engine's (:mod:`msgnet.sampling.engine`): layout ``i`` of a seed is the layout
     pair ``i`` of `msgnet sample` with that seed and layout temperature gets, at any batch size.
@@ -85,12 +90,13 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
 
     if not math.isfinite(temperature) or temperature <= 0:  # named as this command calls it, before the settings
         raise UsageError(f"temperature: must be a positive finite number, got {temperature}")
-    settings = GenerationSettings(num=num, seed=seed, temperature_layout=temperature, batch_size=batch_size)
+    settings = GenerationSettings(num=num, seed=seed, temperature_layout=temperature, batch_size=batch_size,
+                                  layout_tries=tries)
     settings.validate()
     info = read_run_info(Path(run_dir))
     rule = _rule_parts(info.rule, parts, RunDir(run_dir).dataset_json)
     engine = Engine.load(run_dir, device=device, need_images=False)
-    result = LayoutCoherency(num=num, violating=0, rule=rule, palette=info.palette)
+    result = LayoutCoherency(num=num, violating=0, rule=rule, palette=info.palette, tries=tries)
     start = time.perf_counter()
     for batch in engine.iter_layouts(engine.prepare(settings), progress=Progress("layouts", "layout", progress)):
         _check(result, batch.layouts, keep_examples)

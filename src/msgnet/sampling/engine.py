@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from msgnet.data.rules import layout_keeps_rule
 from msgnet.errors import UsageError
 from msgnet.layouts import downsample_layout, upsample_layout
 from msgnet.run_dir import RunDir
@@ -202,11 +203,7 @@ class Engine:
         elif request.given is not None:
             full = np.stack([request.given[i % len(request.given)] for i in pairs])
         else:
-            gens = pair_generators(settings.seed, pairs, STREAM_LAYOUT)
-            assert request.sample is not None and self.run.layout_prior is not None
-            drawn = request.sample(self.run.layout_prior, len(pairs), condition=None, generator=gens,
-                                   batch_size=len(pairs), **settings.layout_rule()).cpu()
-            full = upsample_layout(drawn.numpy().astype(np.uint8), tuple(info.image_size))
+            drawn, full = self._drawn_layouts(request, pairs)
         latent_hw = None if self.run.images is None else self.run.images.latent_hw
         latent = None
         if drawn is not None and latent_hw is not None and tuple(drawn.shape[-2:]) == tuple(latent_hw):
@@ -216,6 +213,28 @@ class Engine:
             # the latent grid from its image-size form.
             latent = torch.as_tensor(downsample_layout(full, latent_hw, num_classes=info.num_classes)).long()
         return np.asarray(full, dtype=np.uint8), latent, provenance
+
+    def _drawn_layouts(self, request: SamplingRequest, pairs: range) -> tuple[torch.Tensor, np.ndarray]:
+        """The layout prior's layouts of ``pairs``, on its grid and at image size. A layout that breaks the
+        dataset's rule is drawn again from its pair's own stream, which goes on where the last draw ended
+        (so a pair's layout does not depend on the batch), up to ``settings.layout_tries`` draws in all."""
+        settings, info = request.settings, self.run.info
+        assert request.sample is not None and self.run.layout_prior is not None
+        gens = pair_generators(settings.seed, pairs, STREAM_LAYOUT)
+
+        def draw(which: list[int]) -> tuple[torch.Tensor, np.ndarray]:
+            tokens = request.sample(self.run.layout_prior, len(which), condition=None,
+                                    generator=[gens[k] for k in which], batch_size=len(which),
+                                    **settings.layout_rule()).cpu()
+            return tokens, upsample_layout(tokens.numpy().astype(np.uint8), tuple(info.image_size))
+
+        drawn, full = draw(list(range(len(pairs))))
+        for _ in range(settings.layout_tries - 1 if info.rule else 0):
+            again = [k for k in range(len(pairs)) if not layout_keeps_rule(info.rule, full[k])]
+            if not again:
+                break
+            drawn[again], full[again] = draw(again)
+        return drawn, full
 
     def layout_batch(self, request: SamplingRequest, b: int) -> LayoutBatch:
         """Batch ``b``'s layouts alone (no codes, no decoding)."""

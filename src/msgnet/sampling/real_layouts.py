@@ -29,9 +29,8 @@ import torch
 from msgnet.augmentation.copy_paste import CutObject, cut_objects, paste_object
 from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
 from msgnet.data.format import open_dataset
-from msgnet.data.rules import rule_violations
+from msgnet.data.rules import layout_keeps_rule
 from msgnet.data.torch_dataset import load_split_ids
-from msgnet.layouts.boxes import layout_to_objects
 
 TRIES = 20  # redraws before falling back to the real layout as it is
 
@@ -81,8 +80,7 @@ class RealLayoutMaker:
 
     def obeys(self, layout: np.ndarray) -> bool:
         """Whether ``layout`` holds objects and keeps the dataset's rule (if it declares one)."""
-        objects = layout_to_objects(layout)
-        return bool(objects) and not rule_violations(self.rule, objects, layout)
+        return layout_keeps_rule(self.rule, layout)
 
     def _transformed(self, base: int, augmentation: StandardAugmentation) -> tuple[np.ndarray, dict[str, Any]]:
         lay = torch.from_numpy(self.layouts[base][None].astype(np.int64))

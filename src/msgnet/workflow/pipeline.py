@@ -29,7 +29,7 @@ from msgnet.sampling.engine import Engine, Progress, SampledBatch, SamplingReque
 from msgnet.sampling.partial_output import PartialOutput
 from msgnet.sampling.pipeline import generated_source
 from msgnet.sampling.run import GenerationRun
-from msgnet.sampling.settings import GenerationSettings
+from msgnet.sampling.settings import LAYOUT_TRIES, GenerationSettings
 from msgnet.workflow.qc_filter import QCReport, checking_qc, sample_checked
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ class MSGNet:
                temperature_layout: float = 1.0, top_k_layout: int | None = None, top_p_layout: float | None = None,
                top_k_codes: int | None = None, top_p_codes: float | None = None,
                layouts: Sequence[np.ndarray] | Path | str | None = None, repeat_layouts: bool | None = None,
-               layout_source: str = "prior", batch_size: int = 16, sampler: str = "cached",
-               qc: "bool | QCSettings | QualityControl" = False, qc_real: Path | str | None = None,
+               layout_source: str = "prior", layout_tries: int = LAYOUT_TRIES, batch_size: int = 16,
+               sampler: str = "cached", qc: "bool | QCSettings | QualityControl" = False, qc_real: Path | str | None = None,
                qc_max_candidates: int | None = None, qc_accept_fewer: bool = False,
                segmenter: Path | str | None = None, progress: bool = True) -> Pairs:
         """``num`` pairs; the keywords are `msgnet sample`'s options, and give the same pairs for a seed.
@@ -162,7 +162,8 @@ class MSGNet:
         ``layouts``: class maps to generate images for (pre-MSGNet; a list of (H, W) arrays, a dataset folder
         or a COCO json of boxes), used in turn (``repeat_layouts``, on by default when layouts are given; off,
         fewer layouts than ``num`` are refused as by the CLI); None draws them from the layout prior,
-        or with ``layout_source="real"`` makes them from the run's training layouts. ``guidance``:
+        or with ``layout_source="real"`` makes them from the run's training layouts; a sampled layout that
+        breaks the dataset's rule is drawn again, up to ``layout_tries`` draws in all. ``guidance``:
         classifier-free guidance of the codes prior (1: none; other values need a prior trained with
         ``prior.condition_dropout > 0``). ``guidance`` and ``temperature_codes`` left None are the run's
         choice (``RUN/probe.json``), else 1. ``top_k_*``/``top_p_*``: truncation of each prior's softmax.
@@ -176,8 +177,8 @@ class MSGNet:
         request = self.prepare(num, seed, layouts=layouts, guidance=guidance, temperature_codes=temperature_codes,
                                temperature_layout=temperature_layout, top_k_layout=top_k_layout,
                                top_p_layout=top_p_layout, top_k_codes=top_k_codes, top_p_codes=top_p_codes,
-                               repeat_layouts=repeat_layouts, layout_source=layout_source, batch_size=batch_size,
-                               sampler=sampler)
+                               repeat_layouts=repeat_layouts, layout_source=layout_source, layout_tries=layout_tries,
+                               batch_size=batch_size, sampler=sampler)
         training = generator_training_record(self.run_dir.root, self.info)  # a damaged record fails before the work
         if qc is False or qc is None:
             return self._pairs(request, self.engine.collect(request, Progress(show=progress)), training)

@@ -79,7 +79,8 @@ def choose_sampling(run_dir: Path, settings: GenerationSettings, qc: QualityCont
     request = engine.prepare(replace(settings, guidance=1.0))
     candidates = candidates_for(bool(engine.guidable))
     key = {"candidates": [vars(c) for c in candidates], "pairs": num, "seed": settings.seed,
-           "layout_source": settings.layout_source, "batch_size": settings.batch_size}
+           "layout_source": settings.layout_source, "layout_tries": settings.layout_tries,
+           "batch_size": settings.batch_size}
     path = RunDir(run_dir).probe_json
     record = json.loads(path.read_text()) if path.is_file() else None
     fresh = record is None or record.get("key") != key
