@@ -197,10 +197,10 @@ def prepare_output_dir(out: Path | str, overwrite: bool, inputs: Iterable[Path |
     ensure_output_apart(out, *inputs, field=field)
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise UsageError(f"{out}: already exists (choose another --out, or --overwrite)")
+            raise UsageError(f"{out}: already exists (choose another `{field}`, or `overwrite`)")
         if not out.is_dir() or out.is_symlink() or not is_msgnet_dataset(out):
-            raise UsageError(f"{out}: --overwrite replaces only a dataset msgnet wrote, and this is not one "
-                             "(no msgnet dataset.json); choose another --out")
+            raise UsageError(f"{out}: `overwrite` replaces only a dataset msgnet wrote, and this is not one "
+                             f"(no msgnet dataset.json); choose another `{field}`")
     check_can_write(out)
 
 

@@ -170,7 +170,7 @@ def derive_structure(info: DatasetInfo, num_train: int, gpu: bool,
     h, w = info.image_size
     if h != w:
         raise UsageError(f"{info.name}: derived presets need square images, these are {w}x{h} "
-                         "(import with --size, or write a preset)")
+                         "(import them at one square size, or write a preset)")
     latent = latent_size_for(h, cpu=not gpu) if latent_size is None else _checked_latent(h, latent_size)
     vq, prior, width_why = _widths(num_train, gpu)
     # Self-attention where the maps are small enough to afford it: the latent-size maps on a CPU

@@ -155,11 +155,8 @@ def _build_multi_mnist(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from msgnet.data.format import open_dataset
     from msgnet.data.summary import comparison_grid
-    from msgnet.errors import UsageError
     from msgnet.layouts.render import save_png
 
-    if args.scale < 1:  # of the PNG the command writes; the library checks num
-        raise UsageError(f"scale: must be a positive integer, got {args.scale}")
     datasets = [open_dataset(d) for d in args.dirs]
     save_png(comparison_grid(datasets, args.num, args.split, not args.no_layouts), args.out, scale=args.scale)
     print(f"comparison: {args.out}")

@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_diagnostics(esub: argparse._SubParsersAction) -> None:
     """`eval layouts`, `eval class-gain` and `eval vqvae`: where a run loses its layouts."""
-    from msgnet.evaluation.layout_coherency import sample_layout_coherency
+    from msgnet.evaluation.layout_coherency import real_layout_coherency, sample_layout_coherency
     from msgnet.evaluation.requests import ClassGainRequest, VQVAEAdherenceRequest
 
     lay = esub.add_parser("layouts", help="rule coherency of layouts sampled from a run's layout prior",
@@ -113,10 +113,11 @@ def _register_diagnostics(esub: argparse._SubParsersAction) -> None:
     source.add_argument("--real", type=Path, metavar="DIR",
                         help="instead, check DIR's real training layouts brought through the latent grid and back "
                         "(the ceiling a prior on that grid can reach)")
-    lay.add_argument("--grid", type=int, default=16, help="with --real: the latent grid side [16]")
+    lay.add_argument("--grid", type=int, default=library_default(real_layout_coherency, "grid"),
+                     help="with --real: the latent grid side [%(default)s]")
     lay.add_argument("--num", type=int, default=500)
-    lay.add_argument("--seed", type=int, default=0)
-    lay.add_argument("--temperature", type=float, default=1.0)
+    lay.add_argument("--seed", type=int, default=library_default(sample_layout_coherency, "seed"))
+    lay.add_argument("--temperature", type=float, default=library_default(sample_layout_coherency, "temperature"))
     lay.add_argument("--tries", type=int, default=library_default(sample_layout_coherency, "tries"), metavar="N",
                      help="draws per layout while it breaks the rule, as `msgnet sample --layout-tries` (1: the "
                      "prior's layouts as drawn, the paper's coherency) [%(default)s]")

@@ -104,7 +104,7 @@ def sample_layout_coherency(run_dir: Path, num: int, seed: int = 0, temperature:
     return result
 
 
-def real_layout_coherency(data_dir: Path, grid: int, num: int | None = None, parts: list[str] | None = None,
+def real_layout_coherency(data_dir: Path, grid: int = 16, num: int | None = None, parts: list[str] | None = None,
                           keep_examples: int = 64) -> LayoutCoherency:
     """The ceiling a layout prior on a ``grid`` x ``grid`` latent grid can reach: the real training
     layouts (the first ``num``), brought to that grid and back exactly as sampled ones are, checked

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from msgnet.errors import UsageError
 from msgnet.io import PNG_MARK, atomic_path
 
 
@@ -77,6 +78,8 @@ def pairs_grid(
 
 def save_png(array: np.ndarray, path: Path | str, scale: int = 1) -> Path:
     """Write an RGB or grey uint8 array as PNG atomically (optionally upscaled for legibility)."""
+    if scale < 1:
+        raise UsageError(f"scale: must be a positive integer, got {scale}")
     img = Image.fromarray(array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)

@@ -78,6 +78,6 @@ def given_layouts(settings: GenerationSettings, layouts: Sequence[np.ndarray] | 
     else:
         return None
     if len(given) < settings.num and not settings.repeat_layouts:
-        raise UsageError(f"{where}: holds {len(given)} layouts, fewer than --num {settings.num} "
-                         "(--repeat-layouts reuses them in turn)")
+        raise UsageError(f"{where}: holds {len(given)} layouts, fewer than `num` {settings.num} "
+                         "(`repeat_layouts` reuses them in turn)")
     return given

@@ -38,9 +38,9 @@ class PartialOutput:
         record = json.loads(json.dumps({"settings": settings, "run": str(run_dir.resolve()), "seeding": SEEDING,
                                         **(record_extra or {})}))
         if out.exists():
-            raise UsageError(f"{out}: already exists (choose another --out or remove it)")
+            raise UsageError(f"{out}: already exists (choose another `out` or remove it)")
         if self.dir.exists() and not resume:
-            raise UsageError(f"{self.dir}: an interrupted run is here; pass --resume to complete it, or remove it")
+            raise UsageError(f"{self.dir}: an interrupted run is here; set `resume` to complete it, or remove it")
         existed = self.dir.exists()
         # One writer per sampling run, held until it is finished (or the process ends).
         self._lock = contextlib.ExitStack()

@@ -25,6 +25,23 @@ from dataclasses import dataclass
 import torch
 
 
+def rule_problems(temperature: float | None = 1.0, top_k: int | None = None, top_p: float | None = None,
+                  guidance: float | None = 1.0) -> list[tuple[str, str]]:
+    """(part, what is wrong) for each value no token rule accepts: the one check of a rule's values, which
+    :class:`TokenRule` raises and ``GenerationSettings.validate`` names by its fields. A None temperature
+    or guidance is one left to the run (``msgnet.sampling.defaults``), checked once resolved."""
+    problems = []
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0):  # nan fails both
+        problems.append(("temperature", f"must be a positive finite number, got {temperature}"))
+    if top_k is not None and top_k < 1:
+        problems.append(("top_k", f"must be at least 1, got {top_k}"))
+    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p <= 1):
+        problems.append(("top_p", f"must be in (0, 1], got {top_p}"))
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        problems.append(("guidance", f"must be a finite number >= 0, got {guidance}"))
+    return problems
+
+
 @dataclass(frozen=True)
 class TokenRule:
     """The token choice at one position: ``temperature``, ``top_k`` / ``top_p`` (None: off) and ``guidance``."""
@@ -35,14 +52,8 @@ class TokenRule:
     guidance: float = 1.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"sampling: temperature must be positive, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"sampling: top_k must be at least 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"sampling: top_p must be in (0, 1], got {self.top_p}")
-        if not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise ValueError(f"sampling: guidance must be a finite number >= 0, got {self.guidance}")
+        for part, problem in rule_problems(self.temperature, self.top_k, self.top_p, self.guidance):
+            raise ValueError(f"sampling: {part}: {problem}")
 
     @property
     def guided(self) -> bool:

@@ -43,9 +43,9 @@ def training_data_for(run_dir: Path, data_dir: Path, subset: int | None = None) 
         return choose_training_data(dataset, subset)
     resolved = str(Path(data_dir).resolve())
     if rec.dataset is not None and rec.dataset != resolved:
-        raise UsageError(f"{path}: the run trains on {rec.dataset}, not on {resolved} (--data)")
+        raise UsageError(f"{path}: the run trains on {rec.dataset}, not on {resolved} (`data`)")
     if subset is not None and subset != rec.subset:
-        raise UsageError(f"{path}: the run trains on {_describe(rec)}; --train-subset {subset} differs "
+        raise UsageError(f"{path}: the run trains on {_describe(rec)}; `subset` {subset} differs "
                          "(leave it out to use the run's)")
     if rec.ids is None:
         # Recorded before ids were kept: such runs trained on the whole train split.
@@ -169,7 +169,7 @@ def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: s
     dev = choose_device(device)
     method = run.method()
     if need_layout_prior and method != "msgnet":
-        raise UsageError(f"{run.root}: a {method} run has no layout prior; give layouts with --layouts DIR|COCO.json")
+        raise UsageError(f"{run.root}: a {method} run has no layout prior; give layouts (`layouts_from`: a dataset folder or COCO json)")
     images = _load_images(run, method, dev)
     layout_prior = _load_layout_prior(run, info, dev, images.latent_hw) if need_layout_prior else None
     _check_classes(run, info)

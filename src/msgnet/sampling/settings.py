@@ -5,13 +5,13 @@ Errors name the field (``"top_k_codes: ..."``); the CLI puts the flag in its pla
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from msgnet.errors import UsageError
+from msgnet.sampling.rule import rule_problems
 
 SAMPLERS = ("cached", "reference", "cuda-graph")
 # Where a pair's layout comes from when none is given: the LayoutPixelSNAIL (MSGNet), or made from the
@@ -57,24 +57,13 @@ class GenerationSettings:
             raise UsageError("batch_size: must be at least 1")
         if self.layout_tries < 1:
             raise UsageError(f"layout_tries: must be at least 1, got {self.layout_tries}")
-        for name in ("temperature_layout", "temperature_codes"):
-            value = getattr(self, name)  # None: left to the run, checked once resolved (msgnet.sampling.defaults)
-            if value is not None and not (math.isfinite(value) and value > 0):  # nan compares false both ways
-                raise UsageError(f"{name}: must be a positive finite number, got {value}")
-        if self.guidance is not None and (not math.isfinite(self.guidance) or self.guidance < 0):
-            raise UsageError(f"guidance: must be a finite number >= 0, got {self.guidance}")
-        for name in ("top_k_layout", "top_k_codes"):
-            k = getattr(self, name)
-            if k is not None and k < 1:
-                raise UsageError(f"{name}: must be at least 1, got {k}")
-        for name in ("top_p_layout", "top_p_codes"):
-            p = getattr(self, name)
-            if p is not None and not (math.isfinite(p) and 0 < p <= 1):
-                raise UsageError(f"{name}: must be in (0, 1], got {p}")
+        for prior, rule in (("layout", self.layout_rule()), ("codes", self.codes_rule())):
+            for part, problem in rule_problems(**rule):
+                raise UsageError(f"{part if part == 'guidance' else f'{part}_{prior}'}: {problem}")
         if self.layout_source not in LAYOUT_SOURCES:
             raise UsageError(f"layout_source: unknown {self.layout_source!r} (choose from {', '.join(LAYOUT_SOURCES)})")
         if self.layout_source != "prior" and self.layouts_from is not None:
-            raise UsageError("layout_source: layouts are given (--layouts); leave it at 'prior'")
+            raise UsageError("layout_source: layouts are given (`layouts_from`); leave it at 'prior'")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
 

@@ -133,4 +133,4 @@ def check_saved_config(directory: Path, config: Any) -> None:
     if differ:
         shown = ", ".join(f"{k} {saved.get(k)!r} -> {current.get(k)!r}" for k in differ[:3])
         raise UsageError(f"{Path(directory) / 'config.json'}: the run was trained with another model ({shown}); "
-                         "resume with the run's own settings (its preset.yaml), or train into another --run")
+                         "resume with the run's own settings (its preset.yaml), or train into another `run`")

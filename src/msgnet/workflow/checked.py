@@ -109,6 +109,6 @@ def _stop_at_cap(job: SamplingJob, keeper: QCFilter, out: Path, accept_fewer: bo
     # The diagnosis matters most exactly now: the report is written beside the candidates.
     keeper.report(job.run.info.palette).write(partial.dir, out)
     partial.close()  # the candidates stay for a --resume with a higher cap
-    raise TooFewPassed(f"{out}: {summary}; the cap --qc-max-candidates {keeper.cap} is reached (qc.csv, qc.json "
+    raise TooFewPassed(f"{out}: {summary}; the cap `max_candidates` {keeper.cap} is reached (qc.csv, qc.json "
                        f"and rejected.png in {partial.dir}). Train the run longer, loosen the thresholds, "
-                       "or raise the cap and --resume", summary)
+                       "or raise the cap and `resume`", summary)

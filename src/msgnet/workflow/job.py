@@ -103,7 +103,7 @@ def run_job(request: JobRequest) -> dict:
     dataset = open_dataset(request.data)
     if not dataset.info.splits.get("val") or not dataset.info.splits.get("test"):
         raise UsageError(f"{request.data / 'dataset.json'}: the whole job needs train, val and test splits "
-                         "(import with --val-fraction and --test-fraction)")
+                         "(import it with validation and test fractions)")
     run = RunDir(request.run)
     run.read_manifest()  # a corrupt manifest is refused before hours of work, not after
     with writing(run.root):  # one job per run at a time

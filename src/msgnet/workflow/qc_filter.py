@@ -48,7 +48,7 @@ def candidate_cap(max_candidates: int | None, num: int, accept_fewer: bool) -> i
     """The most candidates to score (default ``20 x num``); fewer than ``num`` only when fewer may be kept."""
     cap = max_candidates if max_candidates is not None else 20 * num
     if cap < num and not accept_fewer:
-        raise UsageError(f"max_candidates: {cap} is fewer than --num {num}")
+        raise UsageError(f"max_candidates: {cap} is fewer than `num` {num}")
     return cap
 
 
