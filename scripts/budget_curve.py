@@ -50,7 +50,7 @@ def main() -> None:
     right.errorbar(minutes, gains, yerr=errors, marker="o", capsize=4, linewidth=1.5)
     right.axhline(0.0, color="grey", linewidth=1)
     right.axhline(0.02, color="green", linewidth=1, linestyle="--", label="goal: +0.02")
-    right.set_title("verdict: selected policy − augmentation + copy-paste (test DICE, 95% CI)", fontsize=9)
+    right.set_title("verdict: selected policy − aug. + copy-paste\n(test DICE, paired 95% CI)", fontsize=9)
     right.set_xlabel("training budget (minutes)", fontsize=8)
     right.tick_params(labelsize=7)
     right.grid(alpha=0.3)
