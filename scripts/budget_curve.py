@@ -5,8 +5,9 @@
 
 Each RUN is a main job (`bash scripts/main.sh` with RUN and BUDGET set) with ``scripts/adherence.py --run
 RUN --guidance 1`` run on it: the left panel draws the annotation fidelity with the run's own layouts and
-the QC pass rate of that row (300 pairs, seed 5), the right one the benchmark's verdict, where the run has one (selected policy
-minus the best simple baseline, test DICE, with its paired 95% interval over the U-Net seeds).
+the QC pass rate of that row (300 pairs, seed 5), the right one the benchmark's verdict where the run has
+one (selected policy minus the best simple baseline, test DICE, with its paired 95% interval over the
+U-Net seeds).
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 # The library names the field a bad value came in ("subset: ..."); the command line names its flag.
 # A field is a flag's dest unless listed here.
 FIELD_FLAGS = {"subset": "--train-subset", "json_path": "--json", "max_candidates": "--qc-max-candidates",
-               "layout_path": "--layout", "layouts_from": "--layouts", "subsets": "--real-subset", "digit_min": "--digit-size",
-               "digit_max": "--digit-size", "min_visible_fraction": "--min-visible"}
+               "layout_path": "--layout", "layouts_from": "--layouts", "subsets": "--real-subset",
+               "digit_min": "--digit-size", "digit_max": "--digit-size", "min_visible_fraction": "--min-visible"}
 _LEADING_FIELDS = re.compile(r"[a-z][a-z0-9_]*(?:(?:, | and )[a-z][a-z0-9_]*)*(?=[ :])")
 # Further in a message, a field is named in backquotes (``set `resume` to continue``): its flag there.
 _QUOTED_FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")

@@ -169,7 +169,8 @@ def load_generation_run(run_dir: Path, need_layout_prior: bool = True, device: s
     dev = choose_device(device)
     method = run.method()
     if need_layout_prior and method != "msgnet":
-        raise UsageError(f"{run.root}: a {method} run has no layout prior; give layouts (`layouts_from`: a dataset folder or COCO json)")
+        raise UsageError(f"{run.root}: a {method} run has no layout prior; give layouts "
+                         "(`layouts_from`: a dataset folder or COCO json)")
     images = _load_images(run, method, dev)
     layout_prior = _load_layout_prior(run, info, dev, images.latent_hw) if need_layout_prior else None
     _check_classes(run, info)

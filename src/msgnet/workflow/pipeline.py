@@ -154,8 +154,8 @@ class MSGNet:
                top_k_codes: int | None = None, top_p_codes: float | None = None,
                layouts: Sequence[np.ndarray] | Path | str | None = None, repeat_layouts: bool | None = None,
                layout_source: str = "prior", layout_tries: int = LAYOUT_TRIES, batch_size: int = 16,
-               sampler: str = "cached", qc: "bool | QCSettings | QualityControl" = False, qc_real: Path | str | None = None,
-               qc_max_candidates: int | None = None, qc_accept_fewer: bool = False,
+               sampler: str = "cached", qc: "bool | QCSettings | QualityControl" = False,
+               qc_real: Path | str | None = None, qc_max_candidates: int | None = None, qc_accept_fewer: bool = False,
                segmenter: Path | str | None = None, progress: bool = True) -> Pairs:
         """``num`` pairs; the keywords are `msgnet sample`'s options, and give the same pairs for a seed.
 

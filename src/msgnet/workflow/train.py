@@ -297,7 +297,8 @@ def _extract(job: TrainJob) -> None:
 
 def _need_codes(run: RunDir) -> None:
     if not run.codes_file("train").is_file():
-        raise UsageError(f"{run.codes}: no extracted codes (extract the training data's codes first: `msgnet codes extract`)")
+        raise UsageError(f"{run.codes}: no extracted codes "
+                         "(extract the training data's codes first: `msgnet codes extract`)")
 
 
 def _train_layout_prior(job: TrainJob) -> None:
