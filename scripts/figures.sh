@@ -42,6 +42,7 @@ figure main_job_kept_pairs_cpu.png runs/job/generated/preview.png "bash scripts/
     cp runs/job/generated/preview.png $P/main_job_kept_pairs_cpu.png
 # runs/job, runs/job30, runs/job60 from `bash scripts/main.sh` with RUN=runs/jobM BUDGET=M (M = 30, 60; 12 is the
 # default), then `.venv/bin/python scripts/adherence.py --run RUN --guidance 1` on each (docs/pair-policies.md)
+# The three runs must be trained by the same msgnet (the picture in docs/ predates the budget's 45/15/40 split).
 figure budget_curve_cpu.png "runs/job/adherence.json runs/job30/adherence.json runs/job60/adherence.json" "bash scripts/main.sh and scripts/adherence.py (docs/pair-policies.md, 'How long to train')" -- \
     .venv/bin/python scripts/budget_curve.py --run 12=runs/job --run 30=runs/job30 --run 60=runs/job60 --out $P/budget_curve_cpu.png
 # runs/job1k from `msgnet run data/mm1k --run runs/job1k --budget 10 --num 300 --seeds 2` (results.md, "Your dataset in one command")
