@@ -52,7 +52,7 @@ def test_derived_presets_build_all_three_models_and_train_one_step(channels, siz
     train_one_step_each(preset)
 
 
-def test_budget_fills_each_stage_in_the_measured_proportions():
+def test_budget_fills_each_stage_in_its_share():
     info = tiny_info(64, 1, 11)
     preset = derive_preset(info, 5000, torch.device("cpu"), 60, step_seconds=fixed_seconds)
     # Each stage's steps and its 20 validations (each costing VALIDATION_COST_STEPS steps) fill its share.
@@ -60,7 +60,8 @@ def test_budget_fills_each_stage_in_the_measured_proportions():
             for s in ("vqvae", "layout_prior", "prior")}
     minutes = {s: paid[s] * fixed_seconds(None, None)[s] / 60 for s in paid}
     assert sum(minutes.values()) == pytest.approx(60, rel=0.01)
-    assert minutes["prior"] > minutes["layout_prior"] > minutes["vqvae"]
+    # 45% / 15% / 40% of 60 minutes: the VQ-VAE is what a small budget is short of (docs/adherence.md).
+    assert minutes == pytest.approx({"vqvae": 27.0, "layout_prior": 9.0, "prior": 24.0}, rel=0.02)
     double = derive_preset(info, 5000, torch.device("cpu"), 120, step_seconds=fixed_seconds)
     assert double.prior_train.iterations + VALIDATIONS * VALIDATION_COST_STEPS["prior"] == pytest.approx(
         paid["prior"] * 2, abs=1)
