@@ -19,7 +19,7 @@ SAMPLERS = ("cached", "reference", "cuda-graph")
 LAYOUT_SOURCES = ("prior", "real")
 # A layout the layout prior draws that breaks the dataset's declared rule is drawn again, up to this many
 # draws in all: a layout costs milliseconds beside its codes and decoding, and quality control rejects a
-# rule breaker after paying for both. On Multi-MNIST 42% of a 1,000-image prior's layouts break the rule and
+# rule breaker after paying for both. On Multi-MNIST 42-55% of a 1,000-image prior's layouts break the rule and
 # 84% of a 100-image prior's (docs/adherence.md): 10 draws left 7.7% of the latter's breaking it, 30 none of
 # 300. A prior that keeps the rule at its first draw never pays for the cap.
 # 1: the prior's layouts as drawn (the paper's sampling; `msgnet eval layouts` measures those).
