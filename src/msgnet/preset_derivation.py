@@ -17,8 +17,8 @@ matter of how much compute there is:
   GPU, the CPU presets' (measured in ``benchmarks/``) on a CPU, narrower priors for small sets;
 * **small sets** (under 4,000 training images) train all three models on the geometric
   transforms dataset.json declares valid, image and layout alike;
-* **the budget** (minutes) is split among the three models where a small budget is short
-  (``STAGE_SHARES``: VQ-VAE 45%, layout prior 15%, codes prior 40%); each stage's step count
+* **the budget** (minutes) is split among the three models, VQ-VAE 45%, layout prior 15%, codes
+  prior 40% (``STAGE_SHARES``: the VQ-VAE is what a small budget is short of); each stage's step count
   fills its share at a step time measured here, on this device, with the models just derived: the
   steady-state time (warm-up and compilation steps untimed, the fastest of eight timed steps), so
   that another process loading the machine during the probe does not shrink the run. Each stage
