@@ -1,7 +1,7 @@
 """Do the images follow their layouts? One row of the adherence ablation per sampling setting.
 
     .venv/bin/python scripts/adherence.py --run RUN [--num 300] [--seed 5] [--guidance 1 2 3]
-        [--temperature-codes 1.0] [--top-p-codes P] [--layout-source prior|real] [--json OUT.json]
+        [--temperature-codes 1.0] [--top-p-codes P] [--layout-source prior|prior-shapes|real] [--json OUT.json]
 
 For every guidance scale given, samples ``--num`` pairs from RUN (``msgnet sample`` with the same
 settings writes the same pairs, into RUN/adherence/<setting>/), then measures:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0])
     parser.add_argument("--temperature-codes", type=float, default=1.0)
     parser.add_argument("--top-p-codes", type=float, default=None)
-    parser.add_argument("--layout-source", default="prior", choices=["prior", "real"])
+    parser.add_argument("--layout-source", default="prior", choices=["prior", "prior-shapes", "real"])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

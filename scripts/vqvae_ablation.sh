@@ -8,6 +8,7 @@
 # (OMP_NUM_THREADS=1 each), their figures do not depend on time.
 #   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement
 #                                              # adversary realism critic critic-only critic-w32 critic-w16
+#                                              # w32-obedience-0.05 w32-critic-0.1 w32-codes-45 w32-codes-120
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-data/multi-mnist-1000}"
@@ -31,6 +32,10 @@ open(sys.argv[2], "w").write(yaml.safe_dump(to_dict(preset), sort_keys=False))
 PY
 fi
 FSQ="vqvae.quantizer=fsq vqvae.fsq_levels=8,6,5 vqvae.num_embeddings=240 prior.num_classes=240 vqvae.restart_dead_codes=false"
+W32="vqvae.layout_critic=0.05 vqvae.layout_critic_width=32"
+# A tighter code alphabet (issue: codes that carry style, not the class): 45 and 120 codes a path.
+FSQ45="vqvae.quantizer=fsq vqvae.fsq_levels=5,3,3 vqvae.num_embeddings=45 prior.num_classes=45 vqvae.restart_dead_codes=false"
+FSQ120="vqvae.quantizer=fsq vqvae.fsq_levels=8,5,3 vqvae.num_embeddings=120 prior.num_classes=120 vqvae.restart_dead_codes=false"
 declare -A ROWS=(
     [paper]=""
     [told]="vqvae.layout_classes=11"
@@ -45,8 +50,12 @@ declare -A ROWS=(
     [critic-only]="vqvae.layout_classes=11 $FSQ vqvae.layout_critic=0.05"
     [critic-w32]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.layout_critic=0.05 vqvae.layout_critic_width=32"
     [critic-w16]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.layout_critic=0.05 vqvae.layout_critic_width=16"
+    [w32-obedience-0.05]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.05 $W32"
+    [w32-critic-0.1]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.layout_critic=0.1 vqvae.layout_critic_width=32"
+    [w32-codes-45]="vqvae.layout_classes=11 $FSQ45 vqvae.obedience=0.02 $W32"
+    [w32-codes-120]="vqvae.layout_classes=11 $FSQ120 vqvae.obedience=0.02 $W32"
 )
-for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only critic-w32 critic-w16}"; do
+for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only critic-w32 critic-w16 w32-obedience-0.05 w32-critic-0.1 w32-codes-45 w32-codes-120}"; do
     for name in $row; do
         run="$OUT/vqvae-$name"
         if [ ! -f "$run/vqvae.json" ]; then

@@ -205,7 +205,7 @@ def test_the_probe_measures_the_engines_pairs(tiny_run, tmp_path):
     generator = msgnet.MSGNet.from_pretrained(run, device="cpu")
     qc = checking_qc(run, generator.info, QCSettings(protocol=replace(QC_PROTOCOL, min_steps=20)),
                      torch.device("cpu"), segmenter_dir=tmp_path / "segmenter", progress=False)
-    rows = probe_settings(generator.engine, generator.prepare(6, seed=2), qc, [Candidate(1.0, 0.85)], num=6,
+    rows = probe_settings(generator.engine, generator.prepare(6, seed=2).settings, qc, [Candidate(1.0, 0.85)], num=6,
                           progress=False)
     pairs = generator.sample(6, seed=2 + PROBE_SEED_OFFSET, guidance=1.0, temperature_codes=0.85, batch_size=4)
     expected = measure_set(qc, pairs.images, pairs.layouts).to_json()

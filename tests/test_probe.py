@@ -45,3 +45,16 @@ def test_candidates_are_cheapest_first_and_unguided_without_condition_dropout():
     assert {c.guidance for c in candidates_for(False)} == {1.0}
     guided = candidates_for(True)
     assert guided[0].guidance == 1.0 and {c.guidance for c in guided} >= {1.0, 2.0, 3.0}
+    assert {c.layout_source for c in guided} == {"prior"}
+
+
+def test_a_layout_source_left_open_is_probed_in_every_setting():
+    from msgnet.workflow.probe import LAYOUT_SOURCES_PROBED
+
+    both = candidates_for(True, LAYOUT_SOURCES_PROBED)
+    one = candidates_for(True)
+    assert len(both) == 2 * len(one) and LAYOUT_SOURCES_PROBED == ("prior", "prior-shapes")
+    for source in LAYOUT_SOURCES_PROBED:
+        assert [(c.guidance, c.temperature_codes) for c in both if c.layout_source == source] == [
+            (c.guidance, c.temperature_codes) for c in one]
+    assert both[0].layout_source == "prior"  # as drawn first: choose() keeps the first of equals

@@ -115,3 +115,68 @@ def test_layout_source_is_checked(tiny_run, tmp_path, capsys):
                  "--out", str(tmp_path / "x")])
     assert code == 2 and "--layout-source" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+
+
+def _objects_of(layout: np.ndarray) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
+    """(class, mask within its box, box centre) of each object of ``layout``."""
+    from msgnet.augmentation.copy_paste import cut_objects
+
+    return [(o.class_id, o.mask, (o.y0 + o.mask.shape[0] / 2, o.x0 + o.mask.shape[1] / 2))
+            for o in cut_objects(layout[None])[0]]
+
+
+def test_reshaped_objects_are_real_objects_of_their_class_where_the_drawn_ones_were():
+    """"prior-shapes": each drawn object becomes one of the real objects of its class nearest in size, centred on
+    the drawn object's box; the real images its shapes came from are recorded; the rng alone decides."""
+    real = np.zeros((4, 32, 32), dtype=np.uint8)
+    real[0, 2:9, 3:7] = 1  # a tall thin class-1 object
+    real[1, 10:13, 4:14] = 1  # a wide flat class-1 object
+    real[2, 5:11, 5:11] = 2
+    real[2, 7:9, 7:9] = 0  # a class-2 ring
+    real[3, 20:30, 20:25] = 3
+    maker = RealLayoutMaker(real, [10, 11, 12, 13], None, ())
+    drawn = np.zeros((32, 32), dtype=np.uint8)
+    drawn[16:24, 0:4] = 1  # tall: the tall real object is nearer in size than the wide one
+    drawn[0:8, 20:28] = 2
+    made, record = maker.reshape(drawn, np.random.default_rng(0))
+    got = sorted(_objects_of(made), key=lambda o: o[0])
+    assert [c for c, _, _ in got] == [1, 2]
+    assert np.array_equal(got[0][1], real[0, 2:9, 3:7] == 1) and np.array_equal(got[1][1], real[2, 5:11, 5:11] == 2)
+    assert got[0][2] == pytest.approx((20.0, 2.0), abs=1.0) and got[1][2] == pytest.approx((4.0, 24.0), abs=1.0)
+    assert record == {"recipe": "prior-shapes", "shapes_from": [10, 12]}
+    again, _ = maker.reshape(drawn, np.random.default_rng(0))
+    assert np.array_equal(again, made)
+
+
+def test_a_drawn_object_without_a_real_shape_or_room_is_left_out():
+    real = np.zeros((1, 16, 16), dtype=np.uint8)
+    real[0, 0:10, 0:10] = 1
+    maker = RealLayoutMaker(real, [0], None, ())
+    drawn = np.zeros((16, 16), dtype=np.uint8)
+    drawn[0:4, 0:4] = 2  # no real object of class 2
+    drawn[4:8, 4:8] = 1
+    drawn[10:12, 10:12] = 1  # a second class-1 object: the only real shape would cover the first
+    made, record = maker.reshape(drawn, np.random.default_rng(1))
+    assert set(np.unique(made)) == {0, 1} and len(_objects_of(made)) == 1
+    assert record["shapes_from"] == [0]
+
+
+def test_sampling_with_real_shapes_keeps_the_rule_and_is_the_same_at_any_batch_size(tiny_run):
+    import msgnet
+    from msgnet.data.rules import layout_keeps_rule
+
+    _, run = tiny_run
+    generator = msgnet.MSGNet.from_pretrained(run, device="cpu")
+    pairs = {bs: generator.sample(6, seed=2, layout_source="prior-shapes", batch_size=bs, progress=False)
+             for bs in (1, 4)}
+    assert np.array_equal(pairs[1].images, pairs[4].images) and np.array_equal(pairs[1].layouts, pairs[4].layouts)
+    drawn = generator.sample(6, seed=2, layout_source="prior", progress=False)
+    assert not np.array_equal(drawn.layouts, pairs[1].layouts)
+    real_masks = {(o.class_id, o.mask.tobytes(), o.mask.shape)
+                  for o in generator.engine.real_layout_maker().shapes.get(1, [])}
+    for layout in pairs[1].layouts:
+        assert layout_keeps_rule(generator.info.rule, layout)
+        assert all((c, m.tobytes(), m.shape) in real_masks for c, m, _ in _objects_of(layout) if c == 1)
+    record = pairs[1].source
+    assert "shaped as the run's training objects" in record["mode"]
+    assert [p["recipe"] for p in record["layout_provenance"].values()] == ["prior-shapes"] * 6

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from msgnet.cli.common import add_device_argument, library_default
 from msgnet.cli.qc_cmd import add_threshold_arguments, qc_settings_from_args
-from msgnet.sampling.settings import GenerationSettings
+from msgnet.sampling.settings import LAYOUT_SOURCES, GenerationSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,10 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "cuda-graph: the cached sampler's steps captured in CUDA graphs (GPU only, same tokens)")
     p.add_argument("--layouts", default=None, metavar="DIR|COCO.json",
                    help="condition on these layouts (a msgnet dataset or COCO boxes) instead of sampling them")
-    p.add_argument("--layout-source", choices=["prior", "real"], default="prior",
-                   help="without --layouts: sample each layout from the layout prior (MSGNet), or make it from the "
-                   "run's training layouts (a declared transform of one, or objects of one placed into free space "
-                   "of another, keeping the dataset's rule); the set records how each was made [prior]")
+    p.add_argument("--layout-source", choices=list(LAYOUT_SOURCES), default=None,
+                   help="without --layouts: sample each layout from the layout prior (MSGNet, prior); the same with "
+                   "each object given the shape of a real training object of its class and nearest size "
+                   "(prior-shapes); or make it from the run's training layouts (real: a declared transform of one, "
+                   "or objects of one placed into free space of another, keeping the dataset's rule); the set "
+                   "records how each was made [the run's choice: RUN/probe.json, else prior]")
     p.add_argument("--layout-tries", type=int, default=library_default(GenerationSettings, "layout_tries"),
                    metavar="N", help="draw a sampled layout again while it breaks the dataset's declared rule, up "
                    "to N draws in all (1: the layout prior's layouts as drawn) [%(default)s]")
@@ -106,7 +108,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _settings_line(out: Path) -> str:
-    """The guidance and codes temperature the set was sampled with and where each came from, as its
+    """The guidance, codes temperature and layout source the set was sampled with and where each came from, as its
     dataset.json records them: without the options they are the run's choice, which the user did not type."""
     import json
 
@@ -115,5 +117,9 @@ def _settings_line(out: Path) -> str:
     source = json.loads((out / "dataset.json").read_text())["source"]
     used, came = source["settings"], source.get("settings_from", {})
     where = {FROM_GIVEN: "given", FROM_PROBE: "the run's choice, RUN/probe.json", FROM_DEFAULT: "default"}
-    return "sampled with " + ", ".join(f"{name} {used[name]:g} ({where.get(came.get(name, FROM_GIVEN), FROM_GIVEN)})"
+    return "sampled with " + ", ".join(f"{name} {_shown(used[name])} ({where.get(came.get(name, FROM_GIVEN), FROM_GIVEN)})"
                                        for name in DECLARED_DEFAULTS)
+
+
+def _shown(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"

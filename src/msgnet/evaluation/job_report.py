@@ -120,10 +120,11 @@ def _probe_lines(run: Path) -> list[str]:
              f"quality control (thresholds from the validation split); chosen: {record['rule']}. Diversity is the "
              "median distance from each image to its nearest other one in the QC segmenter's feature space, "
              "relative to real validation images (1 = as varied as real data).", "",
-             "| guidance | codes temperature | QC pass rate | median DICE | objects found (median) | diversity "
-             "| distinct layouts | near-copies | passing pairs / sampling min |", "|" + "---|" * 9]
+             "| layouts | guidance | codes temperature | QC pass rate | median DICE | objects found (median) "
+             "| diversity | distinct layouts | near-copies | passing pairs / sampling min |", "|" + "---|" * 10]
     for k, r in enumerate(record["rows"]):
-        cells = [f"{r['guidance']:g}", f"{r['temperature_codes']:g}", f"{100 * r['pass_rate']:.1f}%",
+        cells = [r.get("layout_source", "prior"), f"{r['guidance']:g}", f"{r['temperature_codes']:g}",
+                 f"{100 * r['pass_rate']:.1f}%",
                  f"{r['dice_median']:.3f}", f"{r['found_median']:.2f}", f"{r['diversity']:.2f}",
                  f"{100 * r['distinct_layouts']:.0f}%", f"{100 * r['near_copy_rate']:.1f}%",
                  f"{r['passing_per_minute']:.1f}"]

@@ -17,16 +17,19 @@ from typing import Any, Mapping
 
 from msgnet.errors import UsageError
 from msgnet.run_dir import RunDir
+from msgnet.sampling.settings import LAYOUT_SOURCES
 
 # The settings a probe chooses, and what sampling uses without one (guidance 1: none; temperature 1: the
-# model's own distribution). The probe's candidates (msgnet.workflow.probe.Candidate) set exactly these.
-DECLARED_DEFAULTS: dict[str, float] = {"guidance": 1.0, "temperature_codes": 1.0}
+# model's own distribution; layouts as the layout prior draws them). The probe's candidates
+# (msgnet.workflow.probe.Candidate) set exactly these.
+DECLARED_DEFAULTS: dict[str, float | str] = {"guidance": 1.0, "temperature_codes": 1.0, "layout_source": "prior"}
 
 # Where a resolved setting came from, as the generated set records it.
 FROM_GIVEN, FROM_PROBE, FROM_DEFAULT = "given", "probe.json", "default"
 
 
-def run_sampling_defaults(run_dir: Path | str, guidable: bool | None = True) -> dict[str, tuple[float, str]]:
+def run_sampling_defaults(run_dir: Path | str,
+                          guidable: bool | None = True) -> dict[str, tuple[float | str, str]]:
     """Each setting of :data:`DECLARED_DEFAULTS` as the run samples with it when none is given, and its
     source: ``RUN/probe.json``'s choice (:data:`FROM_PROBE`), else the declared default (:data:`FROM_DEFAULT`).
 
@@ -42,11 +45,11 @@ def run_sampling_defaults(run_dir: Path | str, guidable: bool | None = True) -> 
         try:
             record: Any = json.loads(path.read_text())
             row = record["rows"][record["chosen"]]
-            chosen = {name: float(row[name]) for name in DECLARED_DEFAULTS if name in row}
+            chosen = {name: _typed(name, row[name]) for name in DECLARED_DEFAULTS if name in row}
         except (OSError, ValueError, KeyError, IndexError, TypeError):
-            raise UsageError(f"{path}: unreadable, no chosen row; give {' and '.join(DECLARED_DEFAULTS)} "
+            raise UsageError(f"{path}: unreadable, no chosen row; give {', '.join(DECLARED_DEFAULTS)} "
                              "explicitly, or remove it to sample with the declared defaults") from None
-        bad = [name for name, value in chosen.items() if not math.isfinite(value)]
+        bad = [name for name, value in chosen.items() if isinstance(value, float) and not math.isfinite(value)]
         if bad:
             raise UsageError(f"{path}: the chosen {bad[0]} is {chosen[bad[0]]}, not a finite number")
     if chosen.get("guidance", DECLARED_DEFAULTS["guidance"]) != DECLARED_DEFAULTS["guidance"] and guidable is not True:
@@ -55,13 +58,22 @@ def run_sampling_defaults(run_dir: Path | str, guidable: bool | None = True) -> 
             for name, default in DECLARED_DEFAULTS.items()}
 
 
-def resolve_sampling(given: Mapping[str, float | None], run_dir: Path | str,
-                     guidable: bool | None) -> tuple[dict[str, float], dict[str, str]]:
+def _typed(name: str, value: Any) -> float | str:
+    """A probe's or a caller's value of setting ``name`` as the declared default's type (a float or a name)."""
+    if isinstance(DECLARED_DEFAULTS[name], str):
+        if value not in LAYOUT_SOURCES:  # the one named setting
+            raise ValueError(f"{name}: unknown {value!r}")
+        return value
+    return float(value)
+
+
+def resolve_sampling(given: Mapping[str, float | str | None], run_dir: Path | str,
+                     guidable: bool | None) -> tuple[dict[str, float | str], dict[str, str]]:
     """``given`` (a value or None per :data:`DECLARED_DEFAULTS` field) with each None replaced by the run's
     choice (:func:`run_sampling_defaults`); and each field's source. ``RUN/probe.json`` is read only when
     something is left to it, so explicit settings sample even beside a damaged one."""
     missing = [name for name in DECLARED_DEFAULTS if given.get(name) is None]
     run_choice = run_sampling_defaults(run_dir, guidable) if missing else {}
-    resolved = {name: run_choice[name] if name in missing else (float(given[name]), FROM_GIVEN)  # type: ignore
+    resolved = {name: run_choice[name] if name in missing else (_typed(name, given[name]), FROM_GIVEN)
                 for name in DECLARED_DEFAULTS}
     return {name: v for name, (v, _) in resolved.items()}, {name: src for name, (_, src) in resolved.items()}

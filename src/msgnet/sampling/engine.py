@@ -50,6 +50,11 @@ def pair_generators(seed: int, pairs: range, stream: int) -> list[torch.Generato
     return [torch.Generator().manual_seed(pair_seed(seed, i, stream)) for i in pairs]
 
 
+def _real_layout_rngs(seed: int, pairs: range) -> list[np.random.Generator]:
+    """Each pair's stream for what is made from real layouts (a made layout, or a drawn one's shapes)."""
+    return [np.random.default_rng(pair_seed(seed, i, STREAM_REAL_LAYOUT)) for i in pairs]
+
+
 def to_uint8_images(x: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [0, 1] -> (B, H, W, C) uint8."""
     return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -73,8 +78,10 @@ class SamplingRequest:
         """How the layouts are made, as a generated set records it."""
         if self.given is not None:
             return "pre-msgnet (given layouts)"
-        if self.maker is not None:
+        if self.settings.layout_source == "real":
             return "msgnet (layouts made from the run's training layouts)"
+        if self.settings.layout_source == "prior-shapes":
+            return "msgnet (sampled layouts, their objects shaped as the run's training objects)"
         return "msgnet (sampled layouts)"
 
     def span(self, b: int) -> tuple[int, int]:
@@ -166,6 +173,8 @@ class Engine:
         the layouts loaded; ``layouts``: class maps given in memory instead of ``settings.layouts_from``.
         Everything that can be refused is refused here, before any pair is drawn."""
         settings.validate()
+        if settings.layout_source is None and (layouts is not None or settings.layouts_from is not None):
+            settings = replace(settings, layout_source="prior")  # given layouts: no source to choose
         values, settings_from = resolve_sampling({name: getattr(settings, name) for name in DECLARED_DEFAULTS},
                                                  self.run_dir, self.guidable)
         settings = replace(settings, **values)
@@ -179,10 +188,10 @@ class Engine:
                              "model (leave guidance out, or give 1)")
         given = given_layouts(settings, layouts, self.run.info)
         maker = None
-        if given is None and settings.layout_source == "real":
-            maker = self.real_layout_maker()
-        elif given is None and self.run.layout_prior is None:
+        if given is None and settings.layout_source != "real" and self.run.layout_prior is None:
             raise UsageError(f"{self.run_dir}: a {self.run.method} run has no layout prior; give layouts")
+        if given is None and settings.layout_source in ("real", "prior-shapes"):
+            maker = self.real_layout_maker()
         return SamplingRequest(settings, settings_from, given, maker, sampler_named(settings.sampler), settings.num)
 
     def real_layout_maker(self) -> RealLayoutMaker:
@@ -197,13 +206,13 @@ class Engine:
         draws) and at the generator's latent grid (the codes prior's condition), and their provenance."""
         settings, info = request.settings, self.run.info
         drawn, provenance = None, None
-        if request.maker is not None:
-            rngs = [np.random.default_rng(pair_seed(settings.seed, i, STREAM_REAL_LAYOUT)) for i in pairs]
-            full, provenance = request.maker.make(rngs)
-        elif request.given is not None:
+        if request.given is not None:
             full = np.stack([request.given[i % len(request.given)] for i in pairs])
+        elif settings.layout_source == "real":
+            assert request.maker is not None
+            full, provenance = request.maker.make(_real_layout_rngs(settings.seed, pairs))
         else:
-            drawn, full = self._drawn_layouts(request, pairs)
+            drawn, full, provenance = self._drawn_layouts(request, pairs)
         latent_hw = None if self.run.images is None else self.run.images.latent_hw
         latent = None
         if drawn is not None and latent_hw is not None and tuple(drawn.shape[-2:]) == tuple(latent_hw):
@@ -214,19 +223,27 @@ class Engine:
             latent = torch.as_tensor(downsample_layout(full, latent_hw, num_classes=info.num_classes)).long()
         return np.asarray(full, dtype=np.uint8), latent, provenance
 
-    def _drawn_layouts(self, request: SamplingRequest, pairs: range) -> tuple[torch.Tensor, np.ndarray]:
-        """The layout prior's layouts of ``pairs``, on its grid and at image size. A layout that breaks the
-        dataset's rule is drawn again from its pair's own stream, which goes on where the last draw ended
-        (so a pair's layout does not depend on the batch), up to ``settings.layout_tries`` draws in all."""
+    def _drawn_layouts(self, request: SamplingRequest,
+                       pairs: range) -> tuple[torch.Tensor | None, np.ndarray, list | None]:
+        """The layout prior's layouts of ``pairs``, on its grid (None once reshaped) and at image size, and how
+        each was reshaped ("prior-shapes", else None). A layout that breaks the dataset's rule is drawn (and
+        reshaped) again from its pair's own streams, which go on where the last draw ended (so a pair's layout
+        does not depend on the batch), up to ``settings.layout_tries`` draws in all."""
         settings, info = request.settings, self.run.info
         assert request.sample is not None and self.run.layout_prior is not None
         gens = pair_generators(settings.seed, pairs, STREAM_LAYOUT)
+        reshaper = request.maker if settings.layout_source == "prior-shapes" else None
+        rngs = _real_layout_rngs(settings.seed, pairs) if reshaper is not None else []
+        provenance: list = [None] * len(pairs)
 
         def draw(which: list[int]) -> tuple[torch.Tensor, np.ndarray]:
             tokens = request.sample(self.run.layout_prior, len(which), condition=None,
                                     generator=[gens[k] for k in which], batch_size=len(which),
                                     **settings.layout_rule()).cpu()
-            return tokens, upsample_layout(tokens.numpy().astype(np.uint8), tuple(info.image_size))
+            full = upsample_layout(tokens.numpy().astype(np.uint8), tuple(info.image_size))
+            for j, k in enumerate(which if reshaper is not None else []):
+                full[j], provenance[k] = reshaper.reshape(full[j], rngs[k])
+            return tokens, full
 
         drawn, full = draw(list(range(len(pairs))))
         for _ in range(settings.layout_tries - 1 if info.rule else 0):
@@ -234,7 +251,9 @@ class Engine:
             if not again:
                 break
             drawn[again], full[again] = draw(again)
-        return drawn, full
+        if reshaper is not None:
+            return None, full, provenance  # the drawn tokens no longer describe the layouts
+        return drawn, full, None
 
     def layout_batch(self, request: SamplingRequest, b: int) -> LayoutBatch:
         """Batch ``b``'s layouts alone (no codes, no decoding)."""

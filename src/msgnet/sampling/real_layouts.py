@@ -16,6 +16,13 @@ random per pair:
 A layout that breaks the dataset's rule (when it declares one) is drawn again, up to ``TRIES`` times;
 after that the untouched real layout is used, which obeys the rule by construction. Every layout's
 recipe is recorded (``provenance``): the real ids it came from and what was done to them.
+
+The same real objects also give the layout prior's layouts their shapes (``layout_source`` "prior-shapes",
+:meth:`RealLayoutMaker.reshape`): the prior draws where objects go, of which class and how large, on a
+grid coarser than the image (issue 32: a digit is a few cells there), and each drawn object becomes a
+real training object of its class and nearest size, centred where the drawn one was. The annotation then
+has the shapes of real objects instead of the grid's blocks, and the decoder, which learnt from real
+layouts, draws under shapes like those it learnt from.
 """
 
 from __future__ import annotations
@@ -25,14 +32,19 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from msgnet.augmentation.copy_paste import CutObject, cut_objects, paste_object
 from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentation
 from msgnet.data.format import open_dataset
 from msgnet.data.rules import layout_keeps_rule
 from msgnet.data.torch_dataset import load_split_ids
+from msgnet.layouts import layout_to_objects
 
 TRIES = 20  # redraws before falling back to the real layout as it is
+# A drawn object takes the shape of one of this many real objects of its class nearest to it in height and
+# width (chosen at random among them, so one drawn box does not always get the same shape).
+NEAREST_SHAPES = 8
 
 
 @dataclass
@@ -49,6 +61,10 @@ class RealLayoutMaker:
             raise ValueError("layouts made from real ones need at least one real layout")
         self.objects: list[list[CutObject]] = cut_objects(self.layouts)
         self.donors = [i for i, objs in enumerate(self.objects) if objs]
+        self.shapes: dict[int, list[CutObject]] = {}  # every real object by class, for reshape()
+        for obj in (o for objs in self.objects for o in objs):
+            self.shapes.setdefault(obj.class_id, []).append(obj)
+        self._sizes = {c: np.array([o.mask.shape for o in objs]) for c, objs in self.shapes.items()}
         # Built once; reseeded from each layout's own rng (one per pair), so a layout depends on its rng alone.
         self.augmentation = None
         if self.transforms:
@@ -77,6 +93,35 @@ class RealLayoutMaker:
                 return made, record
             base = int(rng.integers(len(self.layouts)))
         return self.layouts[base].copy(), {"recipe": "real", "from": self.ids[base]}
+
+    def reshape(self, layout: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+        """``layout`` (a drawn one, at image size) with each object replaced by a real object of its class:
+        one of the :data:`NEAREST_SHAPES` nearest in height and width, centred on the drawn object's box, where
+        it neither covers nor touches an object placed before it. An object none of those fits, or of a class no real layout
+        holds, is left out (a dataset's rule on object counts then has it drawn again)."""
+        made = np.zeros_like(layout)
+        taken = np.zeros(layout.shape, dtype=bool)  # placed objects and the pixels touching them
+        height, width = layout.shape
+        used: list[int] = []
+        for drawn in layout_to_objects(layout):
+            x, y, w, h = drawn.bbox
+            sizes = self._sizes.get(drawn.category_id)
+            if sizes is None:
+                continue
+            nearest = np.argsort(np.abs(sizes - (h, w)).sum(1), kind="stable")[:NEAREST_SHAPES]
+            for j in rng.permutation(nearest):
+                obj = self.shapes[drawn.category_id][int(j)]
+                mh, mw = obj.mask.shape
+                y0 = int(np.clip(round(y + (h - mh) / 2), 0, max(height - mh, 0)))
+                x0 = int(np.clip(round(x + (w - mw) / 2), 0, max(width - mw, 0)))
+                region = made[y0 : y0 + mh, x0 : x0 + mw]
+                # Not touching another object either: two touching objects of a class would be one.
+                if region.shape == obj.mask.shape and not taken[y0 : y0 + mh, x0 : x0 + mw][obj.mask].any():
+                    region[obj.mask] = drawn.category_id
+                    taken = ndimage.binary_dilation(made > 0, structure=np.ones((3, 3), dtype=bool))
+                    used.append(self.ids[obj.source])
+                    break
+        return made, {"recipe": "prior-shapes", "shapes_from": used}
 
     def obeys(self, layout: np.ndarray) -> bool:
         """Whether ``layout`` holds objects and keeps the dataset's rule (if it declares one)."""

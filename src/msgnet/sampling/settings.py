@@ -14,9 +14,10 @@ from msgnet.errors import UsageError
 from msgnet.sampling.rule import rule_problems
 
 SAMPLERS = ("cached", "reference", "cuda-graph")
-# Where a pair's layout comes from when none is given: the LayoutPixelSNAIL (MSGNet), or made from the
-# run's own training layouts (msgnet.sampling.real_layouts).
-LAYOUT_SOURCES = ("prior", "real")
+# Where a pair's layout comes from when none is given: the LayoutPixelSNAIL (MSGNet); the same with each
+# object given the shape of a real training object of its class (msgnet.sampling.real_layouts, "reshape");
+# or made from the run's own training layouts.
+LAYOUT_SOURCES = ("prior", "prior-shapes", "real")
 # A layout the layout prior draws that breaks the dataset's declared rule is drawn again, up to this many
 # draws in all: a layout costs milliseconds beside its codes and decoding, and quality control rejects a
 # rule breaker after paying for both. On Multi-MNIST 42-55% of a 1,000-image prior's layouts break the rule and
@@ -44,13 +45,14 @@ class GenerationSettings:
     sampler: str = "cached"
     layouts_from: str | None = None  # a msgnet dataset folder or a COCO json of boxes (pre-MSGNet)
     repeat_layouts: bool = False  # more pairs than given layouts: reuse them in turn (else refused)
-    layout_source: str = "prior"  # without given layouts: "prior" (sampled) or "real" (made from real ones)
+    # Without given layouts, one of LAYOUT_SOURCES; None: the run's choice (RUN/probe.json), else "prior".
+    layout_source: str | None = "prior"
     layout_tries: int = LAYOUT_TRIES  # draws of the layout prior per pair until its layout keeps the rule
 
     @property
     def samples_layouts(self) -> bool:
         """Whether the layouts come from the layout prior (neither given nor made from real ones)."""
-        return self.layouts_from is None and self.layout_source == "prior"
+        return self.layouts_from is None and self.layout_source != "real"
 
     def validate(self) -> None:
         if self.num < 1:
@@ -62,9 +64,9 @@ class GenerationSettings:
         for prior, rule in (("layout", self.layout_rule()), ("codes", self.codes_rule())):
             for part, problem in rule_problems(**rule):
                 raise UsageError(f"{part if part == 'guidance' else f'{part}_{prior}'}: {problem}")
-        if self.layout_source not in LAYOUT_SOURCES:
+        if self.layout_source is not None and self.layout_source not in LAYOUT_SOURCES:
             raise UsageError(f"layout_source: unknown {self.layout_source!r} (choose from {', '.join(LAYOUT_SOURCES)})")
-        if self.layout_source != "prior" and self.layouts_from is not None:
+        if self.layout_source not in (None, "prior") and self.layouts_from is not None:
             raise UsageError("layout_source: layouts are given (`layouts_from`); leave it at 'prior'")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"sampler: unknown {self.sampler!r} (choose from {', '.join(SAMPLERS)})")

@@ -142,10 +142,11 @@ def _sample(request: JobRequest, run: RunDir, qc) -> tuple[Path | None, str | No
     out = run.generated
     if out.is_dir():
         return out, None
-    settings, probe = choose_sampling(run.root, GenerationSettings(num=request.num, seed=request.seed, batch_size=64),
-                                      qc, request.device, num=request.probe_pairs or PROBE_PAIRS)
-    logger.info(f"msgnet run: sampling with guidance {settings.guidance:g} and codes temperature "
-          f"{settings.temperature_codes:g}, chosen by a probe of {len(probe['rows'])} settings (RUN/probe.json)")
+    settings = GenerationSettings(num=request.num, seed=request.seed, batch_size=64, layout_source=None)
+    settings, probe = choose_sampling(run.root, settings, qc, request.device, num=request.probe_pairs or PROBE_PAIRS)
+    logger.info(f"msgnet run: sampling with guidance {settings.guidance:g}, codes temperature "
+                f"{settings.temperature_codes:g} and {settings.layout_source} layouts, chosen by a probe of "
+                f"{len(probe['rows'])} settings (RUN/probe.json)")
     partial = out.with_name(out.name + ".partial")
     try:
         _, record = generate_checked(run.root, out, settings, qc.settings, max_candidates=request.max_candidates,

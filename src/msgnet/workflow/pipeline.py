@@ -139,9 +139,9 @@ class MSGNet:
 
     def prepare(self, num: int, seed: int = 0, *, layouts: Sequence[np.ndarray] | Path | str | None = None,
                 **options: Any) -> SamplingRequest:
-        """The engine's request for :meth:`sample`'s options (for :meth:`iter_batches`); as there, guidance and
-        the codes temperature not given are the run's choice."""
-        options = {"guidance": None, "temperature_codes": None, **options}
+        """The engine's request for :meth:`sample`'s options (for :meth:`iter_batches`); as there, guidance,
+        the codes temperature and the layout source not given are the run's choice."""
+        options = {"guidance": None, "temperature_codes": None, "layout_source": None, **options}
         from_path = isinstance(layouts, (str, Path))
         settings = GenerationSettings(num=num, seed=seed, layouts_from=str(layouts) if from_path else None, **options)
         return self.engine.prepare(settings, None if from_path else layouts)  # type: ignore[arg-type]
@@ -153,7 +153,7 @@ class MSGNet:
                temperature_layout: float = 1.0, top_k_layout: int | None = None, top_p_layout: float | None = None,
                top_k_codes: int | None = None, top_p_codes: float | None = None,
                layouts: Sequence[np.ndarray] | Path | str | None = None, repeat_layouts: bool | None = None,
-               layout_source: str = "prior", layout_tries: int = LAYOUT_TRIES, batch_size: int = 16,
+               layout_source: str | None = None, layout_tries: int = LAYOUT_TRIES, batch_size: int = 16,
                sampler: str = "cached", qc: "bool | QCSettings | QualityControl" = False,
                qc_real: Path | str | None = None, qc_max_candidates: int | None = None, qc_accept_fewer: bool = False,
                segmenter: Path | str | None = None, progress: bool = True) -> Pairs:
@@ -161,12 +161,13 @@ class MSGNet:
 
         ``layouts``: class maps to generate images for (pre-MSGNet; a list of (H, W) arrays, a dataset folder
         or a COCO json of boxes), used in turn (``repeat_layouts``, on by default when layouts are given; off,
-        fewer layouts than ``num`` are refused as by the CLI); None draws them from the layout prior,
-        or with ``layout_source="real"`` makes them from the run's training layouts; a sampled layout that
-        breaks the dataset's rule is drawn again, up to ``layout_tries`` draws in all. ``guidance``:
-        classifier-free guidance of the codes prior (1: none; other values need a prior trained with
-        ``prior.condition_dropout > 0``). ``guidance`` and ``temperature_codes`` left None are the run's
-        choice (``RUN/probe.json``), else 1. ``top_k_*``/``top_p_*``: truncation of each prior's softmax.
+        fewer layouts than ``num`` are refused as by the CLI); None draws them from the layout prior
+        (``layout_source="prior"``; ``"prior-shapes"``: each drawn object given the shape of a real training
+        object of its class), or with ``layout_source="real"`` makes them from the run's training layouts; a
+        sampled layout that breaks the dataset's rule is drawn again, up to ``layout_tries`` draws in all.
+        ``guidance``: classifier-free guidance of the codes prior (1: none; other values need a prior trained
+        with ``prior.condition_dropout > 0``). ``guidance``, ``temperature_codes`` and ``layout_source`` left
+        None are the run's choice (``RUN/probe.json``), else 1, 1 and "prior". ``top_k_*``/``top_p_*``: truncation of each prior's softmax.
         ``qc``: keep only pairs that pass quality control (True, a ``QCSettings`` or a prepared
         ``QualityControl``), checked against ``qc_real`` (default: the run's training data), at most
         ``qc_max_candidates`` candidates (20 x num), fewer pairs allowed with ``qc_accept_fewer``.

@@ -1,6 +1,7 @@
 """Sampling settings chosen from the data: a small probe of guidance scales and temperatures.
 
-``msgnet run`` does not ask the user for a guidance scale or a codes temperature: it draws a small set of
+``msgnet run`` does not ask the user for a guidance scale, a codes temperature or where layouts come from
+(as the layout prior draws them, or with real objects' shapes): it draws a small set of
 pairs with each of a few declared candidates, measures each set against the real data with quality
 control (:mod:`msgnet.evaluation.qc.set_quality`: consistency *and* diversity, QC's thresholds fitted on
 the validation split), and samples with the best. The probe's pairs come from their own seed and are
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from msgnet.evaluation.qc.checker import QualityControl
 from msgnet.evaluation.qc.set_quality import SetQuality, choose, measure_set
 from msgnet.io import atomic_write_json
-from msgnet.sampling.engine import Engine, Progress, SamplingRequest
+from msgnet.sampling.engine import Engine, Progress
 from msgnet.sampling.settings import GenerationSettings
 from msgnet.run_dir import RunDir
 
@@ -31,35 +32,38 @@ CODES_TEMPERATURES = (1.0, 0.85)
 RULE = "highest median QC DICE x min(1, diversity); ties: pass rate x min(1, diversity)"
 
 
+# Where layouts come from, when the caller leaves it to the probe: as the layout prior draws them, or with
+# their objects given real objects' shapes (msgnet.sampling.real_layouts).
+LAYOUT_SOURCES_PROBED = ("prior", "prior-shapes")
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One sampling setting the probe tries."""
 
     guidance: float
     temperature_codes: float
+    layout_source: str = "prior"
 
 
-def candidates_for(guidable: bool) -> list[Candidate]:
+def candidates_for(guidable: bool, layout_sources: Sequence[str] = ("prior",)) -> list[Candidate]:
     """The declared candidates, cheapest first (unguided before guided: :func:`choose` keeps the first of
     equals); a prior without the "no layout" input can only be probed at guidance 1."""
     scales = GUIDANCE_SCALES if guidable else (1.0,)
-    return [Candidate(g, t) for g in scales for t in CODES_TEMPERATURES]
+    return [Candidate(g, t, s) for s in layout_sources for g in scales for t in CODES_TEMPERATURES]
 
 
-def probe_settings(engine: Engine, request: SamplingRequest, qc: QualityControl, candidates: Sequence[Candidate],
+def probe_settings(engine: Engine, base: GenerationSettings, qc: QualityControl, candidates: Sequence[Candidate],
                    num: int = PROBE_PAIRS, progress: bool = True) -> list[dict[str, Any]]:
     """Every candidate's :class:`SetQuality`, sampling seconds and QC-passing pairs per sampling minute: the
-    engine draws ``num`` pairs of ``request``'s layouts under each candidate's token rule, from the probe's seed."""
-    base = request.settings
+    engine draws ``num`` pairs of ``base``'s settings under each candidate, from the probe's seed."""
     rows = []
     for cand in tqdm(candidates, desc="probe", unit="setting", disable=not progress):
-        tried = replace(request, settings=replace(base, guidance=cand.guidance, seed=base.seed + PROBE_SEED_OFFSET,
-                                                  temperature_codes=cand.temperature_codes, num=num), limit=num)
+        tried = engine.prepare(replace(base, seed=base.seed + PROBE_SEED_OFFSET, num=num, **vars(cand)))
         pairs = engine.collect(tried, Progress(show=False))
         seconds = pairs.seconds
         quality = measure_set(qc, pairs.images, pairs.layouts)
-        rows.append({"guidance": cand.guidance, "temperature_codes": cand.temperature_codes,
-                     "sampling_seconds": round(seconds, 2),
+        rows.append({**vars(cand), "sampling_seconds": round(seconds, 2),
                      "passing_per_minute": round(60 * quality.pass_rate * num / max(seconds, 1e-9), 2),
                      **quality.to_json()})
     return rows
@@ -73,21 +77,21 @@ def chosen_row(rows: Sequence[dict[str, Any]]) -> int:
 
 def choose_sampling(run_dir: Path, settings: GenerationSettings, qc: QualityControl, device: str | None = None,
                     num: int = PROBE_PAIRS, progress: bool = True) -> tuple[GenerationSettings, dict[str, Any]]:
-    """``settings`` with the probe's guidance and codes temperature, and the probe's record (cached in
-    ``run_dir/probe.json`` for the same candidates, base settings and probe size)."""
+    """``settings`` with the probe's guidance, codes temperature and (where ``settings.layout_source`` is None)
+    layout source, and the probe's record (cached in ``run_dir/probe.json`` for the same candidates, base
+    settings and probe size)."""
     engine = Engine.load(run_dir, need_layout_prior=settings.samples_layouts, device=device)
-    request = engine.prepare(replace(settings, guidance=1.0))
-    candidates = candidates_for(bool(engine.guidable))
+    sources = LAYOUT_SOURCES_PROBED if settings.layout_source is None else (settings.layout_source,)
+    candidates = candidates_for(bool(engine.guidable), sources)
     key = {"candidates": [vars(c) for c in candidates], "pairs": num, "seed": settings.seed,
-           "layout_source": settings.layout_source, "layout_tries": settings.layout_tries,
-           "batch_size": settings.batch_size}
+           "layout_tries": settings.layout_tries, "batch_size": settings.batch_size}
     path = RunDir(run_dir).probe_json
     record = json.loads(path.read_text()) if path.is_file() else None
     fresh = record is None or record.get("key") != key
-    rows = probe_settings(engine, request, qc, candidates, num, progress) if fresh else record["rows"]
+    rows = probe_settings(engine, settings, qc, candidates, num, progress) if fresh else record["rows"]
     # Chosen again from the measured rows every time, so a record always follows today's rule.
     chosen = {"key": key, "rows": rows, "chosen": chosen_row(rows), "rule": RULE}
     if chosen != record:
         atomic_write_json(path, chosen)
     best = candidates[chosen["chosen"]]
-    return replace(settings, guidance=best.guidance, temperature_codes=best.temperature_codes), chosen
+    return replace(settings, **vars(best)), chosen
