@@ -13,6 +13,7 @@ import msgnet
 from msgnet.cli import main
 from msgnet.config import load_preset
 from msgnet.data.format import open_dataset
+from msgnet.sampling.run import run_training_data
 from tests.fixtures import make_tiny_dataset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -108,13 +109,24 @@ def test_save_pretrained_then_from_pretrained_samples_the_same_pairs(tiny_run, t
     export = generator.save_pretrained(str(tmp_path / "export"))
     files = sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.is_file())
     assert files == ["dataset.json", "layout_prior/config.json", "layout_prior/model.safetensors",
-                     "prior/config.json", "prior/model.safetensors", "run.json", "vqvae/config.json",
-                     "vqvae/model.safetensors"]  # no checkpoints, optimiser state or codes
+                     "prior/config.json", "prior/model.safetensors", "run.json", "training_layouts.safetensors",
+                     "vqvae/config.json", "vqvae/model.safetensors"]  # no checkpoints, optimiser state or codes
     assert json.loads((export / "dataset.json").read_text()) == json.loads((run / "dataset.json").read_text())
     assert json.loads((export / "run.json").read_text())["exported_from"] == str(run.resolve())
     loaded = msgnet.MSGNet.from_pretrained(str(export), device="cpu")
     a, b = generator.sample(6, seed=2, batch_size=4), loaded.sample(6, seed=2, batch_size=4)
     assert np.array_equal(a.images, b.images) and np.array_equal(a.layouts, b.layouts)
+    # Layouts made from real ones, and drawn ones with real shapes, from the export's copy of the training layouts.
+    data = run_training_data(run)[0]
+    moved = data.with_name(data.name + ".moved")
+    data.rename(moved)  # the training set is not beside the export
+    try:
+        for source in ("real", "prior-shapes"):
+            a, b = (g.sample(6, seed=2, layout_source=source, progress=False) for g in (generator, loaded))
+            assert np.array_equal(a.images, b.images) and np.array_equal(a.layouts, b.layouts)
+            assert a.source["layout_provenance"] == b.source["layout_provenance"]
+    finally:
+        moved.rename(data)
     # The export keeps the generator's training record: its pairs name the same real images.
     assert b.source["generator_training"]["ids"] == a.source["generator_training"]["ids"] is not None
     with pytest.raises(msgnet.errors.UsageError, match="already exists"):

@@ -180,3 +180,17 @@ def test_sampling_with_real_shapes_keeps_the_rule_and_is_the_same_at_any_batch_s
     record = pairs[1].source
     assert "shaped as the run's training objects" in record["mode"]
     assert [p["recipe"] for p in record["layout_provenance"].values()] == ["prior-shapes"] * 6
+
+
+def test_training_layouts_round_trip_and_a_damaged_file_is_refused_naming_it(tmp_path):
+    from msgnet.errors import UsageError
+    from msgnet.sampling.real_layouts import read_training_layouts, write_training_layouts
+
+    maker = RealLayoutMaker(_real_layouts(5), [7, 8, 9, 10, 11], RULE, ())
+    path = tmp_path / "training_layouts.safetensors"
+    write_training_layouts(path, maker)
+    layouts, ids = read_training_layouts(path)
+    assert np.array_equal(layouts, maker.layouts) and layouts.dtype == np.uint8 and ids == [7, 8, 9, 10, 11]
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(UsageError, match="training_layouts.safetensors: unreadable"):
+        read_training_layouts(path)

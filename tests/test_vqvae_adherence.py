@@ -117,8 +117,6 @@ def test_fsq_usage_counts_and_perplexity_on_a_hand_case():
     (dict(code_replacement=1.0, layout_classes=3), "code_replacement"),
     (dict(layout_classes=1), "layout_classes"),
     (dict(class_adversary=0.1), "class_adversary"),
-    (dict(layout_grid=8), "layout_grid"),  # a decoder not told the layout reads no grid
-    (dict(layout_classes=11, layout_grid=5), "layout_grid"),  # 16 is not a multiple of 5
 ])
 def test_config_refuses_bad_new_options_naming_the_field(changes, field):
     with pytest.raises(UsageError, match=re.escape(f"vqvae.{field}")):
@@ -212,38 +210,6 @@ def test_zero_modulation_is_todays_decoder_and_trained_modulation_reads_the_layo
         told.decode_indices(*codes, torch.zeros(3, 4, 4, dtype=torch.long))  # latent-size, not full-size
     with pytest.raises(ValueError, match="layout classes"):
         told.decode_indices(*codes, torch.full((3, 16, 16), 11))
-
-
-def test_a_decoder_told_the_layout_through_a_grid_reads_its_blocks_only():
-    """``layout_grid``: the decoder reads the layout as the layout prior draws it, so two full-size layouts that
-    agree on the grid decode alike, one that differs there does not, and grid = image size is the full layout."""
-    from msgnet.layouts import downsample_layout, upsample_layout
-
-    torch.manual_seed(0)
-    told = DoublePathVQVAE(_tiny(layout_classes=11, layout_grid=8)).eval()
-    full = DoublePathVQVAE(_tiny(layout_classes=11, layout_grid=16)).eval()
-    full.load_state_dict(told.state_dict())
-    plain = DoublePathVQVAE(_tiny(layout_classes=11)).eval()
-    plain.load_state_dict(told.state_dict())
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in told.named_parameters():
-            if "modulation" in name:
-                p.normal_(0.0, 0.5, generator=g)
-        full.load_state_dict(told.state_dict())
-        plain.load_state_dict(told.state_dict())
-    codes = (torch.randint(16, (2, 4, 4), generator=g), torch.randint(16, (2, 4, 4), generator=g))
-    fine = torch.zeros(2, 16, 16, dtype=torch.long)
-    fine[:, 2:9, 3:8] = 4
-    fine[:, 10:15, 9:14] = 7
-    blocks = torch.as_tensor(upsample_layout(downsample_layout(fine, 8, num_classes=11), 16))
-    assert not torch.equal(blocks, fine)  # the shapes are not aligned to the grid
-    moved = torch.roll(fine, 2, dims=2)
-    with torch.no_grad():
-        assert torch.equal(told.decode_indices(*codes, fine), told.decode_indices(*codes, blocks))
-        assert not torch.allclose(told.decode_indices(*codes, fine), told.decode_indices(*codes, moved))
-        assert not torch.allclose(plain.decode_indices(*codes, fine), plain.decode_indices(*codes, blocks))
-        assert torch.equal(full.decode_indices(*codes, fine), plain.decode_indices(*codes, fine))
 
 
 # ---- 4. decoder obedience with fakes -----------------------------------------------------------------

@@ -61,10 +61,6 @@ class VQVAEConfig:
     # The critic's first layer's channels (the next two have twice as many): its cost per step grows with
     # the square of this.
     layout_critic_width: int = 64
-    # The decoder reads the layout through this grid (area-averaged down, nearest back up; 0: at full size),
-    # the grid the layout prior draws on: then it learns from the same blocky shapes it decodes under
-    # when sampling, and a layout given at full size is read the same way.
-    layout_grid: int = 0
 
     @property
     def fsq_level_list(self) -> tuple[int, ...]:
@@ -78,7 +74,7 @@ class VQVAEConfig:
     def validate(self) -> None:
         _check_numbers(self, "vqvae", allow_zero=("commitment", "attention_below", "layout_classes",
                                                   "code_replacement", "class_adversary", "obedience",
-                                                  "layout_critic", "layout_grid"))
+                                                  "layout_critic"))
         self._validate_quantizer()
         if not 0.0 <= self.code_replacement < 1.0:
             raise UsageError("vqvae.code_replacement: must be in [0, 1)")
@@ -92,8 +88,6 @@ class VQVAEConfig:
             raise UsageError("vqvae.layout_critic: needs vqvae.layout_classes with at least two object classes")
         if self.class_adversary > 0 and self.layout_classes < 2:
             raise UsageError("vqvae.class_adversary: needs vqvae.layout_classes (the classes the codes must lose)")
-        if self.layout_grid and (self.layout_classes == 0 or self.image_size % self.layout_grid):
-            raise UsageError("vqvae.layout_grid: needs vqvae.layout_classes and must divide vqvae.image_size (0: off)")
         if self.commitment < 0:
             raise UsageError("vqvae.commitment: must be >= 0")
         ratio = self.image_size / self.latent_size

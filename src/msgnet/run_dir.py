@@ -122,6 +122,11 @@ class RunDir:
     def benchmark_json(self) -> Path:
         return self.root / "benchmark.json"
 
+    @property
+    def training_layouts(self) -> Path:
+        """An export's copy of the run's real training layouts (msgnet.sampling.real_layouts)."""
+        return self.root / "training_layouts.safetensors"
+
     # -- folders
     def stage_dir(self, name: str) -> Path:
         """The folder of stage ``name`` ("vqvae", "codes", "layout-prior", "prior", "cvqvae", ...)."""
@@ -179,7 +184,8 @@ class RunDir:
         """What the run holds now, by name: stage folders with weights or files, and the top files."""
         held = {s.name: s.folder + "/" for s in STAGES if self.started(s.name)}
         for name, path in (("dataset", self.dataset_json), ("preset", self.preset_yaml),
-                           ("probe", self.probe_json), ("benchmark", self.benchmark_json)):
+                           ("probe", self.probe_json), ("benchmark", self.benchmark_json),
+                           ("training-layouts", self.training_layouts)):
             if path.is_file():
                 held[name] = path.name
         for name, path in (("qc-segmenter", self.qc_segmenter), ("generated", self.generated),
@@ -192,7 +198,8 @@ class RunDir:
         """What a command that reads the run must not write into or over: every stage's folder, the
         QC segmenter and the top files (sampled sets may go elsewhere inside the run)."""
         return ([self.root / s.folder for s in STAGES] + [self.root / "qc", self.manifest, self.dataset_json,
-                self.preset_yaml, self.probe_json, self.benchmark_json, self.generated, self.report])
+                self.preset_yaml, self.probe_json, self.benchmark_json, self.training_layouts, self.generated,
+                self.report])
 
     def read_manifest(self) -> dict:
         """The manifest, or an empty one for a run written before manifests (or not begun). A manifest

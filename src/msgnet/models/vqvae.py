@@ -220,12 +220,7 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         if layout is None or layout.dim() != 3 or tuple(layout.shape[-2:]) != size:
             got = None if layout is None else tuple(layout.shape)
             raise ValueError(f"this decoder is told the layout: expected layouts (B, {size[0]}, {size[1]}), got {got}")
-        k, grid = self.config.layout_classes, self.config.layout_grid
-        if grid and grid < size[0]:
-            # Read through the layout prior's grid, as sampled layouts are drawn (config.layout_grid).
-            coarse = layout_one_hot(downsample_layout(layout, grid, k), k)
-            return F.interpolate(coarse, size=size, mode="nearest")
-        return layout_one_hot(layout, k)
+        return layout_one_hot(layout, self.config.layout_classes)
 
     def _modulate(
         self, level: int, a: torch.Tensor, c: torch.Tensor, one_hot: torch.Tensor | None

@@ -29,7 +29,7 @@ from msgnet.layouts import downsample_layout, upsample_layout
 from msgnet.run_dir import RunDir
 from msgnet.sampling.defaults import DECLARED_DEFAULTS, resolve_sampling
 from msgnet.sampling.given_layouts import given_layouts
-from msgnet.sampling.real_layouts import RealLayoutMaker, real_layout_maker
+from msgnet.sampling.real_layouts import RealLayoutMaker, read_training_layouts, real_layout_maker
 from msgnet.sampling.run import GenerationRun, load_generation_run, run_training_data
 from msgnet.sampling.settings import GenerationSettings, sampler_named
 
@@ -198,7 +198,11 @@ class Engine:
         """The maker of layouts from the run's own training layouts (loaded once per engine)."""
         if self._maker is None:
             rule, augmentations = self.run.info.rule, tuple(self.run.info.augmentations or ())
-            self._maker = real_layout_maker(*run_training_data(self.run_dir), rule, augmentations)
+            held = RunDir(self.run_dir).training_layouts  # an export's copy (MSGNet.save_pretrained)
+            if held.is_file():
+                self._maker = RealLayoutMaker(*read_training_layouts(held), rule, augmentations)
+            else:
+                self._maker = real_layout_maker(*run_training_data(self.run_dir), rule, augmentations)
         return self._maker
 
     def _layouts(self, request: SamplingRequest, pairs: range) -> tuple[np.ndarray, torch.Tensor | None, list | None]:

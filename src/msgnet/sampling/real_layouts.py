@@ -28,10 +28,13 @@ layouts, draws under shapes like those it learnt from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from scipy import ndimage
 
 from msgnet.augmentation.copy_paste import CutObject, cut_objects, paste_object
@@ -39,6 +42,8 @@ from msgnet.augmentation.standard import AugmentationSettings, StandardAugmentat
 from msgnet.data.format import open_dataset
 from msgnet.data.rules import layout_keeps_rule
 from msgnet.data.torch_dataset import load_split_ids
+from msgnet.errors import UsageError
+from msgnet.io import atomic_write_bytes
 from msgnet.layouts import layout_to_objects
 
 TRIES = 20  # redraws before falling back to the real layout as it is
@@ -165,3 +170,23 @@ def real_layout_maker(data_dir: Any, ids: list[int] | None, rule: dict[str, Any]
     _, layouts = load_split_ids(dataset, "train", ids)
     used = list(ids) if ids is not None else [int(i) for i in dataset.ids("train")]
     return RealLayoutMaker(layouts, used, rule, tuple(transforms))
+
+
+def write_training_layouts(path: Path, maker: RealLayoutMaker) -> None:
+    """``maker``'s real layouts and their ids into ``path`` (safetensors), so that an export of the run makes
+    layouts from them (and gives drawn ones their shapes) without the training set beside it."""
+    tensors = {"layouts": torch.from_numpy(np.ascontiguousarray(maker.layouts)),
+               "ids": torch.tensor(maker.ids, dtype=torch.int64)}
+    atomic_write_bytes(path, safetensors_bytes(tensors))
+
+
+def read_training_layouts(path: Path) -> tuple[np.ndarray, list[int]]:
+    """What :func:`write_training_layouts` wrote: the layouts (N, H, W) uint8 and their ids."""
+    try:
+        tensors = load_file(str(path))
+        layouts, ids = tensors["layouts"].numpy(), [int(i) for i in tensors["ids"]]
+    except Exception as exc:  # a damaged or foreign file
+        raise UsageError(f"{path}: unreadable training layouts ({type(exc).__name__})") from None
+    if layouts.ndim != 3 or len(layouts) != len(ids):
+        raise UsageError(f"{path}: holds {tuple(layouts.shape)} layouts for {len(ids)} ids")
+    return layouts.astype(np.uint8), ids

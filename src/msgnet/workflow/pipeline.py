@@ -7,6 +7,7 @@ a seed is the same from Python and from the CLI, at any batch size.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from msgnet.layouts import layout_to_objects
 from msgnet.run_dir import MANIFEST_FORMAT, RunDir
 from msgnet.sampling.engine import Engine, Progress, SampledBatch, SamplingRequest
 from msgnet.sampling.partial_output import PartialOutput
+from msgnet.sampling.real_layouts import write_training_layouts
 from msgnet.sampling.pipeline import generated_source
 from msgnet.sampling.run import GenerationRun
 from msgnet.sampling.settings import LAYOUT_TRIES, GenerationSettings
@@ -34,6 +36,8 @@ from msgnet.workflow.qc_filter import QCReport, checking_qc, sample_checked
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,8 +116,9 @@ class MSGNet:
     def save_pretrained(self, directory: Path | str) -> Path:
         """Export what sampling needs into ``directory`` (which must not exist): each model's config.json +
         model.safetensors in its stage's folder, the run's dataset record (classes, rule, and which real
-        images the generator trained on), its sampling choice (probe.json) and a manifest with the stages'
-        training record. No checkpoints, optimiser state or codes. :meth:`from_pretrained` loads it."""
+        images the generator trained on), its sampling choice (probe.json), its real training layouts (what
+        layouts made from real ones and real objects' shapes are made of) and a manifest with the stages'
+        training record. No checkpoints, optimiser state, codes or images. :meth:`from_pretrained` loads it."""
         dst = RunDir(directory)
         if dst.root.exists():
             raise UsageError(f"{dst.root}: already exists (choose another folder or remove it)")
@@ -127,6 +132,7 @@ class MSGNet:
             shutil.copyfile(src.dataset_json, tmp.dataset_json)  # the classes and the training record, as they are
             if src.probe_json.is_file():
                 shutil.copyfile(src.probe_json, tmp.probe_json)
+            self._export_training_layouts(tmp)
             stages = {name: facts for name, facts in src.read_manifest().get("stages", {}).items() if name in modules}
             atomic_write_json(tmp.manifest, {"format": MANIFEST_FORMAT, "msgnet_version": __version__,
                                              "method": self.run.method, "exported_from": str(src.root.resolve()),
@@ -136,6 +142,17 @@ class MSGNet:
             shutil.rmtree(tmp.root, ignore_errors=True)
             raise
         return dst.root
+
+    def _export_training_layouts(self, tmp: RunDir) -> None:
+        """The run's real training layouts, so that the export makes layouts from them and gives drawn ones
+        their shapes as the run does; a run whose training set is no longer readable exports without them."""
+        try:
+            maker = self.engine.real_layout_maker()
+        except UsageError as exc:
+            logger.warning(f"{self.run_dir.root}: exported without its training layouts ({exc}); the export "
+                           "samples layouts as drawn, or given ones")
+            return
+        write_training_layouts(tmp.training_layouts, maker)
 
     def prepare(self, num: int, seed: int = 0, *, layouts: Sequence[np.ndarray] | Path | str | None = None,
                 **options: Any) -> SamplingRequest:
