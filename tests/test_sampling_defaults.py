@@ -112,7 +112,8 @@ def test_without_a_probe_the_defaults_are_todays(tiny_run, tmp_path):
 def test_a_guided_choice_is_not_applied_to_a_prior_that_cannot_be_guided(tmp_path):
     write_probe(tmp_path, 3.0, 0.85)
     assert run_sampling_defaults(tmp_path, guidable=True) == {  # a probe before layout sources were probed
-        "guidance": (3.0, "probe.json"), "temperature_codes": (0.85, "probe.json"), "layout_source": ("prior", "default")}
+        "guidance": (3.0, "probe.json"), "temperature_codes": (0.85, "probe.json"),
+        "layout_source": ("prior", "default")}
     # chosen for another (guidable) prior: the whole choice is stale, the declared defaults apply
     for guidable in (False, None):
         assert run_sampling_defaults(tmp_path, guidable) == {"guidance": (1.0, "default"),

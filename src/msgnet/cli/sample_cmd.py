@@ -117,8 +117,8 @@ def _settings_line(out: Path) -> str:
     source = json.loads((out / "dataset.json").read_text())["source"]
     used, came = source["settings"], source.get("settings_from", {})
     where = {FROM_GIVEN: "given", FROM_PROBE: "the run's choice, RUN/probe.json", FROM_DEFAULT: "default"}
-    return "sampled with " + ", ".join(f"{name} {_shown(used[name])} ({where.get(came.get(name, FROM_GIVEN), FROM_GIVEN)})"
-                                       for name in DECLARED_DEFAULTS)
+    return "sampled with " + ", ".join(
+        f"{name} {_shown(used[name])} ({where.get(came.get(name, FROM_GIVEN), FROM_GIVEN)})" for name in DECLARED_DEFAULTS)
 
 
 def _shown(value: float | str) -> str:

@@ -102,8 +102,8 @@ class RealLayoutMaker:
     def reshape(self, layout: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
         """``layout`` (a drawn one, at image size) with each object replaced by a real object of its class:
         one of the :data:`NEAREST_SHAPES` nearest in height and width, centred on the drawn object's box, where
-        it neither covers nor touches an object placed before it. An object none of those fits, or of a class no real layout
-        holds, is left out (a dataset's rule on object counts then has it drawn again)."""
+        it neither covers nor touches an object placed before it. An object none of those fits, or of a class
+        no real layout holds, is left out (a dataset's rule on object counts then has it drawn again)."""
         made = np.zeros_like(layout)
         taken = np.zeros(layout.shape, dtype=bool)  # placed objects and the pixels touching them
         height, width = layout.shape

@@ -184,7 +184,8 @@ class MSGNet:
         sampled layout that breaks the dataset's rule is drawn again, up to ``layout_tries`` draws in all.
         ``guidance``: classifier-free guidance of the codes prior (1: none; other values need a prior trained
         with ``prior.condition_dropout > 0``). ``guidance``, ``temperature_codes`` and ``layout_source`` left
-        None are the run's choice (``RUN/probe.json``), else 1, 1 and "prior". ``top_k_*``/``top_p_*``: truncation of each prior's softmax.
+        None are the run's choice (``RUN/probe.json``), else 1, 1 and "prior". ``top_k_*``/``top_p_*``:
+        truncation of each prior's softmax.
         ``qc``: keep only pairs that pass quality control (True, a ``QCSettings`` or a prepared
         ``QualityControl``), checked against ``qc_real`` (default: the run's training data), at most
         ``qc_max_candidates`` candidates (20 x num), fewer pairs allowed with ``qc_accept_fewer``.
