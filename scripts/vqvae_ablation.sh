@@ -9,6 +9,7 @@
 #   bash scripts/vqvae_ablation.sh [ROW ...]   # rows: paper told fsq told-fsq obedience obedience-0.1 replacement
 #                                              # adversary realism critic critic-only critic-w32 critic-w16
 #                                              # w32-obedience-0.05 w32-critic-0.1 w32-codes-45 w32-codes-120
+#                                              # w32-blur-1 w32-blur-2 w32-blur-1.5 blur-1-obedience-0.05
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-data/multi-mnist-1000}"
@@ -54,8 +55,13 @@ declare -A ROWS=(
     [w32-critic-0.1]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 vqvae.layout_critic=0.1 vqvae.layout_critic_width=32"
     [w32-codes-45]="vqvae.layout_classes=11 $FSQ45 vqvae.obedience=0.02 $W32"
     [w32-codes-120]="vqvae.layout_classes=11 $FSQ120 vqvae.obedience=0.02 $W32"
+    # The obedience loss's reader sees the images blurred (Gaussian sigma 1 or 2 pixels): shape, not texture.
+    [w32-blur-1]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 $W32 vqvae.reader_blur=1"
+    [w32-blur-2]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 $W32 vqvae.reader_blur=2"
+    [w32-blur-1.5]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.02 $W32 vqvae.reader_blur=1.5"
+    [blur-1-obedience-0.05]="vqvae.layout_classes=11 $FSQ vqvae.obedience=0.05 $W32 vqvae.reader_blur=1"
 )
-for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only critic-w32 critic-w16 w32-obedience-0.05 w32-critic-0.1 w32-codes-45 w32-codes-120}"; do
+for row in "${@:-paper told fsq told-fsq obedience obedience-0.1 replacement adversary realism critic critic-only critic-w32 critic-w16 w32-obedience-0.05 w32-critic-0.1 w32-codes-45 w32-codes-120 w32-blur-1 w32-blur-2 w32-blur-1.5 blur-1-obedience-0.05}"; do
     for name in $row; do
         run="$OUT/vqvae-$name"
         if [ ! -f "$run/vqvae.json" ]; then

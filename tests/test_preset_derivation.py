@@ -170,10 +170,10 @@ def test_train_all_without_a_preset_derives_one_writes_it_and_resumes(tmp_path, 
 def test_derived_vqvae_is_told_the_layout_with_obedience_and_critic_only_where_classes_can_change():
     many = derive_preset(tiny_info(64, 1, 11), 1000, torch.device("cpu"), 10, step_seconds=fixed_seconds).vqvae
     assert (many.quantizer, many.fsq_levels, many.layout_classes) == ("fsq", "8,6,5", 11)
-    assert many.obedience > 0 and many.layout_critic > 0 and many.layout_critic_width == 32
+    assert many.obedience > 0 and many.layout_critic > 0 and many.layout_critic_width == 32 and many.reader_blur == 1.0
     # One object class: no other class to change it to, so neither term is built.
     one = derive_preset(tiny_info(64, 1, 2), 300, torch.device("cpu"), 10, step_seconds=fixed_seconds).vqvae
-    assert one.layout_classes == 2 and one.obedience == 0 and one.layout_critic == 0
+    assert one.layout_classes == 2 and one.obedience == 0 and one.layout_critic == 0 and one.reader_blur == 0
     assert one.fsq_levels == "8,5,3"  # under 1,000 training images
 
 

@@ -54,6 +54,9 @@ class VQVAEConfig:
     # The obedience loss's reader also learns a class "decoded under changed classes" (a classifier-GAN's
     # extra class, Salimans et al. 2016), so that the decoder cannot satisfy it with texture alone.
     obedience_realism: bool = False
+    # The obedience loss's reader sees images blurred by a Gaussian of this many pixels (real and decoded
+    # alike), so that the decoder can satisfy it only with an object's shape, not with texture (0: sharp).
+    reader_blur: float = 0.0
     # Weight of the decoder's term from a layout-conditioned patch critic (msgnet.nn.layout_critic) on
     # real codes decoded under changed classes: they must look like real images of the layout they were
     # decoded for, not only read as its classes (0: off, and no critic is built).
@@ -74,12 +77,14 @@ class VQVAEConfig:
     def validate(self) -> None:
         _check_numbers(self, "vqvae", allow_zero=("commitment", "attention_below", "layout_classes",
                                                   "code_replacement", "class_adversary", "obedience",
-                                                  "layout_critic"))
+                                                  "layout_critic", "reader_blur"))
         self._validate_quantizer()
         if not 0.0 <= self.code_replacement < 1.0:
             raise UsageError("vqvae.code_replacement: must be in [0, 1)")
         if self.layout_classes == 1:
             raise UsageError("vqvae.layout_classes: 0 (decoder not told the layout) or at least 2")
+        if self.reader_blur > 0 and self.obedience <= 0:
+            raise UsageError("vqvae.reader_blur: needs vqvae.obedience > 0 (it blurs what that loss's reader sees)")
         if self.obedience_realism and self.obedience <= 0:
             raise UsageError("vqvae.obedience_realism: needs vqvae.obedience > 0")
         if self.obedience > 0 and self.layout_classes < 3:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from msgnet.cli.common import add_device_argument, library_default
 from msgnet.cli.qc_cmd import add_threshold_arguments, qc_settings_from_args
-from msgnet.sampling.settings import LAYOUT_SOURCES, GenerationSettings
+from msgnet.sampling.settings import LAYOUT_SOURCES, SAMPLERS, GenerationSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "1: none; any other S needs a prior trained with prior.condition_dropout > 0 "
                    "[the run's choice: RUN/probe.json, else 1]")
     p.add_argument("--batch-size", type=int, default=16, help="pairs drawn at once: speed and memory only [16]")
-    p.add_argument("--sampler", choices=["cached", "reference", "cuda-graph"], default="cached",
+    p.add_argument("--sampler", choices=list(SAMPLERS), default=library_default(GenerationSettings, "sampler"),
                    help="cached: exact incremental sampler (fast); reference: one full pass per token; "
                    "cuda-graph: the cached sampler's steps captured in CUDA graphs (GPU only, same tokens)")
     p.add_argument("--layouts", default=None, metavar="DIR|COCO.json",

@@ -171,7 +171,8 @@ class DoublePathVQVAE(PretrainedMixin, nn.Module):
         # With ``obedience_realism`` the reader has one class more: "decoded under changed classes".
         reader_classes = k + 1 if config.obedience_realism else k
         self.class_reader = (
-            ClassReader(config.in_channels, reader_classes, config.num_downsamples) if config.obedience > 0 else None
+            ClassReader(config.in_channels, reader_classes, config.num_downsamples, blur=config.reader_blur)
+            if config.obedience > 0 else None
         )
         self.layout_critic = (
             LayoutCritic(config.in_channels, k, config.layout_critic_width) if config.layout_critic > 0 else None

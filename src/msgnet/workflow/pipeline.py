@@ -26,6 +26,7 @@ from msgnet.evaluation.qc.request import QC_KEY
 from msgnet.io import atomic_write_json
 from msgnet.layouts import layout_to_objects
 from msgnet.run_dir import MANIFEST_FORMAT, RunDir
+from msgnet.sampling.defaults import DECLARED_DEFAULTS
 from msgnet.sampling.engine import Engine, Progress, SampledBatch, SamplingRequest
 from msgnet.sampling.partial_output import PartialOutput
 from msgnet.sampling.real_layouts import write_training_layouts
@@ -158,7 +159,7 @@ class MSGNet:
                 **options: Any) -> SamplingRequest:
         """The engine's request for :meth:`sample`'s options (for :meth:`iter_batches`); as there, guidance,
         the codes temperature and the layout source not given are the run's choice."""
-        options = {"guidance": None, "temperature_codes": None, "layout_source": None, **options}
+        options = {**dict.fromkeys(DECLARED_DEFAULTS), **options}  # None: resolved from the run by the engine
         from_path = isinstance(layouts, (str, Path))
         settings = GenerationSettings(num=num, seed=seed, layouts_from=str(layouts) if from_path else None, **options)
         return self.engine.prepare(settings, None if from_path else layouts)  # type: ignore[arg-type]
