@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 import msgnet.preset_derivation as derivation
+import msgnet.step_budget as step_budget
 import msgnet.workflow.train as train_module
 from msgnet.evaluation.job_report import _training_lines
 from msgnet.preset_derivation import STAGE_SHARES
@@ -62,9 +63,9 @@ class Machine:
                 self.now += 1.0  # a finished stage resumes at its end
                 return
             steps = cfg.iterations * self.stop_at.get(model, 1.0)
-            # Each validation costs what the derivation assumes it costs (VALIDATION_COST_STEPS steps).
+            # Each validation costs what the derivation assumes it costs (step_budget.validation_steps).
             validations = int(steps // cfg.val_every)
-            busy = steps * LOOP_OVERHEAD + validations * derivation.VALIDATION_COST_STEPS[model]
+            busy = steps * LOOP_OVERHEAD + validations * step_budget.validation_steps(model, cfg.batch_size)
             self.now += min(busy * IDLE[model], 60 * cfg.max_minutes)
             ckpt = job.run.stage_dir(STAGE_OF[model]) / "checkpoint"
             ckpt.mkdir(parents=True, exist_ok=True)
@@ -92,8 +93,8 @@ def data(tmp_path_factory):
 def idle_steps(model: str) -> float:
     """The steps the derivation gives a model when its probe runs on an idle machine (its share, less the
     time of its validations)."""
-    validations = derivation.VALIDATIONS * derivation.VALIDATION_COST_STEPS[model]
-    return BUDGET * 60 * STAGE_SHARES[model] / IDLE[model] - validations
+    return step_budget.stage_steps(BUDGET * 60 * STAGE_SHARES[model], IDLE[model],
+                                   step_budget.validation_steps(model, 32))[0]
 
 
 def spent_seconds(run) -> float:
@@ -125,7 +126,9 @@ def test_a_probe_slowed_by_another_process_still_spends_the_budget(tmp_path, dat
         assert entry["steps_bought"] == steps and entry["step_seconds"] == pytest.approx(IDLE[model])
         assert entry["spent_seconds"] == entry["seconds"] > 0
         # Its share pays for its steps and its validations.
-        validations = derivation.VALIDATIONS * derivation.VALIDATION_COST_STEPS[model]
+        train_cfg = written[f"{model}_train"]
+        validations = (train_cfg["iterations"] // train_cfg["val_every"]
+                       * step_budget.validation_steps(model, train_cfg["batch_size"]))
         assert entry["budget_seconds"] == pytest.approx((steps + validations) * IDLE[model], abs=1.0)
     lines = "\n".join(_training_lines(run))
     assert lines.count("s/step (timed as it started)") == 3 and "- prior: bought" in lines
@@ -138,8 +141,11 @@ def test_time_a_stage_leaves_passes_to_the_next(tmp_path, data, monkeypatch):
     run = tmp_path / "run"
     train(run, data, budget=BUDGET, device="cpu")
     assert spent_seconds(run) >= 0.9 * BUDGET * 60
-    # Its own share (0.445 of 12 min) would buy idle_steps; the layout prior's unspent time comes on top.
-    assert machine.iterations["prior"] >= 1.3 * idle_steps("prior")
+    # Its own share would buy idle_steps; the layout prior's unspent time (3/4 of its share, less the VQ-VAE's
+    # overrun) comes on top: the steps of at least 40% of that share more.
+    seconds = (STAGE_SHARES["prior"] + 0.4 * STAGE_SHARES["layout_prior"]) * BUDGET * 60
+    more = step_budget.stage_steps(seconds, IDLE["prior"], step_budget.validation_steps("prior", 32))[0]
+    assert machine.iterations["prior"] >= more > 1.1 * idle_steps("prior")
     assert machine.iterations["vqvae"] >= 0.95 * idle_steps("vqvae")
 
 

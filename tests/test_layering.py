@@ -81,7 +81,7 @@ LAYERS: dict[str, int] = {
     "data": 3, "augmentation": 3,
     "models": 4,
     "training": 5,
-    "baselines": 6, "preset_derivation": 6,
+    "baselines": 6, "preset_derivation": 6, "step_budget": 6,
     "sampling": 7,
     "evaluation": 8,
     "workflow": 9,

@@ -11,8 +11,8 @@ import yaml
 from msgnet.cli import main
 from msgnet.config import load_preset
 from msgnet.errors import UsageError
-from msgnet.preset_derivation import (VALIDATION_COST_STEPS, VALIDATIONS, derive_preset, latent_size_for, steps_for,
-                                     measure_step_seconds)
+from msgnet.preset_derivation import derive_preset, latent_size_for, measure_step_seconds
+from msgnet.step_budget import SMALLEST_VQVAE_BATCH, VALIDATION_SHARE, stage_steps, validation_steps, vqvae_batch
 from tests.fixtures import make_tiny_dataset, tiny_info, train_one_step_each
 
 
@@ -55,16 +55,23 @@ def test_derived_presets_build_all_three_models_and_train_one_step(channels, siz
 def test_budget_fills_each_stage_in_its_share():
     info = tiny_info(64, 1, 11)
     preset = derive_preset(info, 5000, torch.device("cpu"), 60, step_seconds=fixed_seconds)
-    # Each stage's steps and its 20 validations (each costing VALIDATION_COST_STEPS steps) fill its share.
-    paid = {s: getattr(preset, f"{s}_train").iterations + VALIDATIONS * VALIDATION_COST_STEPS[s]
-            for s in ("vqvae", "layout_prior", "prior")}
+    # Each stage's steps and its validations (each costing validation_steps of its steps) fill its share.
+    def validations(train):
+        return train.iterations // train.val_every
+
+    def paid_steps(stage, train):
+        return train.iterations + validations(train) * validation_steps(stage, train.batch_size)
+
+    paid = {s: paid_steps(s, getattr(preset, f"{s}_train")) for s in ("vqvae", "layout_prior", "prior")}
+    # 20 validations where they fit in 15% of the share; the codes prior's 24 minutes of 1 s steps fit 5.
+    assert {s: validations(getattr(preset, f"{s}_train")) for s in paid} == {"vqvae": 20, "layout_prior": 20,
+                                                                           "prior": 5}
     minutes = {s: paid[s] * fixed_seconds(None, None)[s] / 60 for s in paid}
     assert sum(minutes.values()) == pytest.approx(60, rel=0.01)
     # 45% / 15% / 40% of 60 minutes: the VQ-VAE is what a small budget is short of (docs/adherence.md).
     assert minutes == pytest.approx({"vqvae": 27.0, "layout_prior": 9.0, "prior": 24.0}, rel=0.02)
     double = derive_preset(info, 5000, torch.device("cpu"), 120, step_seconds=fixed_seconds)
-    assert double.prior_train.iterations + VALIDATIONS * VALIDATION_COST_STEPS["prior"] == pytest.approx(
-        paid["prior"] * 2, abs=1)
+    assert paid_steps("prior", double.prior_train) == pytest.approx(paid["prior"] * 2, abs=1)
     for sentence in ("1 channel(s) and 11 classes", "64x64 images", "Widths:", "60-minute budget"):
         assert sentence in preset.source
     with pytest.raises(UsageError):
@@ -188,9 +195,37 @@ def test_a_vqvae_with_the_layout_critic_keeps_its_last_weights_and_the_priors_se
 
 
 def test_a_stage_buys_its_validations_before_its_steps():
-    """20 validations of 43 steps each come off a large share; a small share (under 100 steps, where the
-    stage validates every 5 steps) keeps the same proportion of steps to validations."""
-    assert steps_for(10_000, 1.0, 43) == 10_000 - 20 * 43
-    assert steps_for(10_000, 1.0) == 10_000
-    assert steps_for(500, 1.0, 43) == int(500 / (1 + 43 / 5))  # 52 steps, 10 validations: 52 + 430 = 482 s
-    assert steps_for(1, 1.0, 43) == 10  # the floor
+    """Up to 20 validations of 43 steps each come off a large share; a short stage validates fewer times, so
+    that its validations never take more than VALIDATION_SHARE of it (once at least), and keeps its steps."""
+    assert stage_steps(10_000, 1.0, 43) == (10_000 - 20 * 43, 20)
+    assert stage_steps(10_000, 1.0) == (10_000, 20)
+    # 2,059 steps' time (the codes prior's share on a CPU without native bf16): 7 validations, not 20.
+    assert stage_steps(2_059, 1.0, 43) == (2_059 - 7 * 43, 7)
+    # 345 steps' time (that CPU's layout prior): 3 validations of 14 steps, 303 steps (a fixed 20 left it 90).
+    assert stage_steps(345, 1.0, 14) == (345 - 3 * 14, 3)
+    for seconds, cost in ((500, 43), (345, 14), (2_059, 43), (100_000, 4)):
+        steps, validations = stage_steps(seconds, 1.0, cost)
+        assert validations * cost <= max(VALIDATION_SHARE * seconds, cost)
+    assert stage_steps(1, 1.0, 43) == (10, 1)  # the floor
+
+
+def test_a_share_that_buys_few_vqvae_steps_buys_smaller_ones():
+    """Where 32 images a step would buy fewer than FEW_VQVAE_STEPS steps, the VQ-VAE's batch is halved (not below
+    SMALLEST_VQVAE_BATCH) and the step expected to take half as long; a share that buys enough keeps its batch."""
+    assert vqvae_batch(32, 324.0, 0.52) == (8, 0.13)  # a CPU without native bf16, the main job's share
+    assert vqvae_batch(32, 324.0, 0.16) == (32, 0.16)  # 2,025 steps of 32 images
+    assert vqvae_batch(32, 1_000.0, 0.9) == (16, 0.45)  # 1,111 steps of 32, 2,222 of 16
+    assert vqvae_batch(12, 10.0, 1.0) == (12, 1.0)  # halving would go below the smallest batch
+    assert vqvae_batch(32, 1.0, 1.0)[0] == SMALLEST_VQVAE_BATCH
+    info = tiny_info(64, 1, 11)
+    slow = derive_preset(info, 1000, torch.device("cpu"), 12, step_seconds=lambda p, d: {
+        "vqvae": 0.52, "layout_prior": 0.25, "prior": 0.15})
+    assert slow.vqvae_train.batch_size == 8 and slow.prior_train.batch_size == 32
+    assert "trains on 8 images a step" in slow.source
+    # Its steps fill the share at the step time expected for 8 images (0.13 s), less 20 validations, each as
+    # long as 4 steps of 32 images, 16 of 8.
+    assert validation_steps("vqvae", 8) == 16 and validation_steps("vqvae", 32) == 4
+    assert slow.vqvae_train.iterations == int(12 * 60 * 0.45 / 0.13 - 20 * 16)
+    fast = derive_preset(info, 1000, torch.device("cpu"), 12, step_seconds=lambda p, d: {
+        "vqvae": 0.15, "layout_prior": 0.12, "prior": 0.07})
+    assert fast.vqvae_train.batch_size == 32 and "images a step" not in fast.source

@@ -42,6 +42,8 @@ from msgnet.data.format import DatasetInfo
 from msgnet.data.layout_grid import LayoutGridChoice
 from msgnet.errors import UsageError
 from msgnet.run_dir import stages_of
+from msgnet.step_budget import (FEW_VQVAE_STEPS, OVERRUN, VALIDATION_SHARE, VALIDATIONS, budgeted_train,
+                                 stage_steps, validation_steps, vqvae_batch)
 from msgnet.training.acceleration import Precision, compiled_for_training, compiler_available, place_for_training
 
 LATENT_RANGE = (16, 32)
@@ -57,14 +59,6 @@ CPU_GRID_EVIDENCE = ("on a CPU budget the coarser grid follows its layouts bette
 # of `multi-mnist-cpu` on 50,000 images) gave the VQ-VAE half the steps.
 STAGE_SHARES = {"vqvae": 0.45, "layout_prior": 0.15, "prior": 0.40}
 DEFAULT_BUDGET_MINUTES = 30.0
-MIN_STEPS = 10  # a floor for absurdly small budgets, not a recommendation
-OVERRUN = 1.25  # a stage stops at this multiple of its share of the budget if the machine is slower than measured
-VALIDATIONS = 20  # a derived stage validates this often (budgeted_train)
-# What one validation costs (with its share of the stage's checkpoints and image grids), in training steps of
-# the same model: the main job's stages (12-minute budget, 2-core CPU) ran 9%, 13% and 19% longer than their
-# steps at the measured step time -- 0.79 s, 1.37 s and 3.0 s a validation at 0.20, 0.10 and 0.07 s a step;
-# the codes prior's validation also decodes and scores ADHERENCE_PAIRS samples. A budget buys these first.
-VALIDATION_COST_STEPS = {"vqvae": 4, "layout_prior": 14, "prior": 43}
 # Share of the codes prior's training maps that see the "no layout" condition (classifier-free guidance);
 # LlamaGen and VAR train with 10%.
 CONDITION_DROPOUT = 0.1
@@ -298,32 +292,24 @@ def measure_step_seconds(preset: Preset, device: torch.device, repeats: int = TI
     return out
 
 
-def steps_for(seconds: float, step_seconds: float, validation_steps: int = 0) -> int:
-    """Optimiser steps that fill ``seconds`` at ``step_seconds`` each (at least ``MIN_STEPS``), leaving the
-    time of the stage's validations, each costing ``validation_steps`` steps (``VALIDATION_COST_STEPS``)."""
-    fits = seconds / max(step_seconds, 1e-6)
-    # VALIDATIONS validations from 100 steps up; below that one every 5 steps (budgeted_train's val_every floor).
-    return max(MIN_STEPS, int(max(fits - VALIDATIONS * validation_steps, fits / (1 + validation_steps / 5))))
-
-
-def budgeted_train(base: TrainConfig, steps: int, minutes: float, ema: bool) -> TrainConfig:
-    """``base`` set to train ``steps`` steps in about ``minutes``, with the settings that follow the
-    step count: the wall-time cap (``OVERRUN`` times the share), checkpoints, image grids, 20
-    validations and (``ema``) a moving average of the weights over ~10% of the run."""
-    # Small-data training: validate 20 times, keep the best-validated weights, stop after 5
-    # validations without improvement; the priors also average their weights over ~10% of the run.
-    decay = min(0.999, max(0.9, 1.0 - 10.0 / steps)) if ema else 0.0
-    # Three decimals and a floor: a cap rounded to 0 would mean no cap at all.
-    cap = max(0.001, round(minutes * OVERRUN, 3))
-    return replace(base, iterations=steps, epochs=0, max_minutes=cap, checkpoint_every=max(50, steps // 4),
-                   image_every=max(100, steps // 2), val_every=max(5, steps // VALIDATIONS), ema_decay=round(decay, 4))
-
-
 def check_budget(minutes: float) -> float:
     """A training budget in minutes: positive and finite."""
     if not (math.isfinite(float(minutes)) and float(minutes) > 0):
         raise UsageError(f"budget: must be a positive, finite number of minutes, got {minutes}")
     return float(minutes)
+
+
+def _vqvae_images_per_step(preset: Preset, seconds: float, step_seconds: float,
+                           why: list[str]) -> tuple[Preset, float]:
+    """``preset`` with the VQ-VAE's batch for its share (:func:`msgnet.step_budget.vqvae_batch`), the step time
+    expected at it; a sentence in ``why`` where the batch was made smaller."""
+    before = preset.vqvae_train.batch_size
+    batch, step_seconds = vqvae_batch(before, seconds, step_seconds)
+    if batch != before:
+        why.append(f"The VQ-VAE's share buys fewer than {FEW_VQVAE_STEPS} steps of {before} images on this machine: it "
+                   f"trains on {batch} images a step instead, more steps in the same time (on a CPU without native "
+                   "bf16 that trained it far better: docs/pair-policies.md).")
+    return replace(preset, vqvae_train=replace(preset.vqvae_train, batch_size=batch)), step_seconds
 
 
 def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budget_minutes: float | None = None,
@@ -347,7 +333,9 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
     compile_priors = not gpu and compiler_available(device)
     preset = replace(preset, prior_train=replace(preset.prior_train, compile=compile_priors),
                      layout_prior_train=replace(preset.layout_prior_train, compile=compile_priors))
-    seconds = step_seconds(preset, device)
+    seconds = dict(step_seconds(preset, device))
+    preset, seconds["vqvae"] = _vqvae_images_per_step(preset, budget * STAGE_SHARES["vqvae"] * 60, seconds["vqvae"],
+                                                      why)
     trains = {}
     lrs = {"vqvae": 2e-3, "layout_prior": 2e-3, "prior": 1e-3} if not gpu else {"vqvae": 1e-3, "layout_prior": 1e-3,
                                                                                "prior": 3e-4}
@@ -357,7 +345,8 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
     augment = bool(copies and declared)
     for stage, share in STAGE_SHARES.items():
         minutes = budget * share
-        steps = steps_for(minutes * 60, seconds[stage], VALIDATION_COST_STEPS[stage])
+        batch = getattr(preset, f"{stage}_train").batch_size
+        steps, validations = stage_steps(minutes * 60, seconds[stage], validation_steps(stage, batch))
         # The layout critic trades validation MSE for obedience: MSE, the VQ-VAE's selection metric, would keep
         # (and stop at) the weights from before the critic taught anything (measured: stopped at step 462 of
         # 1,552, keeping step 154's, reconstruction fidelity 16%). Such a VQ-VAE keeps its last weights.
@@ -366,15 +355,16 @@ def derive_preset(info: DatasetInfo, num_train: int, device: torch.device, budge
                        val_samples=1000, keep_best=selects, patience=5 if selects else 0, augment=augment,
                        augment_copies=copies if augment and stage != "vqvae" else 0,
                        adherence_pairs=ADHERENCE_PAIRS if stage == "prior" else 0)
-        trains[f"{stage}_train"] = budgeted_train(base, steps, minutes, ema=stage != "vqvae")
+        trains[f"{stage}_train"] = budgeted_train(base, steps, minutes, ema=stage != "vqvae", validations=validations)
         parts.append(f"{stage} {steps} steps ({minutes:.1f} min at {seconds[stage]:.3f} s/step measured here, less "
-                     f"{VALIDATIONS} validations at {VALIDATION_COST_STEPS[stage]} steps each)")
+                     f"{validations} validations at {validation_steps(stage, batch):g} steps each)")
     why.append(f"A {budget:g}-minute budget on {device.type}, split {', '.join(parts)}; linear decay to 0; each "
                f"stage stops at {OVERRUN:g}x its share if the machine is slower than measured. Each stage buys its "
                "steps again when it starts, at a step time measured then, with its share of the budget left then "
                "(time a stage leaves unspent passes to the next; RUN/run.json records each purchase).")
     critic = preset.vqvae.layout_critic > 0
-    why.append("Small data: every stage validates 20 times, keeps its best-validated weights and stops after 5 "
+    why.append(f"Small data: every stage validates up to {VALIDATIONS} times (in at most "
+               f"{100 * VALIDATION_SHARE:g}% of its time), keeps its best-validated weights and stops after 5 "
                "validations without improvement" + (" (but the VQ-VAE, whose layout critic raises validation MSE "
                "while it teaches, trains to its last step and keeps those weights)" if critic else "")
                + "; the priors sample with a moving average of their weights. The "

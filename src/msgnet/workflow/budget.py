@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import torch
 
 from msgnet import preset_derivation as derivation
+from msgnet import step_budget
 from msgnet.config import Preset
 from msgnet.data.format import DatasetInfo
 from msgnet.preset_derivation import DEFAULT_BUDGET_MINUTES
@@ -105,11 +106,12 @@ def buy_stage(run: RunDir, preset: Preset, name: str, device: torch.device) -> P
     pending = [s for s in derivation.MODEL_OF_STAGE if s == name or not run.done(s)]
     shares = derivation.STAGE_SHARES
     seconds = max(0.0, left) * shares[model] / sum(shares[derivation.MODEL_OF_STAGE[s]] for s in pending)
-    steps = derivation.steps_for(seconds, measured, derivation.VALIDATION_COST_STEPS[model])
-    seconds = max(seconds, steps * measured)  # the floor of MIN_STEPS gets the time it needs
     base = getattr(preset, f"{model}_train")
-    train_cfg = derivation.budgeted_train(base, steps, seconds / 60, ema=base.ema_decay > 0)
-    idle_steps = derivation.steps_for(seconds, idle, derivation.VALIDATION_COST_STEPS[model])
+    cost = step_budget.validation_steps(model, base.batch_size)
+    steps, validations = step_budget.stage_steps(seconds, measured, cost)
+    seconds = max(seconds, steps * measured)  # the floor of MIN_STEPS gets the time it needs
+    train_cfg = step_budget.budgeted_train(base, steps, seconds / 60, ema=base.ema_decay > 0, validations=validations)
+    idle_steps, _ = step_budget.stage_steps(seconds, idle, cost)
     if steps < FEW * idle_steps:
         log.warning("%s: bought %d steps at %.3g s/step measured now, under half the %d that its %.1f-minute "
                     "share buys at the machine's idle %.3g s/step: another process is probably loading the "
