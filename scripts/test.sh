@@ -8,4 +8,6 @@ if ! .venv/bin/python -c "from msgnet.data.clevr import renderer_python; rendere
     .venv/bin/msgnet data setup-clevr 2>&1 | grep -v "^WARNING: Location" | tail -2 \
         || echo "test: bpy could not be installed; the CLEVR rendering tests will be skipped"
 fi
-exec .venv/bin/python -m pytest -q "$@"
+# One pytest worker per core (pytest-xdist), a file's tests on one worker so module fixtures are built once;
+# each test runs on one thread (tests/conftest.py).
+exec .venv/bin/python -m pytest -q -n auto --dist loadfile "$@"

@@ -318,10 +318,14 @@ def test_the_unet_loop_times_its_threads_and_restores_them(monkeypatch):
     assert set(probes[2::3]) <= {1, 2}
 
 
-@pytest.mark.parametrize("asked,compiler,compiled", [(True, True, True), (True, False, False), (False, True, False)])
-def test_unet_steps_are_compiled_only_when_asked_and_a_compiler_is_there(monkeypatch, asked, compiler, compiled):
+@pytest.mark.parametrize("asked,compiler,steps,compiled",
+                         [(True, True, 6, True), (True, False, 6, False), (False, True, 6, False), (True, True, 5, False)])
+def test_unet_steps_are_compiled_only_when_asked_a_compiler_is_there_and_it_pays(monkeypatch, asked, compiler, steps,
+                                                                                compiled):
     """The protocol's ``compile`` runs the training steps through torch.compile's module (a stand-in here that
-    counts its calls), while the weights kept and evaluated are the plain module's."""
+    counts its calls), while the weights kept and evaluated are the plain module's; a training shorter than
+    COMPILE_FROM_STEPS (6 here) runs uncompiled, since it cannot win the compilation's time back."""
+    from msgnet.evaluation.benchmark import protocol as protocol_module
     from msgnet.evaluation.benchmark import training
     from msgnet.evaluation.benchmark.exposure import make_plan
     from msgnet.evaluation.benchmark.protocol import UNetProtocol
@@ -338,13 +342,14 @@ def test_unet_steps_are_compiled_only_when_asked_and_a_compiler_is_there(monkeyp
             calls.append(x.shape[0])
             return self.inner(x)
 
+    monkeypatch.setattr(protocol_module, "COMPILE_FROM_STEPS", 6)
     monkeypatch.setattr(training, "compiler_available", lambda device: compiler)
     monkeypatch.setattr(training, "compiled_for_training", lambda m, device, enabled: Counting(m) if enabled else m)
     toy = _toy_arrays(16)
     real = DeviceSet.from_arrays(toy.images, toy.layouts, torch.device("cpu"))
     protocol = UNetProtocol(channels=(4, 8), strides=(2,), batch_size=4, curve_points=2, compile=asked)
-    trained = train_unet(real, make_plan(16, 0, 4, None, 6, 0), 3, protocol, seed=0, progress=False)
-    assert len(calls) == (6 if compiled else 0)
+    trained = train_unet(real, make_plan(16, 0, 4, None, steps, 0), 3, protocol, seed=0, progress=False)
+    assert len(calls) == (steps if compiled else 0)
     assert not isinstance(trained.model, Counting)
     assert ("compiled" in protocol.describe()) == asked
 

@@ -29,7 +29,7 @@ def _pipeline(tmp_path, data, channels, num_classes):
     assert int(layouts.max()) < num_classes
     result = tmp_path / "augment.json"
     assert main(["eval", "augment", "--real", str(data), "--synthetic", str(gen), "--seeds", "1",
-                 "--epochs", "1", "--out", str(result)]) == 0
+                 "--epochs", "1", "--min-steps", "300", "--out", str(result)]) == 0
     report = json.loads(result.read_text())
     n_real = len(open_dataset(data).ids("train"))
     (entry,) = report["results"]

@@ -24,6 +24,9 @@ from msgnet.errors import UsageError
 LOSS = ("Dice + cross-entropy as MONAI's DiceCELoss (softmax, one-hot targets, background included), "
         "with a weight for generated samples and pixels a filter leaves out")
 SCHEDULE = "cosine decay to 0, no warm-up"
+# torch.compile costs about 10 s per U-Net on a CPU and saves 39% of a step there (benchmarks/unet_cpu_step.py):
+# a shorter training cannot win that time back, so it runs uncompiled.
+COMPILE_FROM_STEPS = 300
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class UNetProtocol:
         per_epoch = max(1, math.ceil(num_real_train / self.real_batch(num_real_train)))
         return max(self.min_steps, self.epochs * per_epoch)
 
+    def compiles(self, steps: int) -> bool:
+        """Whether a training of ``steps`` steps is compiled (where a C++ compiler is present)."""
+        return self.compile and steps >= COMPILE_FROM_STEPS
+
     def eval_every(self, steps: int) -> int:
         return max(1, steps // max(1, self.curve_points))
 
@@ -85,7 +92,8 @@ class UNetProtocol:
             f"bf16 autocast on CUDA, fp32 on CPU"
             + ("" if self.patience is None else
                f"; early stopping after {self.patience} of {self.curve_points} validation points without a better one")
-            + ("; training steps compiled (torch.compile) where a C++ compiler is present" if self.compile else "")
+            + ("; training steps compiled (torch.compile) where a C++ compiler is present and a training has "
+               f"{COMPILE_FROM_STEPS} steps or more" if self.compile else "")
         )
 
 

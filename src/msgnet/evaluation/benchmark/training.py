@@ -139,7 +139,7 @@ def train_unet(
         model = model.to(memory_format=torch.channels_last)
     # The steps run through the compiled module; selection, evaluation and the weights kept use ``model``,
     # whose parameters it shares.
-    stepper = compiled_for_training(model, device, protocol.compile and compiler_available(device))
+    stepper = compiled_for_training(model, device, protocol.compiles(steps) and compiler_available(device))
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(model.parameters(), lr=protocol.lr, weight_decay=protocol.weight_decay, **fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(steps, plan.pretrain_steps))
