@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 from scipy.stats import binomtest
@@ -15,7 +16,7 @@ import torch
 import msgnet
 from msgnet.config import layout_grids, load_preset
 from msgnet.data.format import open_dataset
-from msgnet.data.layout_grid import choose_layout_grid
+from msgnet.data.layout_grid import SHAPE_DICE, choose_layout_grid, shape_dice
 from msgnet.data.mnist_source import load_bundled
 from msgnet.data.multi_mnist import MultiMnistSpec, build_multi_mnist
 from msgnet.data.rules import layout_keeps_rule, rule_violations
@@ -79,10 +80,50 @@ def test_the_chosen_grid_keeps_the_rule_and_is_the_coarsest_that_does(multi_mnis
     assert choose_layout_grid(multi_mnist, 8, max_layouts=50).measured <= 50
 
 
-def test_without_a_rule_the_layout_prior_stays_on_the_latent_grid(tmp_path):
-    ds = open_dataset(make_tiny_dataset(tmp_path / "d", n=12, size=16))
-    choice = choose_layout_grid(ds, 4)
-    assert choice.grid == 4 and "no rule" in choice.sentence()
+class _Layouts:
+    """What choose_layout_grid reads of a dataset: its record (no rule) and its training layouts."""
+
+    def __init__(self, layouts, num_classes=3):
+        self.layouts = layouts
+        self.info = SimpleNamespace(image_size=layouts.shape[1:], rule=None, num_classes=num_classes, name="hand")
+
+    def ids(self, split):
+        return list(range(len(self.layouts)))
+
+    def read_layout(self, i):
+        return self.layouts[i]
+
+
+def test_shape_dice_of_a_hand_case():
+    lay = np.zeros((2, 16, 16), np.uint8)
+    lay[0, 0:8, 0:8] = 1  # a whole 2x2 block of 4-pixel cells: back intact through 4x4
+    lay[0, 9, 9] = 2  # one pixel of a 4x4 cell: gone through 4x4
+    lay[1, 4:8, 4:10] = 1  # one cell and a half: the half cell is a tie, which goes to the object
+    dice = shape_dice(lay, 4, 3)
+    assert dice[0] == pytest.approx((1.0 + 0.0) / 2)  # the mean over the layout's object classes
+    assert dice[1] == pytest.approx(2 * 24 / (24 + 32))
+    assert np.all(shape_dice(lay, 16, 3) == 1.0)
+    assert np.isnan(shape_dice(np.zeros((1, 16, 16), np.uint8), 4, 3)[0])  # no objects: left out
+
+
+def test_without_a_rule_the_grid_is_the_coarsest_that_keeps_the_shapes():
+    blocks = np.zeros((4, 16, 16), np.uint8)
+    for k in range(4):
+        blocks[k, 4 * k : 4 * k + 4, 0:8] = 1 + k % 2  # whole 4-pixel cells
+    choice = choose_layout_grid(_Layouts(blocks), 4)
+    assert choice.grid == 4 and choice.shapes == {4: 1.0} and choice.measured == 4
+    specks = np.zeros((4, 16, 16), np.uint8)
+    for k in range(4):
+        specks[k, 4 * k + 1 : 4 * k + 3, 5:7] = 1  # 2x2 objects inside one cell: lost at 4x4, kept at 8x8 or not
+    choice = choose_layout_grid(_Layouts(specks), 4)
+    expected = {s: float(np.nanmean(shape_dice(specks, s, 3))) for s in (4, 8, 16)}
+    coarsest = next(s for s in (4, 8, 16) if expected[s] >= SHAPE_DICE)
+    assert choice.grid == coarsest > 4
+    assert choice.shapes == pytest.approx({s: expected[s] for s in (4, 8, 16) if s <= coarsest})
+    sentence = choice.sentence()
+    assert "no rule" in sentence and f"{coarsest}x{coarsest} layouts" in sentence and "4x4 latent grid" in sentence
+    empty = choose_layout_grid(_Layouts(np.zeros((3, 16, 16), np.uint8)), 4)
+    assert empty.grid == 4 and "latent grid" in empty.sentence()
 
 
 def test_validate_allows_a_finer_layout_grid_that_divides_the_image():

@@ -11,8 +11,9 @@ matter of how much compute there is:
   no halving lands in 16–24), one halving more on a CPU (8–12 cells: measured to follow the layouts
   better per CPU-minute, ``CPU_GRID_EVIDENCE``);
 * **the layout prior's grid**, given the training layouts, is the coarsest (latent side times a power
-  of two, up to the image side) on which 99% of them keep the dataset's rule through the grid and
-  back (:mod:`msgnet.data.layout_grid`); without them it is the latent grid;
+  of two, up to the image side) on which 95% of them keep the dataset's rule through the grid and
+  back, or, for data without a rule, keep their shapes (:mod:`msgnet.data.layout_grid`); without the
+  training layouts it is the latent grid;
 * **the number of training images** and **the device** give the widths: the paper's widths on a
   GPU, the CPU presets' (measured in ``benchmarks/``) on a CPU, narrower priors for small sets;
 * **small sets** (under 4,000 training images) train all three models on the geometric
