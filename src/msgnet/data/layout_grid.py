@@ -176,10 +176,9 @@ def _choose_by_shapes(layouts: np.ndarray, sides: Sequence[int], latent_size: in
                       keep: float) -> LayoutGridChoice:
     """The coarsest side through which ``layouts`` keep a mean object DICE of ``SHAPE_DICE`` (the image side
     keeps 1.0); the latent side where no layout has objects."""
-    size = layouts.shape[-1]
     shapes: dict[int, float] = {}
     for side in sides:
-        dice = shape_dice(layouts, side, num_classes) if side != size else np.ones(len(layouts))
+        dice = shape_dice(layouts, side, num_classes)
         dice = dice[~np.isnan(dice)]
         if not len(dice):
             return LayoutGridChoice(latent_size, latent_size, measured=0, keep=keep)
