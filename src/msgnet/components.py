@@ -233,12 +233,17 @@ class TrainConfig:
     # random tokens while training, the targets staying the true tokens, so that a prior cannot lower
     # its loss by recalling a training map from its earlier tokens alone (0: off, no random draws).
     token_corruption: float = 0.0
+    # The codes prior: after training, this many steps of condition contrastive alignment against the
+    # trained prior, its layouts with the object classes changed as the negatives, at
+    # `alignment_learning_rate` (msgnet.training.prior_alignment; 0: off, the trained prior is saved).
+    alignment_steps: int = 0
+    alignment_learning_rate: float = 1e-4
 
     def validate(self, where: str = "train") -> None:
         _check_numbers(self, where, allow_zero=("iterations", "epochs", "max_minutes", "weight_decay", "adam_beta1", "grad_clip",
                                                  "seed", "val_samples", "ema_decay", "patience",
                                                  "val_every", "augment_copies", "image_every", "adherence_pairs",
-                                                 "token_corruption"))
+                                                 "token_corruption", "alignment_steps"))
         if self.batch_size < 1:
             raise UsageError("train: batch_size must be positive")
         if self.learning_rate <= 0:

@@ -62,6 +62,10 @@ class Preset:
             (not prior.conditional or prior.num_condition_classes == layout.num_classes,
              "prior.num_condition_classes",
              f"must equal layout_prior.num_classes {layout.num_classes} (the layout is the condition)"),
+            (self.layout_prior_train.alignment_steps == 0, "layout_prior_train.alignment_steps",
+             "must be 0: only the codes prior is aligned to the classes of its layout"),
+            (self.prior_train.alignment_steps == 0 or prior.num_condition_classes >= 3, "prior_train.alignment_steps",
+             "must be 0 for fewer than two object classes: alignment contrasts a layout with its classes changed"),
         ]
         for ok, key, why in agreements:
             if not ok:

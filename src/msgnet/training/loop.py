@@ -360,7 +360,8 @@ class TrainingSession:
             self.validate(self.step, True)
         self.checkpoint(self.step)
         if self.main:
-            save_model(self.selection.final_model(), self.stage.config, self.stage_dir, self.stage.kind)
+            final = self.stage.finalize(self.selection.final_model(), self.train_set, self.stage_dir)
+            save_model(final, self.stage.config, self.stage_dir, self.stage.kind)
             kept = self.selection.write_record(self.stage_dir, self.step, self.no_improvement)
             self._say(f"{self.stage.name}: saved {self.stage_dir} ({'averaged ' if kept['averaged'] else ''}"
                            f"weights of step {kept['step']}, {kept['kept']}) after step {self.step}/{self.total}")

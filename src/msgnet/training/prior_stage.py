@@ -14,11 +14,14 @@ validates), and for the codes prior its class gain (``val_class_gain``,
 :mod:`msgnet.training.prior_diagnostics`).
 
 ``TrainConfig.token_corruption`` replaces that share of the input tokens by random ones while
-training (the targets stay the true tokens), for either prior.
+training (the targets stay the true tokens), for either prior. ``TrainConfig.alignment_steps`` fine-tunes
+the codes prior the loop keeps to read its layouts' classes before it is saved
+(:mod:`msgnet.training.prior_alignment`, ``RUN_DIR/prior/alignment.json``).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -33,6 +36,7 @@ from msgnet.config import PixelSNAILConfig, Preset, TrainConfig
 from msgnet.data.format import open_dataset
 from msgnet.data.torch_dataset import load_split_ids
 from msgnet.errors import UsageError
+from msgnet.io import atomic_write_json
 from msgnet.layouts import downsample_layout
 from msgnet.models.latents import stack_layout
 from msgnet.models.layout_prior import LayoutPixelSNAIL
@@ -40,6 +44,7 @@ from msgnet.models.pixelsnail import PixelSNAIL
 from msgnet.training import distributed as D
 from msgnet.training.codes import load_codes
 from msgnet.training.loop import BaseStage, iterate_batches, seed_everything, to_device, train
+from msgnet.training.prior_alignment import AlignmentSettings, align_prior
 from msgnet.training.prior_diagnostics import ClassGainTally, corrupt_tokens, corruption_generator
 from msgnet.run_dir import RunDir
 
@@ -74,6 +79,10 @@ class TensorRows:
     def to(self, device: torch.device | str) -> "TensorRows":
         self.tensors = tuple(t.to(device) for t in self.tensors)
         return self
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _nll(model: nn.Module, inputs: torch.Tensor, condition: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
@@ -149,6 +158,10 @@ class _PriorStageBase(BaseStage):
         """Validation loss once per epoch (rank 0), as the paper's schedule is counted in epochs."""
         if not dist.is_main or not len(self.val_set):
             return {}
+        return self.validation(model)
+
+    def validation(self, model: nn.Module) -> dict[str, float]:
+        """:meth:`evaluate` over the validation maps, as ``val_*`` metrics (the model's mode is kept)."""
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
@@ -175,11 +188,31 @@ class PriorStage(_PriorStageBase):
     kind = PixelSNAIL.kind
 
     def __init__(self, config: PixelSNAILConfig, adherence: Callable[[nn.Module], float] | None = None,
-                 **kwargs: Any) -> None:
+                 alignment: AlignmentSettings | None = None, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.model = PixelSNAIL(config)
         # Scores decoded samples against their layouts (msgnet.evaluation.qc.adherence); logged, never selects.
         self.adherence = adherence
+        self.alignment = alignment
+
+    def finalize(self, model: nn.Module, train_set: Any, stage_dir: Path) -> nn.Module:
+        """The trained prior, aligned to its layouts' classes when ``alignment`` asks for steps
+        (:mod:`msgnet.training.prior_alignment`); ``alignment.json`` records what it did and the
+        validation figures before and after."""
+        record_path = stage_dir / "alignment.json"
+        record_path.unlink(missing_ok=True)  # a record of an earlier training describes other weights
+        if self.alignment is None or self.alignment.steps == 0:
+            return model
+        aligned = copy.deepcopy(model)
+        before = self.validation(aligned) if len(self.val_set) else {}
+        codes, condition = train_set.tensors
+        record = align_prior(aligned, codes, condition, self.alignment)
+        after = self.validation(aligned) if len(self.val_set) else {}
+        record.update(before=before, after=after)
+        atomic_write_json(record_path, record)
+        logger.info("prior: aligned to its layouts' classes in %d steps (class gain %s -> %s nats per object token)",
+                    self.alignment.steps, _fmt(before.get("val_class_gain")), _fmt(after.get("val_class_gain")))
+        return aligned
 
     def class_gain_tally(self) -> ClassGainTally | None:
         # A fresh tally seeded alike at every validation: the same maps get the same permutations.
@@ -267,7 +300,9 @@ def train_prior(preset: Preset, run_dir: Path | str, resume: bool = False, devic
     tc = preset.prior_train
     train_set, val_set = _datasets(run_dir, build, _copies(tc))
     seed_everything(tc.seed)
-    stage = PriorStage(cfg, adherence=adherence, val_set=val_set, val_samples=tc.val_samples,
+    alignment = AlignmentSettings(steps=tc.alignment_steps, learning_rate=tc.alignment_learning_rate,
+                                  batch_size=tc.batch_size, seed=tc.seed)
+    stage = PriorStage(cfg, adherence=adherence, alignment=alignment, val_set=val_set, val_samples=tc.val_samples,
                        batch_size=tc.batch_size, seed=tc.seed, token_corruption=tc.token_corruption)
     return train(stage, train_set, val_set, tc, run_dir, resume=resume, device=device).model_dir
 

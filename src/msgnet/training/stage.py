@@ -65,6 +65,10 @@ class Stage(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    def finalize(self, model: nn.Module, train_set: Any, stage_dir: Path) -> nn.Module:
+        """The module to save, made from the trained (selected) one (rank 0, after the last step; e.g. a
+        short fine-tune). Called again when a finished stage is resumed, on the same selected weights."""
+
 
 class BaseStage:
     """Defaults for the optional parts of :class:`Stage`."""
@@ -84,6 +88,9 @@ class BaseStage:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
+
+    def finalize(self, model: nn.Module, train_set: Any, stage_dir: Path) -> nn.Module:
+        return model
 
 
 @dataclass
