@@ -1,8 +1,8 @@
 """What a step of the codes prior's alignment costs, in training steps of the same prior.
 
-Derived presets buy the alignment's steps (msgnet.training.prior_alignment) out of the codes prior's
-share of the budget at ``ALIGNMENT_STEP_COST`` training steps each (msgnet.step_budget). This times
-both in the same process, interleaved round by round so that a neighbour's load hits both alike: the
+Aligning the codes prior (msgnet.training.prior_alignment) instead of training it longer is a fair trade
+only at the same CPU time, so the comparison needs this ratio (docs/adherence.md). This times both in
+the same process, interleaved round by round so that a neighbour's load hits both alike: the
 training step as the loop runs it (compiled where the preset compiles, the preset's precision) and the
 alignment step as it runs (eager: the prior on twice the maps, forward and backward, and the frozen
 reference's forward pass). Prints seconds per step and the ratio.

@@ -47,7 +47,7 @@ class AlignmentSettings:
     steps: int
     beta: float = 0.02
     lam: float = 1.0
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4  # as TrainConfig.alignment_learning_rate, which train_prior passes
     batch_size: int = 32
     null_share: float = 0.1
     grad_clip: float = 1.0
